@@ -1,0 +1,74 @@
+"""The LightningModule every method shares: named loss terms in, logged metrics out.
+
+A method only says which loss terms it optimises (``loss_terms``) and with which weights;
+optimisation, validation metrics and logging are the same for all, so a difference between
+two rows of a results table comes from the training signal and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from privkd.losses.task import task_loss
+from privkd.models.network import PrivilegedNet
+
+
+def classification_metrics(n_classes: int) -> MetricCollection:
+    """Accuracy (micro) and macro-F1, the papers' classification metrics."""
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(num_classes=n_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes=n_classes, average="macro"),
+        }
+    )
+
+
+class PrivkdModule(L.LightningModule):
+    """Trains ``net`` on ``Σ weights[name] * loss_terms()[name]`` and scores it on validation data."""
+
+    def __init__(self, net: PrivilegedNet, *, task: str, n_classes: int, lr: float, weight_decay: float) -> None:
+        super().__init__()
+        self.net = net
+        self.task = task
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.weights: dict[str, float] = {"task": 1.0}
+        self.val_metrics = classification_metrics(n_classes).clone(prefix="val/")
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        return self.net(inputs).logits
+
+    def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
+        """Unweighted loss terms for a training batch; the base trains the task loss only."""
+        return {"task": task_loss(self.task, self.net(batch["inputs"]).logits, batch["label"])}
+
+    def training_step(self, batch: Mapping[str, object], batch_idx: int) -> Tensor:
+        terms = self.loss_terms(batch)
+        total = sum(self.weights[name] * value for name, value in terms.items())
+        batch_size = len(batch["label"])
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train/loss", total, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        return total
+
+    def validation_step(self, batch: Mapping[str, object], batch_idx: int) -> None:
+        logits = self.net(batch["inputs"]).logits
+        loss = task_loss(self.task, logits, batch["label"])
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["label"]))
+        self.val_metrics.update(logits, batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.trainable_parameters(), lr=self.lr, weight_decay=self.weight_decay)

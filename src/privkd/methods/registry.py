@@ -1,0 +1,75 @@
+"""Builds each method's network and LightningModule from a config and a dataset description."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from privkd.config import RunConfig
+from privkd.data.h5format import DatasetInfo
+from privkd.errors import ConfigError
+from privkd.losses.structural import StructuralOTLoss
+from privkd.methods.base import PrivkdModule
+from privkd.methods.pkdot import PKDOTModule
+from privkd.methods.teacher import TeacherModule
+from privkd.models.backbones import DEFAULT_BACKBONE_FOR_KIND, backbone_names
+from privkd.models.network import ModalitySpec, PrivilegedNet
+
+STUDENT_METHODS = ("pkdot",)
+"""Methods that distil from a teacher trained earlier in the same fold."""
+
+
+def modality_specs(cfg: RunConfig, info: DatasetInfo, names: Sequence[str]) -> list[ModalitySpec]:
+    """Encoder specifications for ``names``, with the configured or kind-default backbone."""
+    specs = []
+    for name in names:
+        modality = info.modalities[name]
+        backbone = cfg.model.backbones.get(name) or DEFAULT_BACKBONE_FOR_KIND.get(modality.kind)
+        if backbone is None or backbone not in backbone_names():
+            raise ConfigError(
+                f"model.backbones.{name}",
+                f"no backbone for modality kind {modality.kind!r}" if backbone is None else f"unknown backbone {backbone!r}",
+                f"use one of {backbone_names()}",
+            )
+        specs.append(ModalitySpec(name, tuple(modality.sample_shape), backbone))
+    return specs
+
+
+def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
+    """The network for ``role``: ``baseline`` (sees and fuses prevalent), ``teacher`` (sees and
+    fuses all, owns the T-Net) or ``student`` (sees prevalent, fuses all via the T-Net)."""
+    prevalent, privileged = list(cfg.data.prevalent), list(cfg.data.privileged)
+    seen = {"baseline": prevalent, "teacher": prevalent + privileged, "student": prevalent}[role]
+    fused = prevalent if role == "baseline" else prevalent + privileged
+    with_tnet = role != "baseline" and bool(privileged)
+    return PrivilegedNet(
+        modality_specs(cfg, info, seen),
+        fused,
+        info.n_classes,
+        embed_dim=cfg.model.embed_dim,
+        fusion=cfg.model.fusion,
+        fusion_dim=cfg.model.fusion_dim,
+        dropout=cfg.model.dropout,
+        tnet_inputs=prevalent if with_tnet else (),
+        tnet_outputs=privileged if with_tnet else (),
+        tnet_hidden=cfg.model.tnet_hidden,
+        tnet_bottleneck=cfg.model.tnet_bottleneck,
+    )
+
+
+def build_module(method: str, cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None = None) -> PrivkdModule:
+    """The LightningModule that trains ``method``; students need the fold's trained ``teacher``."""
+    common = dict(task=info.task, n_classes=info.n_classes, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+    if method == "baseline":
+        return PrivkdModule(build_net("baseline", cfg, info), **common)
+    if method == "teacher":
+        return TeacherModule(build_net("teacher", cfg, info), tnet_loss=cfg.teacher.tnet_loss, tnet_weight=cfg.teacher.tnet_weight, **common)
+    if method == "pkdot":
+        if teacher is None:
+            raise ValueError("pkdot needs the fold's trained teacher")
+        student = build_net("student", cfg, info)
+        if cfg.pkdot.init_from_teacher:
+            student.load_shared_weights(teacher)
+        ot_loss = StructuralOTLoss(k=cfg.pkdot.k, epsilon=cfg.pkdot.epsilon, mode=cfg.pkdot.ot_mode)
+        return PKDOTModule(student, teacher, ot_loss=ot_loss, beta=cfg.pkdot.beta, **common)
+    raise ConfigError("methods", f"unknown method {method!r}", "see privkd.config.METHOD_NAMES")
+

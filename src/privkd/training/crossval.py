@@ -1,0 +1,100 @@
+"""Subject-independent cross-validation of every configured method, fold by fold.
+
+Within a fold, methods are trained in a fixed order (the teacher before its students) on
+the same training subjects, selected on the same validation subjects and scored once on
+the same unseen test subjects. Each finished (fold, method) writes its metrics at once, so a
+later failure never loses a finished result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from privkd.config import METHOD_NAMES, RunConfig, config_to_dict
+from privkd.data import MultimodalDataset, read_info, subject_folds
+from privkd.data.embedded import embedded_dataset_path
+from privkd.errors import ConfigError
+from privkd.evaluation.metrics import predict, score
+from privkd.evaluation.summary import aggregate, summary_markdown
+from privkd.methods.registry import STUDENT_METHODS, build_module
+from privkd.training.fit import fit, make_loader
+from privkd.training.run_dir import create_run_dir, environment, write_json_atomic, write_text_atomic
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    """Where a run lives and what it found."""
+
+    run_dir: Path
+    summary: dict
+
+
+def resolve_data_path(path: str) -> Path:
+    """``embedded`` → the cached smartwatch dataset; anything else is a privkd HDF5 file."""
+    return embedded_dataset_path() if path == "embedded" else Path(path)
+
+
+def methods_to_train(cfg: RunConfig) -> list[str]:
+    """Configured methods in training order, adding the teacher when a student needs it."""
+    wanted = set(cfg.methods)
+    if wanted & set(STUDENT_METHODS):
+        wanted.add("teacher")
+    return [m for m in METHOD_NAMES if m in wanted]
+
+
+def check_modalities(cfg: RunConfig, available: list[str]) -> None:
+    for key, names in (("data.prevalent", cfg.data.prevalent), ("data.privileged", cfg.data.privileged)):
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise ConfigError(key, f"modality {unknown[0]!r} is not in the dataset", f"use some of {available}")
+
+
+def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None) -> RunResult:
+    """Train and score every method on every fold; write config, environment, per-fold
+    metrics, ``summary.json`` and ``summary.md`` under a new run directory."""
+    data_path = resolve_data_path(cfg.data.path)
+    info = read_info(data_path)
+    check_modalities(cfg, list(info.modalities))
+    run_dir = create_run_dir(out_root, cfg.name)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
+
+    modalities = list(cfg.data.prevalent) + list(cfg.data.privileged)
+    dataset = MultimodalDataset(data_path, modalities=modalities, in_memory=True)
+    folds = subject_folds(
+        dataset.subjects, n_folds=cfg.evaluation.n_folds, n_val_subjects=cfg.evaluation.n_val_subjects, seed=cfg.seed, labels=dataset.labels
+    )[: cfg.evaluation.max_folds]
+    write_json_atomic(
+        run_dir / "folds.json",
+        [{"fold": f.index, "train": list(f.train_subjects), "val": list(f.val_subjects), "test": list(f.test_subjects)} for f in folds],
+    )
+
+    methods = methods_to_train(cfg)
+    per_fold: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for fold in folds:
+        train_set, val_set, test_set = (dataset.subset(idx) for idx in (fold.train, fold.val, fold.test))
+        seed = cfg.seed + 1000 * fold.index
+        teacher = None
+        for method in methods:
+            progress(f"fold {fold.index + 1}/{len(folds)}: {method}")
+            method_dir = run_dir / f"fold_{fold.index}" / method
+            module = build_module(method, cfg, info, teacher=teacher)
+            module = fit(module, train_set, val_set, cfg.training, method_dir, seed)
+            if method == "teacher":
+                teacher = module.net
+            logits, labels, _ = predict(module.net, make_loader(test_set, cfg.training, train=False))
+            metrics = score(info.task, logits, labels, info.n_classes)
+            write_json_atomic(method_dir / "metrics.json", {"fold": fold.index, "method": method, "test": metrics})
+            per_fold[method].append(metrics)
+
+    summary = aggregate(info.task, per_fold)
+    summary["folds"] = len(folds)
+    write_json_atomic(run_dir / "summary.json", summary)
+    write_text_atomic(run_dir / "summary.md", summary_markdown(summary, f"privkd results: {cfg.name}"))
+    return RunResult(run_dir, summary)

@@ -1,0 +1,71 @@
+"""Fitting one method on one fold with Lightning, selecting the epoch on validation data."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, Dataset
+
+from privkd.config import TrainingConfig
+from privkd.methods.base import PrivkdModule
+
+MONITOR = "val/f1"
+"""Model selection criterion: validation macro-F1 (robust to class imbalance), never test data."""
+
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*number of training batches.*is smaller than the logging interval.*")
+
+
+def make_loader(dataset: Dataset, cfg: TrainingConfig, *, train: bool, seed: int = 0) -> DataLoader:
+    """Training loaders shuffle with a seeded generator and drop a ragged last batch, so every
+    structural loss sees full batches; evaluation loaders keep every sample in order."""
+    generator = torch.Generator().manual_seed(seed) if train else None
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=train,
+        drop_last=train and len(dataset) > cfg.batch_size,
+        generator=generator,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
+
+
+def stack_inputs(dataset: Dataset, names: list[str], batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """All samples of the modalities ``names`` in ``dataset``, stacked (for fitting standardisation)."""
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        for name in names:
+            chunks[name].append(batch["inputs"][name])
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: TrainingConfig, out_dir: Path, seed: int) -> PrivkdModule:
+    """Train ``module`` and return it with the weights of its best validation epoch."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    module.net.fit_standardization(stack_inputs(train_set, module.net.seen))
+    checkpoint = ModelCheckpoint(dirpath=out_dir, filename="best", monitor=MONITOR, mode="max", save_weights_only=True)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=1,
+        deterministic=True,
+        logger=CSVLogger(out_dir, name="logs", version=""),
+        callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.patience)],
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, make_loader(train_set, cfg, train=True, seed=seed), make_loader(val_set, cfg, train=False))
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    return module.cpu().eval()

@@ -1,0 +1,87 @@
+"""Run directories that never overwrite each other, and files written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from privkd.errors import PrivkdError
+
+
+def create_run_dir(root: str | Path, name: str) -> Path:
+    """Create ``root/<timestamp>-<name>``, adding ``-2``, ``-3``... if that already exists."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PrivkdError(f"{root}: cannot create the output directory ({err.strerror}). Fix: pass --out with a writable directory.") from err
+    if not os.access(root, os.W_OK):
+        raise PrivkdError(f"{root}: output directory is not writable. Fix: pass --out with a writable directory.")
+    stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
+    for attempt in range(1, 1000):
+        candidate = root / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise PrivkdError(f"{root}: could not find a free run directory name for {stem}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """What produced a run: interpreter, platform, key package versions, hardware, command."""
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": sys.argv,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "packages": {p: _version(p) for p in ("privkd", "torch", "lightning", "torchmetrics", "numpy", "h5py", "scipy")},
+        "git_commit": _git_commit(),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
