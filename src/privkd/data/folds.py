@@ -1,0 +1,100 @@
+"""Subject-independent cross-validation folds.
+
+Physiological and affective signals differ more between people than between
+classes, so a model evaluated on windows of subjects it trained on looks far
+better than it is. Every fold therefore splits by *subject*: each subject is in
+exactly one of train / validation / test, and over the folds every subject is
+tested exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from privkd.errors import SplitError
+
+__all__ = ["Fold", "subject_folds"]
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: fields are arrays, whose == is elementwise
+class Fold:
+    """Sample indices (sorted) and subjects (sorted) of one fold's train/validation/test parts."""
+
+    index: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    train_subjects: tuple[str, ...]
+    val_subjects: tuple[str, ...]
+    test_subjects: tuple[str, ...]
+
+
+def _check_enough_subjects(n_subjects: int, n_folds: int, n_val_subjects: int) -> None:
+    """Every fold needs a test group, ``n_val_subjects`` validation subjects and one training subject."""
+    if n_folds < 2:
+        raise SplitError(f"n_folds is {n_folds}; cross-validation needs at least 2 folds", "set n_folds >= 2")
+    if n_val_subjects < 0:
+        raise SplitError(f"n_val_subjects is {n_val_subjects}", "set n_val_subjects >= 0")
+    if n_subjects < n_folds:
+        raise SplitError(f"{n_folds} folds need at least {n_folds} subjects (one test group each), "
+                         f"but there are {n_subjects}", f"set n_folds <= {n_subjects}")
+    largest_test_group = math.ceil(n_subjects / n_folds)
+    if n_subjects - largest_test_group < n_val_subjects + 1:
+        raise SplitError(f"{n_subjects} subjects in {n_folds} folds leave {n_subjects - largest_test_group} "
+                         f"non-test subjects in some fold, fewer than {n_val_subjects} validation + 1 training",
+                         "use more folds or fewer validation subjects (n_val_subjects)")
+
+
+def _rows_of(subjects: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Sorted indices of the samples whose subject is in ``chosen``."""
+    return np.flatnonzero(np.isin(subjects, chosen))
+
+
+def _warn_missing_classes(folds: list[Fold], labels: np.ndarray) -> None:
+    """Warn when a class has no training sample in a fold: its test samples cannot be learnt."""
+    classes = np.unique(labels)
+    for fold in folds:
+        missing = np.setdiff1d(classes, labels[fold.train])
+        if missing.size:
+            warnings.warn(f"fold {fold.index}: classes {missing.tolist()} have no training samples "
+                          f"(training subjects {list(fold.train_subjects)})", stacklevel=3)
+
+
+def subject_folds(
+    subjects: Sequence[str] | np.ndarray,
+    n_folds: int = 5,
+    n_val_subjects: int = 1,
+    seed: int = 0,
+    labels: Sequence[int] | np.ndarray | None = None,
+) -> list[Fold]:
+    """Split samples into ``n_folds`` subject-independent folds.
+
+    The unique subjects are shuffled with ``seed`` and cut into ``n_folds``
+    test groups whose sizes differ by at most one. In fold ``k`` the
+    validation subjects are the first ``n_val_subjects`` that follow test
+    group ``k`` in the shuffled order (wrapping around), so validation duty
+    rotates over subjects; all other subjects train. Pass class ``labels``
+    to be warned when a fold's training set lacks a class.
+
+    Raises :class:`~privkd.errors.SplitError` (a ``ValueError``) when there
+    are too few subjects for the requested folds.
+    """
+    subjects = np.asarray(subjects).astype(str)
+    unique = np.unique(subjects)
+    _check_enough_subjects(len(unique), n_folds, n_val_subjects)
+    groups = np.array_split(np.random.default_rng(seed).permutation(unique), n_folds)
+    folds = []
+    for k in range(n_folds):
+        rest = np.concatenate(groups[k + 1:] + groups[:k])
+        test, val, train = groups[k], rest[:n_val_subjects], rest[n_val_subjects:]
+        folds.append(Fold(index=k, train=_rows_of(subjects, train), val=_rows_of(subjects, val),
+                          test=_rows_of(subjects, test), train_subjects=tuple(sorted(train.tolist())),
+                          val_subjects=tuple(sorted(val.tolist())), test_subjects=tuple(sorted(test.tolist()))))
+    if labels is not None:
+        _warn_missing_classes(folds, np.asarray(labels))
+    return folds
