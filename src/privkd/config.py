@@ -88,11 +88,15 @@ class TeacherConfig:
     The T-Net maps the prevalent embeddings to the privileged ones and is trained with the
     teacher (``tnet_loss``: ``mse`` or ``mmd``) against detached privileged embeddings, so
     it learns to hallucinate them without pulling the teacher's features towards
-    whatever is easy to predict.
+    whatever is easy to predict. After the teacher's epoch is selected, the T-Net is fitted
+    again on that teacher's frozen embeddings (``tnet_refit_epochs``, early-stopped on the
+    validation subjects; 0 disables), so the student gets a T-Net matched to its teacher.
     """
 
     tnet_loss: Literal["mse", "mmd"] = "mse"
     tnet_weight: float = 1.0
+    tnet_refit_epochs: int = 100
+    tnet_refit_lr: float = 1e-3
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from privkd.losses.mmd import gaussian_mmd2
@@ -49,3 +51,55 @@ def tnet_objective(kind: str, hallucinated: Mapping[str, Tensor], real: Mapping[
         else:
             raise ValueError(f"unknown T-Net loss {kind!r}; use 'mse' or 'mmd'")
     return sum(losses) / len(losses)
+
+
+def refit_tnet(
+    net: PrivilegedNet,
+    train_inputs: Mapping[str, Tensor],
+    val_inputs: Mapping[str, Tensor],
+    *,
+    loss: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    patience: int = 10,
+) -> dict[str, float]:
+    """Fit the T-Net again on the *selected* teacher's frozen embeddings; keep its best validation epoch.
+
+    During the teacher stage the T-Net chases embeddings that change every step, and the
+    checkpoint is chosen for the teacher's accuracy, not the T-Net's. Once the teacher is
+    fixed its embeddings are a stationary regression target, so a short fit on precomputed
+    embeddings (seconds) gives the student a T-Net matched to the teacher it distils from.
+    Returns the validation objective before and after.
+    """
+    tnet = net.tnet
+    with torch.no_grad():
+        train_emb, val_emb = net.encode(train_inputs), net.encode(val_inputs)
+
+    def val_objective() -> float:
+        tnet.eval()
+        with torch.no_grad():
+            return float(tnet_objective(loss, net.hallucinate(val_emb), val_emb))
+
+    best_value, best_state, stale = val_objective(), copy.deepcopy(tnet.state_dict()), 0
+    before = best_value
+    optimizer = torch.optim.Adam(tnet.parameters(), lr=lr)
+    n = next(iter(train_emb.values())).shape[0]
+    for _ in range(epochs):
+        tnet.train()
+        for idx in torch.randperm(n).split(batch_size):
+            batch = {name: value[idx] for name, value in train_emb.items()}
+            objective = tnet_objective(loss, net.hallucinate(batch), batch)
+            optimizer.zero_grad()
+            objective.backward()
+            optimizer.step()
+        value = val_objective()
+        if value < best_value:
+            best_value, best_state, stale = value, copy.deepcopy(tnet.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    tnet.load_state_dict(best_state)
+    tnet.eval()
+    return {"tnet_val_before_refit": before, "tnet_val_after_refit": best_value}

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
+from torch.utils.data import Dataset
 
 from privkd.config import METHOD_NAMES, RunConfig, config_to_dict
 from privkd.data import MultimodalDataset, read_info, subject_folds
@@ -21,7 +23,9 @@ from privkd.errors import ConfigError
 from privkd.evaluation.metrics import predict, score
 from privkd.evaluation.summary import aggregate, summary_markdown
 from privkd.methods.registry import STUDENT_METHODS, build_module
-from privkd.training.fit import fit, make_loader
+from privkd.methods.teacher import refit_tnet
+from privkd.models.network import PrivilegedNet
+from privkd.training.fit import fit, make_loader, seed_everything, stack_inputs
 from privkd.training.run_dir import create_run_dir, environment, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -55,6 +59,19 @@ def check_modalities(cfg: RunConfig, available: list[str]) -> None:
             raise ConfigError(key, f"modality {unknown[0]!r} is not in the dataset", f"use some of {available}")
 
 
+def refit_tnet_on_fold(teacher: PrivilegedNet, train_set: Dataset, val_set: Dataset, cfg: RunConfig) -> dict[str, float]:
+    """Refit the selected teacher's T-Net on its frozen embeddings of this fold's training subjects."""
+    return refit_tnet(
+        teacher,
+        stack_inputs(train_set, teacher.seen),
+        stack_inputs(val_set, teacher.seen),
+        loss=cfg.teacher.tnet_loss,
+        epochs=cfg.teacher.tnet_refit_epochs,
+        lr=cfg.teacher.tnet_refit_lr,
+        batch_size=cfg.training.batch_size,
+    )
+
+
 def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None) -> RunResult:
     """Train and score every method on every fold; write config, environment, per-fold
     metrics, ``summary.json`` and ``summary.md`` under a new run directory."""
@@ -84,13 +101,17 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
         for method in methods:
             progress(f"fold {fold.index + 1}/{len(folds)}: {method}")
             method_dir = run_dir / f"fold_{fold.index}" / method
+            seed_everything(seed)
             module = build_module(method, cfg, info, teacher=teacher)
             module = fit(module, train_set, val_set, cfg.training, method_dir, seed)
+            extra = {}
             if method == "teacher":
                 teacher = module.net
+                extra["tnet"] = refit_tnet_on_fold(teacher, train_set, val_set, cfg)
+            torch.save(module.net.state_dict(), method_dir / "model.pt")
             logits, labels, _ = predict(module.net, make_loader(test_set, cfg.training, train=False))
             metrics = score(info.task, logits, labels, info.n_classes)
-            write_json_atomic(method_dir / "metrics.json", {"fold": fold.index, "method": method, "test": metrics})
+            write_json_atomic(method_dir / "metrics.json", {"fold": fold.index, "method": method, "test": metrics, **extra})
             per_fold[method].append(metrics)
 
     summary = aggregate(info.task, per_fold)

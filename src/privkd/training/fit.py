@@ -22,6 +22,13 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*number of training batches.*is smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")  # frozen teachers
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (and DataLoader workers) for a reproducible step."""
+    L.seed_everything(seed, workers=True, verbose=False)
 
 
 def make_loader(dataset: Dataset, cfg: TrainingConfig, *, train: bool, seed: int = 0) -> DataLoader:
@@ -49,10 +56,14 @@ def stack_inputs(dataset: Dataset, names: list[str], batch_size: int = 1024) -> 
 
 
 def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: TrainingConfig, out_dir: Path, seed: int) -> PrivkdModule:
-    """Train ``module`` and return it with the weights of its best validation epoch."""
-    L.seed_everything(seed, workers=True, verbose=False)
+    """Train ``module`` and return it with the weights of its best validation epoch.
+
+    ``seed`` drives dropout and the shuffling order; seed the global generators before
+    building ``module`` too (see :func:`seed_everything`) so its initialisation is fixed.
+    """
+    seed_everything(seed)
     module.net.fit_standardization(stack_inputs(train_set, module.net.seen))
-    checkpoint = ModelCheckpoint(dirpath=out_dir, filename="best", monitor=MONITOR, mode="max", save_weights_only=True)
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max", save_weights_only=True)
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,

@@ -1,0 +1,57 @@
+"""End to end: the CLI's quick demo trains all three methods and writes a complete run."""
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from privkd.cli import app
+
+
+def test_quick_demo_writes_summary_for_all_methods(tmp_path, monkeypatch, watch_path):
+    monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = list(tmp_path.iterdir())
+    assert run_dir.name.endswith("-demo")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["task"] == "classification"
+    assert list(summary["methods"]) == ["baseline", "teacher", "pkdot"]
+    for metrics in summary["methods"].values():
+        for name in ("accuracy", "f1"):
+            assert len(metrics[name]["per_fold"]) == 2
+            assert 1 / 7 < metrics[name]["mean"] <= 1.0  # better than chance on 7 balanced classes
+    assert "| pkdot |" in (run_dir / "summary.md").read_text()
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["epochs"] == 3
+    assert json.loads((run_dir / "environment.json").read_text())["packages"]["torch"]
+    folds = json.loads((run_dir / "folds.json").read_text())
+    assert all(not set(f["test"]) & set(f["train"] + f["val"]) for f in folds)
+
+
+def test_second_run_never_overwrites_the_first(tmp_path, monkeypatch, watch_path):
+    monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"name": "tiny", "methods": ["baseline"], "evaluation": {"max_folds": 1}}))
+    args = ["run", str(config), "--set", "training.epochs=1", "--set", "training.progress_bar=false", "--out", str(tmp_path / "runs")]
+    for _ in range(2):
+        assert CliRunner().invoke(app, args).exit_code == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_config_error_exits_2_with_message_and_no_traceback(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("training:\n  epocs: 3\n")
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "training.epocs" in result.output and "allowed keys" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_modality_names_dataset_fields(tmp_path, monkeypatch, watch_path):
+    monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"data": {"prevalent": ["camera"]}}))
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "data.prevalent" in result.output and "accelerometer" in result.output

@@ -1,0 +1,36 @@
+"""The T-Net, trained in the teacher stage, hallucinates privileged embeddings of unseen subjects."""
+
+import torch
+
+from privkd.config import config_from_dict
+from privkd.data import MultimodalDataset, read_info, subject_folds
+from privkd.methods.registry import build_module
+from privkd.training.crossval import refit_tnet_on_fold
+from privkd.training.fit import fit, stack_inputs
+
+
+def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
+    """On unseen subjects the gyroscope embedding is only partly predictable from the
+    accelerometer one: measured MSE ratios to the mean predictor were 0.56-0.64 (R² ≈ 0.4)
+    on folds 0-1, against about 0.2 on the training subjects. The bound leaves room for
+    seed noise but fails for a T-Net that learned nothing transferable (ratio ≈ 1)."""
+    cfg = config_from_dict(
+        {"training": {"epochs": 4, "batch_size": 64, "progress_bar": False}, "evaluation": {"n_folds": 5}}
+    )
+    info = read_info(watch_path)
+    dataset = MultimodalDataset(watch_path, modalities=["accelerometer", "gyroscope"], in_memory=True)
+    fold = subject_folds(dataset.subjects, n_folds=5, n_val_subjects=1, seed=0)[0]
+    teacher = fit(
+        build_module("teacher", cfg, info), dataset.subset(fold.train), dataset.subset(fold.val), cfg.training, tmp_path, seed=0
+    ).net
+    report = refit_tnet_on_fold(teacher, dataset.subset(fold.train), dataset.subset(fold.val), cfg)
+    assert report["tnet_val_after_refit"] < report["tnet_val_before_refit"]
+
+    with torch.no_grad():
+        train = teacher.encode(stack_inputs(dataset.subset(fold.train), teacher.seen))
+        test = teacher.encode(stack_inputs(dataset.subset(fold.test), teacher.seen))
+        hallucinated = teacher.hallucinate(test)["gyroscope"]
+    real = test["gyroscope"]
+    tnet_mse = (hallucinated - real).pow(2).mean().item()
+    mean_mse = (train["gyroscope"].mean(dim=0) - real).pow(2).mean().item()
+    assert tnet_mse < 0.75 * mean_mse, (tnet_mse, mean_mse)
