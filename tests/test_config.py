@@ -2,7 +2,15 @@
 
 import pytest
 
-from privkd.config import apply_overrides, config_from_dict, config_to_dict, load_config, packaged_config_path
+from privkd.config import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    packaged_config_path,
+    row_method,
+    variant_config,
+)
 from privkd.errors import ConfigError
 
 
@@ -10,7 +18,7 @@ def test_demo_config_loads_with_paper_defaults():
     cfg = load_config(packaged_config_path("demo"))
     assert cfg.methods == ("baseline", "teacher", "pkdot")
     assert cfg.data.prevalent == ("accelerometer",) and cfg.data.privileged == ("gyroscope",)
-    assert (cfg.pkdot.k, cfg.pkdot.epsilon, cfg.pkdot.beta) == (30, 0.01, 0.6)
+    assert (cfg.structural.k, cfg.structural.epsilon, cfg.pkdot.beta) == (30, 0.01, 0.6)
     assert cfg.training.lr == pytest.approx(1e-3)
 
 
@@ -30,11 +38,14 @@ def test_override_sets_nested_key_with_yaml_types():
     [
         ({"trainig": {}}, "trainig", "allowed keys"),
         ({"training": {"epochs": "many"}}, "training.epochs", "int"),
-        ({"pkdot": {"ot_mode": "rowwise"}}, "pkdot.ot_mode", "'paper', 'paired'"),
+        ({"structural": {"ot_mode": "rowwise"}}, "structural.ot_mode", "'paper', 'paired'"),
         ({"methods": ["baseline", "magic"]}, "methods", "pkdot"),
         ({"data": {"prevalent": ["a"], "privileged": ["a"]}}, "data.privileged", "both"),
         ({"evaluation": {"n_folds": 1}}, "evaluation.n_folds", "2"),
-        ({"pkdot": {"epsilon": 0}}, "pkdot.epsilon", "> 0"),
+        ({"structural": {"epsilon": 0}}, "structural.epsilon", "> 0"),
+        ({"variants": {"x": {"method": "pkdot", "set": {"teacher.tnet_loss": "mmd"}}}}, "variants.x.set.teacher.tnet_loss", "shared"),
+        ({"variants": {"x": {"method": "teacher"}}}, "variants.x.method", "cannot be varied"),
+        ({"variants": {"pkdot": {"method": "pkdot"}}}, "variants.pkdot", "method's name"),
     ],
 )
 def test_bad_values_name_key_and_fix(values, key, hint):
@@ -47,3 +58,12 @@ def test_bad_values_name_key_and_fix(values, key, hint):
 def test_missing_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_variant_config_applies_only_its_overrides():
+    cfg = config_from_dict(
+        {"variants": {"pkdot_paired": {"method": "pkdot", "set": {"structural.ot_mode": "paired", "pkdot.beta": 2}}}}
+    )
+    row = variant_config(cfg, "pkdot_paired")
+    assert row.structural.ot_mode == "paired" and row.pkdot.beta == 2.0 and row.structural.k == cfg.structural.k
+    assert row_method(cfg, "pkdot_paired") == "pkdot" and variant_config(cfg, "pkdot") is cfg

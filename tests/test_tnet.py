@@ -22,7 +22,7 @@ def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
     fold = subject_folds(dataset.subjects, n_folds=5, n_val_subjects=1, seed=0)[0]
     teacher = fit(
         build_module("teacher", cfg, info), dataset.subset(fold.train), dataset.subset(fold.val), cfg.training, tmp_path, seed=0
-    ).net
+    ).module.net
     report = refit_tnet_on_fold(teacher, dataset.subset(fold.train), dataset.subset(fold.val), cfg)
     assert report["tnet_val_after_refit"] < report["tnet_val_before_refit"]
 

@@ -79,7 +79,7 @@ def demo(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    config: Annotated[Path, typer.Argument(help="YAML config file, or a shipped config name (demo, compare).")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a key, e.g. --set training.epochs=5.")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option("--out", help="Directory under which the run directory is created.")] = Path("runs"),
 ) -> None:

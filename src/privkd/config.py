@@ -7,6 +7,7 @@ error naming the key, what was wrong and the allowed values.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -18,8 +19,14 @@ import yaml
 
 from privkd.errors import ConfigError
 
-METHOD_NAMES = ("baseline", "teacher", "pkdot")
+METHOD_NAMES = ("baseline", "teacher", "pkdot", "mtpkdot", "p2p_cosine", "p2p_mse", "p2p_kl")
 """Methods a run can train, in the order they are trained within a fold (students need the teacher)."""
+
+STUDENT_METHODS = METHOD_NAMES[2:]
+"""Methods that distil from the teacher trained earlier in the same fold."""
+
+SHARED_SECTIONS = ("data", "evaluation", "model", "teacher")
+"""Sections every row of a run shares; a variant may override any other section."""
 
 
 @dataclass(frozen=True)
@@ -43,11 +50,14 @@ class EvaluationConfig:
     ``n_val_subjects`` training subjects per fold are held out for model selection
     (early stopping, best checkpoint); the test fold is never used for that.
     ``max_folds`` trains only the first folds (for quick checks); null trains all.
+    ``group_average`` (regression): score each recording/video group (``/groups``) on its
+    own and average the per-group CCCs, as per-video protocols do; else pool all samples.
     """
 
     n_folds: int = 5
     n_val_subjects: int = 1
     max_folds: int | None = None
+    group_average: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,31 +101,92 @@ class TeacherConfig:
     whatever is easy to predict. After the teacher's epoch is selected, the T-Net is fitted
     again on that teacher's frozen embeddings (``tnet_refit_epochs``, early-stopped on the
     validation subjects; 0 disables), so the student gets a T-Net matched to its teacher.
+
+    MT-PKDOT's modality adapters are trained with the teacher (Alg. 1): ``align_weight``
+    weighs the cosine alignment of Eq. 1 (adapter output vs the detached joint embedding)
+    and ``adapter_task_weight`` the task loss of each adapter's own head, so every aligned
+    representation can be scored on its own when the student picks a teacher.
     """
 
     tnet_loss: Literal["mse", "mmd"] = "mse"
     tnet_weight: float = 1.0
     tnet_refit_epochs: int = 100
     tnet_refit_lr: float = 1e-3
+    align_weight: float = 1.0
+    adapter_task_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """What every distilled student shares.
+
+    ``init_from_teacher`` starts the student's prevalent encoders, T-Net, fusion and head
+    from the teacher's: the paper's student shares the teacher's architecture, and the
+    frozen T-Net only makes sense on embeddings from the space it was trained on.
+    """
+
+    init_from_teacher: bool = True
+
+
+@dataclass(frozen=True)
+class StructuralConfig:
+    """Structural distillation (MT-PKDOT Eq. 2-7), shared by PKDOT and MT-PKDOT.
+
+    ``k`` anchors per row (clipped to batch - 1), ``epsilon`` the entropic regularisation
+    (0.01 = geomloss blur 0.1 as the authors ran it), ``ot_mode`` ``paper`` (anchor rows
+    as two point clouds, permutation invariant) or ``paired`` (row i of the teacher tied
+    to row i of the student).
+    """
+
+    k: int = 30
+    epsilon: float = 0.01
+    ot_mode: Literal["paper", "paired"] = "paper"
 
 
 @dataclass(frozen=True)
 class PKDOTConfig:
-    """PKDOT student (MT-PKDOT Eq. 10 with gamma = 0): ``task + beta * OT``.
-
-    ``k`` anchors per row (clipped to batch - 1), ``epsilon`` the entropic regularisation
-    (0.01 = geomloss blur 0.1 as the authors ran it), ``ot_mode`` ``paper`` (anchor rows
-    as point clouds) or ``paired`` (row i of the teacher tied to row i of the student).
-    ``init_from_teacher`` starts the student's prevalent encoders, fusion and head from the
-    teacher's, as the paper's student shares the teacher's architecture and the frozen
-    T-Net only makes sense on embeddings from the space it was trained on.
-    """
+    """PKDOT student: ``task + beta * OT`` (MT-PKDOT Eq. 10 with gamma = 0)."""
 
     beta: float = 0.6
-    k: int = 30
-    epsilon: float = 0.01
-    ot_mode: Literal["paper", "paired"] = "paper"
-    init_from_teacher: bool = True
+
+
+@dataclass(frozen=True)
+class MTPKDOTConfig:
+    """MT-PKDOT student, Eq. 10: ``alpha * task + beta * OT + gamma * centroid``.
+
+    Defaults are the authors' released weights (0.8 task, 0.2 OT); gamma = 0 is the
+    paper's "without centroid" ablation (Table VI).
+    """
+
+    alpha: float = 0.8
+    beta: float = 0.2
+    gamma: float = 0.2
+
+
+@dataclass(frozen=True)
+class PointToPointConfig:
+    """Point-to-point baselines (MT-PKDOT Table II): ``task + beta * match``.
+
+    ``p2p_cosine`` scales beta by exp(-teacher batch loss) (dynamic weighting, Aslam et
+    al. CVPRW'23), ``p2p_mse`` matches embeddings by MSE, ``p2p_kl`` matches logits
+    softened by ``temperature`` (Hinton et al.; classification only).
+    """
+
+    beta: float = 1.0
+    temperature: float = 4.0
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """An extra results row: ``method`` trained with ``set`` overrides (``section.key: value``).
+
+    Variants share the fold's teacher, so they may not override the shared sections
+    (data, evaluation, model, teacher). Example: ``pkdot_paired: {method: pkdot, set:
+    {structural.ot_mode: paired}}``.
+    """
+
+    method: str
+    set: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,7 +201,12 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    structural: StructuralConfig = field(default_factory=StructuralConfig)
     pkdot: PKDOTConfig = field(default_factory=PKDOTConfig)
+    mtpkdot: MTPKDOTConfig = field(default_factory=MTPKDOTConfig)
+    p2p: PointToPointConfig = field(default_factory=PointToPointConfig)
+    variants: dict[str, VariantConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_cross_fields(self)
@@ -152,24 +228,57 @@ def _check_cross_fields(cfg: RunConfig) -> None:
             f"{sorted(overlap)} listed as both prevalent and privileged",
             "a modality is either available at test time (prevalent) or not (privileged)",
         )
-    if "pkdot" in cfg.methods and not cfg.data.privileged:
-        raise ConfigError("data.privileged", "empty but the pkdot method needs a privileged modality", "name one")
+    students = [m for m in cfg.methods if m in STUDENT_METHODS] + [v.method for v in cfg.variants.values()]
+    if students and not cfg.data.privileged:
+        raise ConfigError("data.privileged", f"empty but {students[0]} needs a privileged modality", "name one")
+    for name, variant in cfg.variants.items():
+        _check_variant(name, variant)
     positive = {
         "evaluation.n_folds": cfg.evaluation.n_folds,
         "training.epochs": cfg.training.epochs,
         "training.batch_size": cfg.training.batch_size,
         "model.embed_dim": cfg.model.embed_dim,
-        "pkdot.k": cfg.pkdot.k,
+        "structural.k": cfg.structural.k,
     }
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(key, f"must be >= 1, got {value}", "use a positive integer")
     if cfg.evaluation.n_folds < 2:
         raise ConfigError("evaluation.n_folds", "cross-validation needs at least 2 folds", "use 2 or more")
-    if cfg.pkdot.epsilon <= 0:
-        raise ConfigError("pkdot.epsilon", f"must be > 0, got {cfg.pkdot.epsilon}", "use e.g. 0.01")
-    if cfg.training.batch_size < 2 and "pkdot" in cfg.methods:
+    if cfg.structural.epsilon <= 0:
+        raise ConfigError("structural.epsilon", f"must be > 0, got {cfg.structural.epsilon}", "use e.g. 0.01")
+    if cfg.training.batch_size < 2 and students:
         raise ConfigError("training.batch_size", "structural distillation needs at least 2 samples per batch", "use >= 2")
+
+
+def _check_variant(name: str, variant: VariantConfig) -> None:
+    if name in METHOD_NAMES:
+        raise ConfigError(f"variants.{name}", "a variant may not reuse a method's name", "pick another row name")
+    if variant.method not in STUDENT_METHODS + ("baseline",):
+        raise ConfigError(f"variants.{name}.method", f"{variant.method!r} cannot be varied", f"use one of {['baseline', *STUDENT_METHODS]}")
+    for key in variant.set:
+        if key.split(".")[0] in SHARED_SECTIONS or "." not in key:
+            raise ConfigError(
+                f"variants.{name}.set.{key}",
+                "a variant can only change its own training, not the shared data, folds, model or teacher",
+                "override keys of training, student, structural or the method's section",
+            )
+
+
+def variant_config(cfg: RunConfig, name: str) -> RunConfig:
+    """The config a results row is trained with: the run's, plus the variant's overrides."""
+    if name not in cfg.variants:
+        return cfg
+    values = config_to_dict(cfg)
+    values["variants"] = {}
+    for key, value in cfg.variants[name].set.items():
+        set_key(values, key.split("."), value)
+    return config_from_dict(values)
+
+
+def row_method(cfg: RunConfig, name: str) -> str:
+    """The method behind a results row (a method name, or a variant's method)."""
+    return cfg.variants[name].method if name in cfg.variants else name
 
 
 def _type_name(tp: Any) -> str:
@@ -178,6 +287,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert YAML shapes (lists → tuples)."""
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
@@ -255,30 +366,43 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
+def set_key(values: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``values[path[0]][path[1]]... = value`` in place, creating sections as needed."""
+    node = values
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(".".join(path), f"'{part}' is not a section", "override a key inside a section")
+    node[path[-1]] = value
+
+
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``values`` with every ``key.path=value`` override applied."""
-    result = yaml.safe_load(yaml.safe_dump(values)) or {}
+    result = copy.deepcopy(values)
     for item in overrides:
-        path, value = parse_override(item)
-        node = result
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(".".join(path), f"'{part}' is not a section", "override a key inside a section")
-        node[path[-1]] = value
+        set_key(result, *parse_override(item))
     return result
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config with ``yaml.safe_load``, apply ``--set`` overrides and validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), "config file not found", "pass the path of an existing YAML file")
+    path = resolve_config_path(path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(str(path), f"not valid YAML ({err})", "fix the YAML syntax") from err
     return config_from_dict(apply_overrides(values, overrides or []))
+
+
+def resolve_config_path(arg: str | Path) -> Path:
+    """A YAML file path, or the name of a config shipped with privkd (``demo``, ``compare``...)."""
+    path = Path(arg)
+    if path.is_file():
+        return path
+    if path.suffix == "" and (Path(__file__).parent / "configs" / f"{path.name}.yaml").is_file():
+        return packaged_config_path(path.name)
+    shipped = sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml"))
+    raise ConfigError(str(arg), "config file not found", f"pass an existing YAML file or a shipped config name: {shipped}")
 
 
 def packaged_config_path(name: str) -> Path:

@@ -159,24 +159,54 @@ def _windowed_arrays(recordings: dict[str, Any]) -> dict[str, np.ndarray]:
             "groups": np.asarray(groups)}
 
 
-def build_watch_dataset(path: str | Path) -> Path:
-    """Build the windowed smartwatch dataset and write it to ``path`` (privkd format)."""
-    recordings = load_watch_recordings()
-    arrays = _windowed_arrays(recordings)
+def _write_watch(path: str | Path, arrays: dict[str, np.ndarray], **task: Any) -> Path:
     return write_dataset(
         path,
         modalities={name: arrays[name] for name in _CHANNELS},
-        labels=arrays["labels"],
         subjects=arrays["subjects"],
         groups=arrays["groups"],
-        task="classification",
-        class_names=[str(c) for c in recordings["y_labels"]],
         modality_kinds={name: "signal" for name in _CHANNELS},
         sampling_rates={name: SAMPLING_RATE for name in _CHANNELS},
         channel_names={name: list(channels) for name, channels in _CHANNELS.items()},
         description=_DESCRIPTION,
         source=_SOURCE,
+        **task,
     )
+
+
+def build_watch_dataset(path: str | Path) -> Path:
+    """Build the windowed smartwatch dataset (7-class exercise recognition) at ``path``."""
+    recordings = load_watch_recordings()
+    arrays = _windowed_arrays(recordings)
+    return _write_watch(
+        path, arrays, labels=arrays["labels"], task="classification", class_names=[str(c) for c in recordings["y_labels"]]
+    )
+
+
+REGRESSION_TARGETS = ("angular_speed", "acceleration_variability")
+
+
+def movement_targets(accelerometer: np.ndarray, gyroscope: np.ndarray) -> np.ndarray:
+    """Two continuous per-window targets, (n, 2), in the spirit of valence/arousal.
+
+    ``angular_speed``: log of the mean gyroscope magnitude |ω| over the window; mostly
+    visible to the privileged sensor. ``acceleration_variability``: log of the standard
+    deviation of the accelerometer magnitude |a| over the window; visible to the
+    prevalent one. Logs keep the heavy-tailed intensities on a scale where CCC is meaningful.
+    """
+    angular = np.log(np.linalg.norm(gyroscope, axis=1).mean(axis=-1) + 1e-3)
+    variability = np.log(np.linalg.norm(accelerometer, axis=1).std(axis=-1) + 1e-3)
+    return np.stack([angular, variability], axis=1).astype(np.float32)
+
+
+def build_watch_regression_dataset(path: str | Path) -> Path:
+    """The same windows with :func:`movement_targets` as regression targets, at ``path``."""
+    arrays = _windowed_arrays(load_watch_recordings())
+    targets = movement_targets(arrays["accelerometer"], arrays["gyroscope"])
+    return _write_watch(path, arrays, labels=targets, task="regression", target_names=list(REGRESSION_TARGETS))
+
+
+EMBEDDED_VARIANTS = {"classification": build_watch_dataset, "regression": build_watch_regression_dataset}
 
 
 def _default_cache_dir() -> Path:
@@ -187,8 +217,11 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "privkd"
 
 
-def embedded_dataset_path(cache_dir: str | Path | None = None) -> Path:
+def embedded_dataset_path(cache_dir: str | Path | None = None, variant: str = "classification") -> Path:
     """Path of the embedded dataset file, built on first use and cached.
+
+    ``variant``: ``classification`` (exercise recognition) or ``regression``
+    (:func:`movement_targets`).
 
     The cache directory defaults to ``$PRIVKD_CACHE``, else
     ``$XDG_CACHE_HOME/privkd``, else ``~/.cache/privkd``. Concurrent first
@@ -196,11 +229,14 @@ def embedded_dataset_path(cache_dir: str | Path | None = None) -> Path:
     atomically, so readers only ever see a complete file. A damaged cache
     file is rebuilt.
     """
-    path = (Path(cache_dir) if cache_dir is not None else _default_cache_dir()) / _CACHE_NAME
+    if variant not in EMBEDDED_VARIANTS:
+        raise ValueError(f"unknown embedded dataset {variant!r}; available: {sorted(EMBEDDED_VARIANTS)}")
+    name = _CACHE_NAME if variant == "classification" else _CACHE_NAME.replace("watch-", f"watch-{variant}-")
+    path = (Path(cache_dir) if cache_dir is not None else _default_cache_dir()) / name
     if path.is_file():
         try:
             read_info(path)
             return path
         except DatasetError:
             pass
-    return build_watch_dataset(path)
+    return EMBEDDED_VARIANTS[variant](path)

@@ -107,6 +107,11 @@ class DatasetInfo:
         """Number of classes for classification, ``None`` for regression."""
         return None if self.class_names is None else len(self.class_names)
 
+    @property
+    def n_outputs(self) -> int:
+        """Width of a model's output: one logit per class, or one value per regression target."""
+        return self.n_classes if self.class_names is not None else len(self.target_names or [])
+
 
 @dataclass(frozen=True)
 class _Content:
@@ -266,7 +271,7 @@ def _check_labels(c: _Content, task: str) -> tuple[list[str] | None, list[str] |
         raise DatasetError(c.file, "/@target_names", f"{len(target_names)} target names for {n_targets} targets",
                            "give one name per label column")
     _check_finite(c.file, "/labels", labels)
-    return None, target_names
+    return None, target_names or [f"target_{i}" for i in range(n_targets)]
 
 
 def _rows_within(shape: tuple[int, ...], budget: int) -> int:

@@ -12,34 +12,24 @@ from collections.abc import Iterator, Mapping
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from privkd.evaluation.metrics import score
 from privkd.losses.task import task_loss
 from privkd.models.network import PrivilegedNet
-
-
-def classification_metrics(n_classes: int) -> MetricCollection:
-    """Accuracy (micro) and macro-F1, the papers' classification metrics."""
-    return MetricCollection(
-        {
-            "accuracy": MulticlassAccuracy(num_classes=n_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes=n_classes, average="macro"),
-        }
-    )
 
 
 class PrivkdModule(L.LightningModule):
     """Trains ``net`` on ``Σ weights[name] * loss_terms()[name]`` and scores it on validation data."""
 
-    def __init__(self, net: PrivilegedNet, *, task: str, n_classes: int, lr: float, weight_decay: float) -> None:
+    def __init__(self, net: PrivilegedNet, *, task: str, n_outputs: int, lr: float, weight_decay: float) -> None:
         super().__init__()
         self.net = net
         self.task = task
+        self.n_outputs = n_outputs
         self.lr = lr
         self.weight_decay = weight_decay
         self.weights: dict[str, float] = {"task": 1.0}
-        self.val_metrics = classification_metrics(n_classes).clone(prefix="val/")
+        self._val_outputs: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         return self.net(inputs).logits
@@ -58,14 +48,17 @@ class PrivkdModule(L.LightningModule):
         return total
 
     def validation_step(self, batch: Mapping[str, object], batch_idx: int) -> None:
-        logits = self.net(batch["inputs"]).logits
-        loss = task_loss(self.task, logits, batch["label"])
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["label"]))
-        self.val_metrics.update(logits, batch["label"])
+        outputs = self.net(batch["inputs"]).logits
+        self._val_outputs.append((outputs, batch["label"]))
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
-        self.val_metrics.reset()
+        """Validation metrics over the whole validation set (CCC is not a mean of batch CCCs)."""
+        outputs = torch.cat([o for o, _ in self._val_outputs])
+        labels = torch.cat([label for _, label in self._val_outputs])
+        self._val_outputs.clear()
+        self.log("val/loss", task_loss(self.task, outputs, labels), prog_bar=True)
+        metrics = score(self.task, outputs, labels, n_outputs=self.n_outputs)
+        self.log_dict({f"val/{name}": value for name, value in metrics.items()}, prog_bar=True)
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)

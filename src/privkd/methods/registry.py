@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from privkd.config import RunConfig
+from privkd.config import METHOD_NAMES, STUDENT_METHODS, RunConfig
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
 from privkd.losses.structural import StructuralOTLoss
 from privkd.methods.base import PrivkdModule
+from privkd.methods.mt_pkdot import MTPKDOTModule
 from privkd.methods.pkdot import PKDOTModule
+from privkd.methods.point_to_point import PointToPointModule
 from privkd.methods.teacher import TeacherModule
 from privkd.models.backbones import DEFAULT_BACKBONE_FOR_KIND, backbone_names
 from privkd.models.network import ModalitySpec, PrivilegedNet
 
-STUDENT_METHODS = ("pkdot",)
-"""Methods that distil from a teacher trained earlier in the same fold."""
 
 
 def modality_specs(cfg: RunConfig, info: DatasetInfo, names: Sequence[str]) -> list[ModalitySpec]:
@@ -36,15 +36,17 @@ def modality_specs(cfg: RunConfig, info: DatasetInfo, names: Sequence[str]) -> l
 
 def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
     """The network for ``role``: ``baseline`` (sees and fuses prevalent), ``teacher`` (sees and
-    fuses all, owns the T-Net) or ``student`` (sees prevalent, fuses all via the T-Net)."""
+    fuses all, owns the T-Net and one adapter per modality) or ``student`` (sees prevalent,
+    fuses all via the T-Net)."""
     prevalent, privileged = list(cfg.data.prevalent), list(cfg.data.privileged)
     seen = {"baseline": prevalent, "teacher": prevalent + privileged, "student": prevalent}[role]
     fused = prevalent if role == "baseline" else prevalent + privileged
     with_tnet = role != "baseline" and bool(privileged)
+    with_adapters = role == "teacher" and (cfg.teacher.align_weight > 0 or cfg.teacher.adapter_task_weight > 0)
     return PrivilegedNet(
         modality_specs(cfg, info, seen),
         fused,
-        info.n_classes,
+        info.n_outputs,
         embed_dim=cfg.model.embed_dim,
         fusion=cfg.model.fusion,
         fusion_dim=cfg.model.fusion_dim,
@@ -53,23 +55,38 @@ def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
         tnet_outputs=privileged if with_tnet else (),
         tnet_hidden=cfg.model.tnet_hidden,
         tnet_bottleneck=cfg.model.tnet_bottleneck,
+        adapted=seen if with_adapters else (),
     )
 
 
 def build_module(method: str, cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None = None) -> PrivkdModule:
     """The LightningModule that trains ``method``; students need the fold's trained ``teacher``."""
-    common = dict(task=info.task, n_classes=info.n_classes, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+    common = dict(task=info.task, n_outputs=info.n_outputs, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
     if method == "baseline":
         return PrivkdModule(build_net("baseline", cfg, info), **common)
     if method == "teacher":
-        return TeacherModule(build_net("teacher", cfg, info), tnet_loss=cfg.teacher.tnet_loss, tnet_weight=cfg.teacher.tnet_weight, **common)
+        t = cfg.teacher
+        return TeacherModule(
+            build_net("teacher", cfg, info),
+            tnet_loss=t.tnet_loss,
+            tnet_weight=t.tnet_weight,
+            align_weight=t.align_weight,
+            adapter_task_weight=t.adapter_task_weight,
+            **common,
+        )
+    if method not in STUDENT_METHODS:
+        raise ConfigError("methods", f"unknown method {method!r}", f"use one of {list(METHOD_NAMES)}")
+    if teacher is None:
+        raise ValueError(f"{method} needs the fold's trained teacher")
+    student = build_net("student", cfg, info)
+    if cfg.student.init_from_teacher:
+        student.load_shared_weights(teacher)
+    ot_loss = StructuralOTLoss(k=cfg.structural.k, epsilon=cfg.structural.epsilon, mode=cfg.structural.ot_mode)
     if method == "pkdot":
-        if teacher is None:
-            raise ValueError("pkdot needs the fold's trained teacher")
-        student = build_net("student", cfg, info)
-        if cfg.pkdot.init_from_teacher:
-            student.load_shared_weights(teacher)
-        ot_loss = StructuralOTLoss(k=cfg.pkdot.k, epsilon=cfg.pkdot.epsilon, mode=cfg.pkdot.ot_mode)
         return PKDOTModule(student, teacher, ot_loss=ot_loss, beta=cfg.pkdot.beta, **common)
-    raise ConfigError("methods", f"unknown method {method!r}", "see privkd.config.METHOD_NAMES")
-
+    if method == "mtpkdot":
+        m = cfg.mtpkdot
+        if not teacher.adapters:
+            raise ConfigError("teacher.align_weight", "mtpkdot needs a teacher with modality adapters", "set align_weight > 0")
+        return MTPKDOTModule(student, teacher, ot_loss=ot_loss, alpha=m.alpha, beta=m.beta, gamma=m.gamma, **common)
+    return PointToPointModule(student, teacher, kind=method.removeprefix("p2p_"), beta=cfg.p2p.beta, temperature=cfg.p2p.temperature, **common)

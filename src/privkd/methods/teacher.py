@@ -6,6 +6,7 @@ import copy
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from privkd.losses.mmd import gaussian_mmd2
@@ -15,28 +16,48 @@ from privkd.models.network import PrivilegedNet
 
 
 class TeacherModule(PrivkdModule):
-    """Fused classifier over prevalent + privileged modalities plus the T-Net objective.
+    """Fused model over prevalent + privileged modalities, its T-Net and its modality adapters.
 
     The T-Net regresses the privileged embeddings from the prevalent ones. Its targets are
     detached: the teacher's privileged features are shaped by the task alone, and the T-Net
     follows them, instead of both drifting towards features that are merely easy to predict.
+    The adapters (MT-PKDOT Alg. 1) are aligned to the detached joint embedding by Eq. 1 and
+    trained on the task through their own heads; their gradient reaches the modality
+    backbones, which is the self-distillation of the joint representation into earlier layers.
     """
 
-    def __init__(self, net: PrivilegedNet, *, tnet_loss: str, tnet_weight: float, **kwargs: object) -> None:
+    def __init__(
+        self, net: PrivilegedNet, *, tnet_loss: str, tnet_weight: float, align_weight: float, adapter_task_weight: float, **kwargs: object
+    ) -> None:
         super().__init__(net, **kwargs)
         if net.tnet is None:
             raise ValueError("the teacher network needs a T-Net (privileged modalities to hallucinate)")
         self.tnet_loss = tnet_loss
-        self.weights["tnet"] = tnet_weight
+        self.weights.update(tnet=tnet_weight, align=align_weight, adapter_task=adapter_task_weight)
 
     def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
         embeddings = self.net.encode(batch["inputs"])
         output = self.net.fuse(embeddings)
         hallucinated = self.net.hallucinate({k: v.detach() for k, v in embeddings.items()})
-        return {
+        terms = {
             "task": task_loss(self.task, output.logits, batch["label"]),
             "tnet": tnet_objective(self.tnet_loss, hallucinated, embeddings),
         }
+        views = self.net.adapt(embeddings)
+        if views:
+            terms["align"] = alignment_loss([view.embedding for view in views.values()], output.embedding)
+            terms["adapter_task"] = sum(task_loss(self.task, view.logits, batch["label"]) for view in views.values())
+        return terms
+
+
+def alignment_loss(aligned: list[Tensor], joint: Tensor) -> Tensor:
+    r"""MT-PKDOT Eq. 1: :math:`\sum_i 1 - \cos(F_i, F_{Joint})`, averaged over the batch.
+
+    The joint embedding is the target and is detached: the adapters move towards it, not
+    it towards them.
+    """
+    target = joint.detach()
+    return sum((1.0 - F.cosine_similarity(view, target, dim=-1)).mean() for view in aligned)
 
 
 def tnet_objective(kind: str, hallucinated: Mapping[str, Tensor], real: Mapping[str, Tensor]) -> Tensor:

@@ -9,23 +9,24 @@ all, and the PKDOT student sees the prevalent ones and fuses all through its fro
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from privkd.models.backbones import ModalityEncoder
 from privkd.models.fusion import build_fusion
-from privkd.models.tnet import TNet
+from privkd.models.encoder_decoder import EncoderDecoder
 
 
 @dataclass
 class NetOutput:
-    """What a forward pass yields: logits, the fused embedding and each modality's embedding."""
+    """What a forward pass yields: outputs (logits or regression values), the joint
+    embedding and each modality's embedding (empty for an adapter's view)."""
 
     logits: Tensor
     embedding: Tensor
-    modality_embeddings: dict[str, Tensor]
+    modality_embeddings: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class PrivilegedNet(nn.Module):
 
     The T-Net input is the concatenation of the embeddings of ``tnet_inputs`` and its
     output is split into the embeddings of ``tnet_outputs`` (both in the given order).
+    ``adapted`` lists the seen modalities that get an MT-PKDOT adapter and head.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class PrivilegedNet(nn.Module):
         tnet_outputs: Sequence[str] = (),
         tnet_hidden: int = 128,
         tnet_bottleneck: int = 32,
+        adapted: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.seen = [spec.name for spec in seen]
@@ -70,13 +73,18 @@ class PrivilegedNet(nn.Module):
             raise ValueError(f"fused modalities {missing} are neither seen nor produced by the T-Net")
         self.encoders = nn.ModuleDict({spec.name: ModalityEncoder(spec.backbone, spec.sample_shape, embed_dim) for spec in seen})
         self.tnet = (
-            TNet(embed_dim * len(self.tnet_inputs), embed_dim * len(self.tnet_outputs), tnet_hidden, tnet_bottleneck)
+            EncoderDecoder(embed_dim * len(self.tnet_inputs), embed_dim * len(self.tnet_outputs), tnet_hidden, tnet_bottleneck)
             if self.tnet_outputs
             else None
         )
         self.hallucinates = any(name not in self.seen for name in self.fused)
         self.fusion = build_fusion(fusion, [embed_dim] * len(self.fused), fusion_dim, dropout)
         self.head = nn.Linear(fusion_dim, n_outputs)
+        unseen = [m for m in adapted if m not in self.seen]
+        if unseen:
+            raise ValueError(f"adapters need seen modalities; {unseen} are not seen")
+        self.adapters = nn.ModuleDict({m: EncoderDecoder(embed_dim, fusion_dim, tnet_hidden, tnet_bottleneck) for m in adapted})
+        self.adapter_heads = nn.ModuleDict({m: nn.Linear(fusion_dim, n_outputs) for m in adapted})
 
     def encode(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Embeddings of the seen modalities."""
@@ -92,6 +100,15 @@ class PrivilegedNet(nn.Module):
     def fuse(self, embeddings: Mapping[str, Tensor]) -> NetOutput:
         joint = self.fusion([embeddings[name] for name in self.fused])
         return NetOutput(self.head(joint), joint, dict(embeddings))
+
+    def adapt(self, embeddings: Mapping[str, Tensor]) -> dict[str, NetOutput]:
+        """Each adapted modality's view: its embedding mapped into the joint space, and that
+        view's own outputs (MT-PKDOT Sec. III-A)."""
+        views = {}
+        for name, adapter in self.adapters.items():
+            aligned = adapter(embeddings[name])
+            views[name] = NetOutput(self.adapter_heads[name](aligned), aligned)
+        return views
 
     def forward(self, inputs: Mapping[str, Tensor]) -> NetOutput:
         embeddings = self.encode(inputs)

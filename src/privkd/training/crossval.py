@@ -16,13 +16,15 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
-from privkd.config import METHOD_NAMES, RunConfig, config_to_dict
+from privkd.config import METHOD_NAMES, STUDENT_METHODS, RunConfig, config_to_dict, row_method, variant_config
 from privkd.data import MultimodalDataset, read_info, subject_folds
 from privkd.data.embedded import embedded_dataset_path
+from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import predict, score
 from privkd.evaluation.summary import aggregate, summary_markdown
-from privkd.methods.registry import STUDENT_METHODS, build_module
+from privkd.methods.mt_pkdot import MTPKDOTModule
+from privkd.methods.registry import build_module
 from privkd.methods.teacher import refit_tnet
 from privkd.models.network import PrivilegedNet
 from privkd.training.fit import fit, make_loader, seed_everything, stack_inputs
@@ -40,23 +42,29 @@ class RunResult:
 
 
 def resolve_data_path(path: str) -> Path:
-    """``embedded`` → the cached smartwatch dataset; anything else is a privkd HDF5 file."""
-    return embedded_dataset_path() if path == "embedded" else Path(path)
+    """An embedded dataset's name (``embedded``, ``embedded-regression``) → its cached file;
+    anything else is a privkd HDF5 file."""
+    return embedded_dataset_path(variant=path.removeprefix("embedded").lstrip("-") or "classification") if path.startswith("embedded") else Path(path)
 
 
-def methods_to_train(cfg: RunConfig) -> list[str]:
-    """Configured methods in training order, adding the teacher when a student needs it."""
+def rows_to_train(cfg: RunConfig) -> list[str]:
+    """Results rows in training order: methods (adding the teacher when a student needs
+    it), then variants."""
     wanted = set(cfg.methods)
-    if wanted & set(STUDENT_METHODS):
+    if (wanted | {v.method for v in cfg.variants.values()}) & set(STUDENT_METHODS):
         wanted.add("teacher")
-    return [m for m in METHOD_NAMES if m in wanted]
+    return [m for m in METHOD_NAMES if m in wanted] + list(cfg.variants)
 
 
-def check_modalities(cfg: RunConfig, available: list[str]) -> None:
+def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
+    """Config errors only the dataset reveals, raised before anything is trained or written."""
+    available = list(info.modalities)
     for key, names in (("data.prevalent", cfg.data.prevalent), ("data.privileged", cfg.data.privileged)):
         unknown = [n for n in names if n not in available]
         if unknown:
             raise ConfigError(key, f"modality {unknown[0]!r} is not in the dataset", f"use some of {available}")
+    if info.task != "classification" and "p2p_kl" in [row_method(cfg, row) for row in rows_to_train(cfg)]:
+        raise ConfigError("methods", "p2p_kl matches class distributions; this dataset is a regression task", "use p2p_mse or p2p_cosine")
 
 
 def refit_tnet_on_fold(teacher: PrivilegedNet, train_set: Dataset, val_set: Dataset, cfg: RunConfig) -> dict[str, float]:
@@ -77,7 +85,7 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     metrics, ``summary.json`` and ``summary.md`` under a new run directory."""
     data_path = resolve_data_path(cfg.data.path)
     info = read_info(data_path)
-    check_modalities(cfg, list(info.modalities))
+    check_against_dataset(cfg, info)
     run_dir = create_run_dir(out_root, cfg.name)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
@@ -92,27 +100,32 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
         [{"fold": f.index, "train": list(f.train_subjects), "val": list(f.val_subjects), "test": list(f.test_subjects)} for f in folds],
     )
 
-    methods = methods_to_train(cfg)
-    per_fold: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    rows = rows_to_train(cfg)
+    per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
     for fold in folds:
         train_set, val_set, test_set = (dataset.subset(idx) for idx in (fold.train, fold.val, fold.test))
         seed = cfg.seed + 1000 * fold.index
         teacher = None
-        for method in methods:
-            progress(f"fold {fold.index + 1}/{len(folds)}: {method}")
-            method_dir = run_dir / f"fold_{fold.index}" / method
+        for row in rows:
+            progress(f"fold {fold.index + 1}/{len(folds)}: {row}")
+            row_dir = run_dir / f"fold_{fold.index}" / row
+            row_cfg = variant_config(cfg, row)
             seed_everything(seed)
-            module = build_module(method, cfg, info, teacher=teacher)
-            module = fit(module, train_set, val_set, cfg.training, method_dir, seed)
-            extra = {}
-            if method == "teacher":
+            module = build_module(row_method(cfg, row), row_cfg, info, teacher=teacher)
+            fitted = fit(module, train_set, val_set, row_cfg.training, row_dir, seed)
+            module = fitted.module
+            record: dict = {"fold": fold.index, "row": row, "method": row_method(cfg, row), "validation": fitted.validation}
+            if row == "teacher":
                 teacher = module.net
-                extra["tnet"] = refit_tnet_on_fold(teacher, train_set, val_set, cfg)
-            torch.save(module.net.state_dict(), method_dir / "model.pt")
-            logits, labels, _ = predict(module.net, make_loader(test_set, cfg.training, train=False))
-            metrics = score(info.task, logits, labels, info.n_classes)
-            write_json_atomic(method_dir / "metrics.json", {"fold": fold.index, "method": method, "test": metrics, **extra})
-            per_fold[method].append(metrics)
+                record["tnet"] = refit_tnet_on_fold(teacher, train_set, val_set, cfg)
+            if isinstance(module, MTPKDOTModule):
+                record["teacher_selection"] = module.selection_history
+            torch.save(module.net.state_dict(), row_dir / "model.pt")
+            outputs, labels, _ = predict(module.net, make_loader(test_set, cfg.training, train=False))
+            groups = test_set.groups if cfg.evaluation.group_average else None
+            record["test"] = score(info.task, outputs, labels, n_outputs=info.n_outputs, target_names=info.target_names, groups=groups)
+            write_json_atomic(row_dir / "metrics.json", record)
+            per_fold[row].append(record["test"])
 
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -13,10 +14,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from privkd.config import TrainingConfig
+from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.methods.base import PrivkdModule
 
-MONITOR = "val/f1"
-"""Model selection criterion: validation macro-F1 (robust to class imbalance), never test data."""
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
@@ -55,22 +55,31 @@ def stack_inputs(dataset: Dataset, names: list[str], batch_size: int = 1024) -> 
     return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
-def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: TrainingConfig, out_dir: Path, seed: int) -> PrivkdModule:
+@dataclass
+class FitResult:
+    """A trained module (weights of its selected epoch) and that epoch's validation score."""
+
+    module: PrivkdModule
+    validation: dict[str, float]
+
+
+def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: TrainingConfig, out_dir: Path, seed: int) -> FitResult:
     """Train ``module`` and return it with the weights of its best validation epoch.
 
     ``seed`` drives dropout and the shuffling order; seed the global generators before
     building ``module`` too (see :func:`seed_everything`) so its initialisation is fixed.
     """
+    monitor = f"val/{SELECTION_METRIC[module.task]}"  # validation subjects only, never the test fold
     seed_everything(seed)
     module.net.fit_standardization(stack_inputs(train_set, module.net.seen))
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max", save_weights_only=True)
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode="max", save_weights_only=True)
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
         devices=1,
         deterministic=True,
         logger=CSVLogger(out_dir, name="logs", version=""),
-        callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.patience)],
+        callbacks=[checkpoint, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience)],
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         log_every_n_steps=10,
@@ -79,4 +88,5 @@ def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: Trainin
     trainer.fit(module, make_loader(train_set, cfg, train=True, seed=seed), make_loader(val_set, cfg, train=False))
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    return module.cpu().eval()
+    validation = {monitor: float(checkpoint.best_model_score), "epochs_trained": int(trainer.current_epoch)}
+    return FitResult(module.cpu().eval(), validation)

@@ -1,0 +1,70 @@
+"""MT-PKDOT student (Alg. 2): per batch, distil from the most confident teacher of the pool.
+
+The pool is the joint teacher plus each adapted modality's view (its backbone embedding
+mapped into the joint space by its adapter, with its own head). On every batch each
+candidate's task loss is computed and the lowest wins (Alg. 2 line 7); the joint teacher is
+kept unless a modality teacher is strictly better (negative-transfer fallback). The student
+loss is Eq. 10: alpha * task + beta * OT + gamma * centroid (Eq. 9).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from privkd.losses.distillation import centroid_loss, select_teacher
+from privkd.losses.structural import StructuralOTLoss, anchored_similarities
+from privkd.losses.task import task_loss
+from privkd.methods.student import StudentModule
+from privkd.models.network import NetOutput, PrivilegedNet
+
+JOINT = "joint"
+
+
+class MTPKDOTModule(StudentModule):
+    """Structural OT + centroid distillation from a per-batch selected teacher.
+
+    ``selection_history`` holds one ``{teacher: batches}`` count per training epoch (the
+    paper's Fig. 6), saved with the run.
+    """
+
+    def __init__(
+        self, student: PrivilegedNet, teacher: PrivilegedNet, *, ot_loss: StructuralOTLoss, alpha: float, beta: float, gamma: float, **kwargs: object
+    ) -> None:
+        super().__init__(student, teacher, **kwargs)
+        self.ot_loss = ot_loss
+        self.weights.update(task=alpha, ot=beta, centroid=gamma)
+        self.selection_history: list[dict[str, int]] = []
+        self._epoch_selection: Counter[str] = Counter()
+
+    def teacher_pool(self, inputs: Mapping[str, Tensor]) -> dict[str, NetOutput]:
+        """The joint teacher and every adapter view, for one batch (no gradient)."""
+        with torch.no_grad():
+            embeddings = self.teacher.encode(inputs)
+            return {JOINT: self.teacher.fuse(embeddings), **self.teacher.adapt(embeddings)}
+
+    def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
+        pool = self.teacher_pool(batch["inputs"])
+        losses = {name: task_loss(self.task, view.logits, batch["label"]) for name, view in pool.items()}
+        chosen = select_teacher(losses, fallback=JOINT)
+        if self.training:
+            self._epoch_selection[chosen] += 1
+        student = self.net(batch["inputs"])
+        teacher_rows, student_rows = anchored_similarities(pool[chosen].embedding, student.embedding, self.ot_loss.k)
+        terms = {"task": task_loss(self.task, student.logits, batch["label"])}
+        if self.weights["ot"]:
+            terms["ot"] = self.ot_loss.transport_loss(teacher_rows, student_rows)
+        if self.weights["centroid"]:
+            terms["centroid"] = centroid_loss(teacher_rows, student_rows)
+        return terms
+
+    def on_train_epoch_end(self) -> None:
+        names = [JOINT, *self.teacher.adapters.keys()]
+        counts = {name: self._epoch_selection.get(name, 0) for name in names}
+        self.selection_history.append(counts)
+        total = max(sum(counts.values()), 1)
+        self.log_dict({f"select/{name}": count / total for name, count in counts.items()})
+        self._epoch_selection.clear()

@@ -1,0 +1,44 @@
+"""Point-to-point distillation baselines (MT-PKDOT Table II): each student sample matches
+its own teacher sample, with no batch structure.
+
+- ``cosine``: 1 - cos between joint embeddings, weighted per batch by the teacher's
+  confidence exp(-L_task^T) (dynamic weighting after Aslam et al. CVPRW'23);
+- ``mse``: mean squared error between joint embeddings (Makantasis et al. TAC'23);
+- ``kl``: T² KL between temperature-softened teacher and student outputs (Hinton et al.;
+  classification only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from privkd.losses.distillation import confidence_weight, cosine_matching, mse_matching, softened_kl
+from privkd.losses.task import task_loss
+from privkd.methods.student import StudentModule
+from privkd.models.network import NetOutput, PrivilegedNet
+
+KINDS = ("cosine", "mse", "kl")
+
+
+class PointToPointModule(StudentModule):
+    """``task + beta * match`` with one of the :data:`KINDS` of matching."""
+
+    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, kind: str, beta: float, temperature: float, **kwargs: object) -> None:
+        super().__init__(student, teacher, **kwargs)
+        if kind not in KINDS:
+            raise ValueError(f"unknown point-to-point kind {kind!r}; use one of {KINDS}")
+        if kind == "kl" and self.task != "classification":
+            raise ValueError("p2p_kl matches class distributions and needs a classification task; use p2p_mse or p2p_cosine")
+        self.kind = kind
+        self.temperature = temperature
+        self.weights["match"] = beta
+
+    def distillation_terms(self, batch: Mapping[str, object], teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
+        if self.kind == "cosine":
+            weight = confidence_weight(task_loss(self.task, teacher.logits, batch["label"]))
+            return {"match": weight * cosine_matching(teacher.embedding, student.embedding)}
+        if self.kind == "mse":
+            return {"match": mse_matching(teacher.embedding, student.embedding)}
+        return {"match": softened_kl(student.logits, teacher.logits, self.temperature)}
