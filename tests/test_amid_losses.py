@@ -230,3 +230,17 @@ def test_discriminator_depth(factory, n_linear: int) -> None:
     assert linears[0].in_features == 512 and linears[-1].out_features == 1
     assert len(activations) == n_linear - 1 and all(isinstance(a, nn.LeakyReLU) for a in activations)
     assert disc(torch.randn(4, 512)).shape == (4,)
+
+
+def test_mean_reduction_averages_each_anchors_positive_and_negative_terms():
+    torch.manual_seed(3)
+    m, s = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 2, 0])
+    h = torch.softmax(F.cosine_similarity(m[:, None], s[None], dim=-1) / 0.5, dim=1)
+    expected = 0.0
+    for i in range(6):
+        pos = [u for u in range(6) if labels[u] == labels[i]]
+        neg = [u for u in range(6) if labels[u] != labels[i]]
+        expected -= sum(torch.log(h[i, u]) for u in pos) / len(pos) + sum(torch.log(1 - h[i, u]) for u in neg) / len(neg)
+    got = label_aware_contrastive_mi(m, s, labels, 0.5, reduction="mean")
+    assert got.item() == pytest.approx(expected.item() / 6, rel=1e-10)

@@ -80,3 +80,21 @@ def test_ccc_loss_gradient_matches_finite_differences():
     x = torch.randn(12, 2, dtype=torch.float64, requires_grad=True)
     y = torch.randn(12, 2, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda p: task_loss("regression", p, y), (x,))
+
+
+def test_retrieval_recall_and_unweighted_accuracy_hand_computed():
+    from privkd.evaluation.metrics import retrieval_recall, score
+
+    gallery = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.7, 0.7]])
+    gallery_labels = torch.tensor([0, 1, 2, 1])
+    query = torch.tensor([[0.9, 0.1], [0.1, 0.9], [-0.8, -0.6]])
+    query_labels = torch.tensor([1, 1, 0])
+    # nearest by cosine: q0 -> g0 (0), g3 (1); q1 -> g1 (1); q2 -> g2 (2), then g1 (1) / g0 (0) by angle
+    recall = retrieval_recall(query, query_labels, gallery, gallery_labels, ks=(1, 2))
+    assert recall == {"recall@1": pytest.approx(1 / 3), "recall@2": pytest.approx(2 / 3)}
+    logits = torch.eye(3)[torch.tensor([0, 0, 0, 1, 2, 2])]
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])  # per-class recall 1, 1/2, 1 -> UA 5/6; accuracy (WA) 5/6
+    metrics = score("classification", logits, labels, n_outputs=3)
+    assert metrics["ua"] == pytest.approx(5 / 6) and metrics["accuracy"] == pytest.approx(5 / 6)
+    imbalanced = torch.tensor([0, 0, 0, 0, 1, 2])
+    assert score("classification", torch.eye(3)[torch.zeros(6, dtype=torch.long)], imbalanced, n_outputs=3)["ua"] == pytest.approx(1 / 3)

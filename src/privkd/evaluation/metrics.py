@@ -1,6 +1,8 @@
 """Scoring predictions: one definition for validation (model selection) and test folds.
 
-Classification: accuracy and macro-F1 (torchmetrics). Regression: Lin's CCC per target
+Classification: accuracy (= WA, weighted accuracy), UA (unweighted accuracy: the mean of
+per-class recalls) and macro-F1 (torchmetrics), plus k-NN retrieval recall R@K of
+embeddings (AMID Table 2). Regression: Lin's CCC per target
 (torchmetrics ``concordance_corrcoef``) and their mean, optionally computed per
 recording/video group and averaged over groups.
 """
@@ -8,12 +10,13 @@ recording/video group and averaged over groups.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.functional import concordance_corrcoef
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score, multiclass_recall
 
 SELECTION_METRIC = {"classification": "f1", "regression": "ccc"}
 """Validation metric each task's checkpoints are selected on (higher is better)."""
@@ -32,6 +35,7 @@ def score(
     if task == "classification":
         return {
             "accuracy": float(multiclass_accuracy(outputs, labels, num_classes=n_outputs, average="micro")),
+            "ua": float(multiclass_recall(outputs, labels, num_classes=n_outputs, average="macro")),
             "f1": float(multiclass_f1_score(outputs, labels, num_classes=n_outputs, average="macro")),
         }
     if task == "regression":
@@ -55,15 +59,38 @@ def _grouped_ccc(outputs: Tensor, labels: Tensor, groups: Sequence[str] | np.nda
     return torch.stack(values).nanmean(dim=0)
 
 
+def retrieval_recall(
+    query: Tensor, query_labels: Tensor, gallery: Tensor, gallery_labels: Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[str, float]:
+    """k-NN retrieval R@K (AMID Table 2): the share of queries with a same-class sample
+    among their K nearest gallery embeddings by cosine similarity."""
+    similarity = torch.nn.functional.normalize(query, dim=1) @ torch.nn.functional.normalize(gallery, dim=1).T
+    nearest = similarity.topk(min(max(ks), len(gallery)), dim=1).indices
+    hits = gallery_labels[nearest] == query_labels[:, None]
+    return {f"recall@{k}": float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
+
+
+@dataclass
+class Predictions:
+    """A network's outputs on a dataset, with its joint embeddings, the labels and file rows."""
+
+    outputs: Tensor
+    embeddings: Tensor
+    labels: Tensor
+    indices: Tensor
+
+
 @torch.no_grad()
-def predict(net: torch.nn.Module, loader: torch.utils.data.DataLoader) -> tuple[Tensor, Tensor, Tensor]:
-    """Outputs, labels and file row indices for every sample of ``loader`` (net in eval mode)."""
+def predict(net: torch.nn.Module, loader: torch.utils.data.DataLoader) -> Predictions:
+    """Predictions for every sample of ``loader`` (net in eval mode)."""
     was_training = net.training
     net.eval()
-    outputs, labels, indices = [], [], []
+    outputs, embeddings, labels, indices = [], [], [], []
     for batch in loader:
-        outputs.append(net(batch["inputs"]).logits)
+        result = net(batch["inputs"])
+        outputs.append(result.logits)
+        embeddings.append(result.embedding)
         labels.append(batch["label"])
         indices.append(batch["index"])
     net.train(was_training)
-    return torch.cat(outputs), torch.cat(labels), torch.cat(indices)
+    return Predictions(torch.cat(outputs), torch.cat(embeddings), torch.cat(labels), torch.cat(indices))

@@ -6,7 +6,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-METRIC_LABELS = {"accuracy": "Accuracy", "f1": "Macro-F1"}
+METRIC_LABELS = {"accuracy": "Accuracy", "ua": "UA", "f1": "Macro-F1", "ccc": "CCC", "recall@1": "R@1", "recall@5": "R@5"}
+
+
+def metric_label(name: str) -> str:
+    """Column title: ``teacher_accuracy`` → ``Teacher Accuracy``, ``ccc_valence`` → ``CCC valence``."""
+    if name.startswith("teacher_"):
+        return "Teacher " + metric_label(name.removeprefix("teacher_"))
+    head, _, rest = name.partition("_")
+    return f"{METRIC_LABELS.get(head, head)} {rest}".strip() if head in METRIC_LABELS else METRIC_LABELS.get(name, name)
 
 
 def aggregate(task: str, per_fold: Mapping[str, Sequence[Mapping[str, float]]]) -> dict:
@@ -31,12 +39,13 @@ def aggregate(task: str, per_fold: Mapping[str, Sequence[Mapping[str, float]]]) 
 def summary_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
     """Header and rows (``mean ± std``) of the summary table, one row per method."""
     methods = summary["methods"]
-    metric_names = list(next(iter(methods.values())).keys()) if methods else []
-    header = ["Method", "Folds"] + [METRIC_LABELS.get(m, m) for m in metric_names]
+    metric_names = list(dict.fromkeys(name for metrics in methods.values() for name in metrics))
+    header = ["Method", "Folds"] + [metric_label(m) for m in metric_names]
     rows = []
     for method, metrics in methods.items():
         n_folds = len(next(iter(metrics.values()))["per_fold"])
-        rows.append([method, str(n_folds)] + [f"{metrics[m]['mean']:.4f} ± {metrics[m]['std']:.4f}" for m in metric_names])
+        cells = [f"{metrics[m]['mean']:.4f} ± {metrics[m]['std']:.4f}" if m in metrics else "—" for m in metric_names]
+        rows.append([method, str(n_folds), *cells])
     return header, rows
 
 

@@ -84,7 +84,7 @@ def _check_batch(anchor: Tensor, other: Tensor, labels: Tensor | None = None) ->
         raise ValueError(f"labels must be shaped ({anchor.shape[0]},), got {tuple(labels.shape)}")
 
 
-def label_aware_contrastive_mi(anchor: Tensor, other: Tensor, labels: Tensor, tau: float) -> Tensor:
+def label_aware_contrastive_mi(anchor: Tensor, other: Tensor, labels: Tensor, tau: float, reduction: str = "sum") -> Tensor:
     r"""Label-aware contrastive loss whose minimisation maximises a lower bound on MI (Eq. 7-9).
 
     With ``s_iu = Φ(anchor_i, other_u) / τ`` (cosine similarity),
@@ -118,13 +118,25 @@ def label_aware_contrastive_mi(anchor: Tensor, other: Tensor, labels: Tensor, ta
       so the outer normaliser is the batch size either way.
     * Φ is applied to the embeddings as given (the paper mentions no projection head).
 
+    ``reduction="mean"`` (not the paper's) averages each anchor's positive terms over its
+    ``k`` positives and its negative terms over its ``N`` negatives. With the literal sums the
+    loss grows with batch size and class size (about 80 per anchor at batch 128 and 7
+    classes), and alpha = 4 then drowns the classification loss; the mean keeps the term
+    O(log b) whatever the batch.
+
     Gradients flow into both ``anchor`` and ``other`` (the teacher is trained jointly).
     """
     _check_batch(anchor, other, labels)
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' (Eq. 8) or 'mean', got {reduction!r}")
     log_h = (cross_cosine(anchor, other) / tau).log_softmax(dim=1)
     same_class = labels[:, None] == labels[None, :]
     positive = log_h.masked_fill(~same_class, 0.0).sum(dim=1)
     negative = _log1mexp(log_h).masked_fill(same_class, 0.0).sum(dim=1)
+    if reduction == "mean":
+        n_positive = same_class.sum(dim=1)
+        positive = positive / n_positive
+        negative = negative / (len(labels) - n_positive).clamp_min(1)
     return -(positive + negative).mean()
 
 

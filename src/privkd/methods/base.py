@@ -38,9 +38,18 @@ class PrivkdModule(L.LightningModule):
         """Unweighted loss terms for a training batch; the base trains the task loss only."""
         return {"task": task_loss(self.task, self.net(batch["inputs"]).logits, batch["label"])}
 
+    def weighted_total(self, terms: Mapping[str, Tensor]) -> Tensor:
+        """``Σ weights[name] * term`` over the terms whose weight is not zero.
+
+        A switched-off term is left out of the graph entirely rather than multiplied by 0:
+        a zero gradient is still a gradient, and AdamW's weight decay would then move
+        parameters that only that term reaches.
+        """
+        return sum(self.weights[name] * value for name, value in terms.items() if self.weights[name] != 0)
+
     def training_step(self, batch: Mapping[str, object], batch_idx: int) -> Tensor:
         terms = self.loss_terms(batch)
-        total = sum(self.weights[name] * value for name, value in terms.items())
+        total = self.weighted_total(terms)
         batch_size = len(batch["label"])
         for name, value in terms.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
@@ -59,6 +68,10 @@ class PrivkdModule(L.LightningModule):
         self.log("val/loss", task_loss(self.task, outputs, labels), prog_bar=True)
         metrics = score(self.task, outputs, labels, n_outputs=self.n_outputs)
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, prog_bar=True)
+
+    def trained_networks(self) -> list[PrivilegedNet]:
+        """Networks this module trains from scratch, whose standardisation is fitted on the fold."""
+        return [self.net]
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)

@@ -8,6 +8,7 @@ from privkd.config import METHOD_NAMES, STUDENT_METHODS, RunConfig
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
 from privkd.losses.structural import StructuralOTLoss
+from privkd.methods.amid import AMIDModule
 from privkd.methods.base import PrivkdModule
 from privkd.methods.mt_pkdot import MTPKDOTModule
 from privkd.methods.pkdot import PKDOTModule
@@ -34,15 +35,29 @@ def modality_specs(cfg: RunConfig, info: DatasetInfo, names: Sequence[str]) -> l
     return specs
 
 
+ROLES = {
+    # role: (sees prevalent, sees privileged, fuses privileged, T-Net, adapters, fusion layers)
+    "baseline": (True, False, False, False, False, 1),
+    "teacher": (True, True, True, True, True, 1),
+    "student": (True, False, True, True, False, 1),
+    "amid_teacher": (True, True, True, False, False, 2),
+    "auxiliary": (False, True, True, False, False, 1),
+}
+"""Which modalities each kind of network sees and fuses, and what it carries."""
+
+
 def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
-    """The network for ``role``: ``baseline`` (sees and fuses prevalent), ``teacher`` (sees and
-    fuses all, owns the T-Net and one adapter per modality) or ``student`` (sees prevalent,
-    fuses all via the T-Net)."""
+    """The network for ``role`` (see :data:`ROLES`): ``baseline`` sees and fuses the prevalent
+    modalities; ``teacher`` sees and fuses all and owns the T-Net and one adapter per
+    modality; ``student`` sees the prevalent ones and fuses all via the T-Net; AMID's
+    ``amid_teacher`` fuses all through a 2-layer MLP and its ``auxiliary`` model sees the
+    privileged ones."""
+    sees_prevalent, sees_privileged, fuses_privileged, tnet, adapters, layers = ROLES[role]
     prevalent, privileged = list(cfg.data.prevalent), list(cfg.data.privileged)
-    seen = {"baseline": prevalent, "teacher": prevalent + privileged, "student": prevalent}[role]
-    fused = prevalent if role == "baseline" else prevalent + privileged
-    with_tnet = role != "baseline" and bool(privileged)
-    with_adapters = role == "teacher" and (cfg.teacher.align_weight > 0 or cfg.teacher.adapter_task_weight > 0)
+    seen = (prevalent if sees_prevalent else []) + (privileged if sees_privileged else [])
+    fused = (prevalent if sees_prevalent else []) + (privileged if fuses_privileged else [])
+    with_tnet = tnet and bool(privileged)
+    with_adapters = adapters and (cfg.teacher.align_weight > 0 or cfg.teacher.adapter_task_weight > 0)
     return PrivilegedNet(
         modality_specs(cfg, info, seen),
         fused,
@@ -56,7 +71,23 @@ def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
         tnet_hidden=cfg.model.tnet_hidden,
         tnet_bottleneck=cfg.model.tnet_bottleneck,
         adapted=seen if with_adapters else (),
+        fusion_layers=layers,
     )
+
+
+def build_amid(cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None, common: dict) -> AMIDModule:
+    """AMID's three models with shared extractors and classifier, or, for the fixed-teacher
+    ablation, a fresh student against the fold's pre-trained teacher."""
+    student = build_net("baseline", cfg, info)
+    if not cfg.amid.online_teacher:
+        if teacher is None:
+            raise ValueError("AMID with a fixed teacher needs the fold's trained teacher")
+        return AMIDModule(student, teacher, None, settings=cfg.amid, **common)
+    online_teacher = build_net("amid_teacher", cfg, info)
+    student.share_modules(online_teacher)
+    auxiliary = build_net("auxiliary", cfg, info)
+    auxiliary.share_modules(online_teacher, head=False)
+    return AMIDModule(student, online_teacher, auxiliary, settings=cfg.amid, **common)
 
 
 def build_module(method: str, cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None = None) -> PrivkdModule:
@@ -74,6 +105,8 @@ def build_module(method: str, cfg: RunConfig, info: DatasetInfo, teacher: Privil
             adapter_task_weight=t.adapter_task_weight,
             **common,
         )
+    if method == "amid":
+        return build_amid(cfg, info, teacher, common)
     if method not in STUDENT_METHODS:
         raise ConfigError("methods", f"unknown method {method!r}", f"use one of {list(METHOD_NAMES)}")
     if teacher is None:

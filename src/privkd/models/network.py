@@ -61,6 +61,7 @@ class PrivilegedNet(nn.Module):
         tnet_hidden: int = 128,
         tnet_bottleneck: int = 32,
         adapted: Sequence[str] = (),
+        fusion_layers: int = 1,
     ) -> None:
         super().__init__()
         self.seen = [spec.name for spec in seen]
@@ -78,7 +79,7 @@ class PrivilegedNet(nn.Module):
             else None
         )
         self.hallucinates = any(name not in self.seen for name in self.fused)
-        self.fusion = build_fusion(fusion, [embed_dim] * len(self.fused), fusion_dim, dropout)
+        self.fusion = build_fusion(fusion, [embed_dim] * len(self.fused), fusion_dim, dropout, fusion_layers)
         self.head = nn.Linear(fusion_dim, n_outputs)
         unseen = [m for m in adapted if m not in self.seen]
         if unseen:
@@ -115,6 +116,16 @@ class PrivilegedNet(nn.Module):
         if self.hallucinates:
             embeddings = {**self.hallucinate(embeddings), **embeddings}
         return self.fuse(embeddings)
+
+    def share_modules(self, other: PrivilegedNet, head: bool = True) -> None:
+        """Use ``other``'s encoders for the modalities both see (and its head): the very same
+        modules, so training either network trains both (AMID's shared extractors and
+        shared classifier, Sec. 3.3 and 4.2)."""
+        for name in self.encoders:
+            if name in other.encoders:
+                self.encoders[name] = other.encoders[name]
+        if head:
+            self.head = other.head
 
     def fit_standardization(self, inputs: Mapping[str, Tensor]) -> None:
         """Fit each encoder's standardisation on training-fold samples."""

@@ -21,8 +21,10 @@ from privkd.data import MultimodalDataset, read_info, subject_folds
 from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
-from privkd.evaluation.metrics import predict, score
+from privkd.evaluation.metrics import predict, retrieval_recall, score
 from privkd.evaluation.summary import aggregate, summary_markdown
+from privkd.methods.amid import AMIDModule
+from privkd.methods.base import PrivkdModule
 from privkd.methods.mt_pkdot import MTPKDOTModule
 from privkd.methods.registry import build_module
 from privkd.methods.teacher import refit_tnet
@@ -51,9 +53,15 @@ def rows_to_train(cfg: RunConfig) -> list[str]:
     """Results rows in training order: methods (adding the teacher when a student needs
     it), then variants."""
     wanted = set(cfg.methods)
-    if (wanted | {v.method for v in cfg.variants.values()}) & set(STUDENT_METHODS):
-        wanted.add("teacher")
-    return [m for m in METHOD_NAMES if m in wanted] + list(cfg.variants)
+    rows = [m for m in METHOD_NAMES if m in wanted] + list(cfg.variants)
+    if any(needs_fold_teacher(variant_config(cfg, row), row_method(cfg, row)) for row in rows) and "teacher" not in wanted:
+        rows.insert(1 if "baseline" in wanted else 0, "teacher")
+    return rows
+
+
+def needs_fold_teacher(cfg: RunConfig, method: str) -> bool:
+    """Distilled students, and AMID with a fixed teacher, use the fold's pre-trained teacher."""
+    return method in STUDENT_METHODS or (method == "amid" and not cfg.amid.online_teacher)
 
 
 def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
@@ -63,8 +71,27 @@ def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
         unknown = [n for n in names if n not in available]
         if unknown:
             raise ConfigError(key, f"modality {unknown[0]!r} is not in the dataset", f"use some of {available}")
-    if info.task != "classification" and "p2p_kl" in [row_method(cfg, row) for row in rows_to_train(cfg)]:
-        raise ConfigError("methods", "p2p_kl matches class distributions; this dataset is a regression task", "use p2p_mse or p2p_cosine")
+    methods = {row_method(cfg, row) for row in rows_to_train(cfg)}
+    for method in ("p2p_kl", "amid"):
+        if info.task != "classification" and method in methods:
+            raise ConfigError("methods", f"{method} needs class labels; this dataset is a regression task", "use p2p_mse, p2p_cosine, pkdot or mtpkdot")
+
+
+def score_on_fold(module: PrivkdModule, info: DatasetInfo, cfg: RunConfig, train_set: Dataset, test_set: Dataset) -> dict[str, float]:
+    """Test-fold metrics of the trained network; for classification also R@1/R@5 of its test
+    embeddings against the training embeddings, and for AMID its online teacher's scores
+    beside the student's (Table 4)."""
+    test = predict(module.net, make_loader(test_set, cfg.training, train=False))
+    groups = test_set.groups if cfg.evaluation.group_average else None
+    metrics = score(info.task, test.outputs, test.labels, n_outputs=info.n_outputs, target_names=info.target_names, groups=groups)
+    if info.task == "classification":
+        gallery = predict(module.net, make_loader(train_set, cfg.training, train=False))
+        metrics.update(retrieval_recall(test.embeddings, test.labels, gallery.embeddings, gallery.labels))
+    if isinstance(module, AMIDModule):
+        teacher = predict(module.teacher, make_loader(test_set, cfg.training, train=False))
+        teacher_scores = score(info.task, teacher.outputs, teacher.labels, n_outputs=info.n_outputs)
+        metrics.update({f"teacher_{name}": value for name, value in teacher_scores.items()})
+    return metrics
 
 
 def refit_tnet_on_fold(teacher: PrivilegedNet, train_set: Dataset, val_set: Dataset, cfg: RunConfig) -> dict[str, float]:
@@ -120,10 +147,10 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
                 record["tnet"] = refit_tnet_on_fold(teacher, train_set, val_set, cfg)
             if isinstance(module, MTPKDOTModule):
                 record["teacher_selection"] = module.selection_history
+            if isinstance(module, AMIDModule):
+                record["teacher_student_gap"] = module.gap_history
             torch.save(module.net.state_dict(), row_dir / "model.pt")
-            outputs, labels, _ = predict(module.net, make_loader(test_set, cfg.training, train=False))
-            groups = test_set.groups if cfg.evaluation.group_average else None
-            record["test"] = score(info.task, outputs, labels, n_outputs=info.n_outputs, target_names=info.target_names, groups=groups)
+            record["test"] = score_on_fold(module, info, cfg, train_set, test_set)
             write_json_atomic(row_dir / "metrics.json", record)
             per_fold[row].append(record["test"])
 

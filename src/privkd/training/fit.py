@@ -71,7 +71,8 @@ def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: Trainin
     """
     monitor = f"val/{SELECTION_METRIC[module.task]}"  # validation subjects only, never the test fold
     seed_everything(seed)
-    module.net.fit_standardization(stack_inputs(train_set, module.net.seen))
+    for net in module.trained_networks():
+        net.fit_standardization(stack_inputs(train_set, net.seen))
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode="max", save_weights_only=True)
     trainer = L.Trainer(
         max_epochs=cfg.epochs,

@@ -1,0 +1,189 @@
+"""AMID (Enhanced Multimodal Representation Learning with Cross-modal KD, CVPR 2023).
+
+Three models trained online, together (Fig. 2): the full-modality teacher M (prevalent +
+privileged extractor features concatenated through a 2-layer MLP), the target-modality
+student S (the prevalent modalities) and the auxiliary-modality model A (the privileged
+ones). Extractors are shared (Sec. 4.2): S uses M's prevalent encoders and A its privileged
+encoders; S and M share the classifier (Eq. 15). The loss is Eq. 17,
+
+    L = L_cls + L_JSD + a1 L_MIs + a2 L_MIa + a3 L_adv,
+
+with the label-aware contrastive MI bounds of Eq. 7-9 (or plain InfoNCE in the ablation),
+the adversarial conditional-entropy term of Eq. 11-12 against two discriminators trained by
+Eq. 13 in alternation (manual optimisation), their weights set per epoch by Eq. 14, and a
+warm-up of ``warmup_epochs`` epochs with L_cls + L_JSD only (Sec. 4.2).
+
+What "no gradient reaches the teacher through L_adv" means with shared extractors: L_adv
+(Eq. 12) is a function of S alone, so the teacher's own modules (its fusion MLP, the
+privileged encoders) receive none of it; the shared prevalent encoders are the student's
+too and do receive it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from privkd.config import AMIDConfig
+from privkd.losses.amid import (
+    AlignmentMeter,
+    DynamicDiscriminatorWeights,
+    amid_adversarial_loss,
+    amid_discriminator_loss,
+    info_nce,
+    jensen_shannon,
+    label_aware_contrastive_mi,
+)
+from privkd.losses.task import task_loss
+from privkd.methods.base import PrivkdModule
+from privkd.models.discriminators import enhanced_discriminator, fundamental_discriminator
+from privkd.models.network import NetOutput, PrivilegedNet
+
+D1_ONLY_WEIGHTS = (1.0, 0.0)
+FIXED_WEIGHTS = (0.5, 0.5)
+
+
+class AMIDModule(PrivkdModule):
+    """Online teacher-student-auxiliary training with AMID's losses; ``self.net`` is the student.
+
+    With ``settings.online_teacher`` false, ``teacher`` is a frozen pre-trained teacher
+    (the ablation of Table 5): only the student and the discriminators train, L_MIa (which
+    only shapes the teacher and A) is skipped, and the student keeps its own classifier.
+    """
+
+    def __init__(
+        self, student: PrivilegedNet, teacher: PrivilegedNet, auxiliary: PrivilegedNet | None, *, settings: AMIDConfig, **kwargs: object
+    ) -> None:
+        super().__init__(student, **kwargs)
+        self.automatic_optimization = False
+        self.settings = settings
+        self.teacher = teacher
+        self.auxiliary = auxiliary
+        if not settings.online_teacher:
+            teacher.requires_grad_(False).eval()
+        dim = teacher.head.in_features
+        self.d1 = fundamental_discriminator(dim)
+        self.d2 = enhanced_discriminator(dim) if settings.discriminators == "both" else None
+        self.lambdas = DynamicDiscriminatorWeights(beta=0.9)
+        self.alignment = AlignmentMeter()
+        self.weights.update(jsd=1.0, mi_s=settings.alpha_mi_s, mi_a=settings.alpha_mi_a, adv=settings.alpha_adv)
+        self.gap_history: list[dict[str, float]] = []
+        self._epoch_correct = {"teacher": 0, "student": 0, "total": 0}
+
+    def train(self, mode: bool = True) -> AMIDModule:
+        super().train(mode)
+        if not self.settings.online_teacher:
+            self.teacher.eval()
+        return self
+
+    def trained_networks(self) -> list[PrivilegedNet]:
+        return [self.net, self.teacher] if self.settings.online_teacher else [self.net]
+
+    @property
+    def discriminator_weights(self) -> tuple[float, float]:
+        """lambda_1, lambda_2 of Eq. 12-13 for the current epoch."""
+        if self.d2 is None:
+            return D1_ONLY_WEIGHTS
+        return self.lambdas.weights if self.settings.dynamic_weights else FIXED_WEIGHTS
+
+    def in_warmup(self) -> bool:
+        return self.current_epoch < self.settings.warmup_epochs
+
+    def contrastive(self, anchor: Tensor, other: Tensor, labels: Tensor) -> Tensor:
+        """Eq. 8/9 (label-aware MI lower bound) or the plain InfoNCE of the ablation."""
+        if self.settings.contrastive == "infonce":
+            return info_nce(anchor, other, self.settings.tau)
+        return label_aware_contrastive_mi(anchor, other, labels, self.settings.tau, self.settings.mi_reduction)
+
+    def forward_models(self, inputs: Mapping[str, Tensor]) -> tuple[NetOutput, NetOutput]:
+        """Teacher and student outputs (the teacher without gradient when it is fixed)."""
+        with torch.set_grad_enabled(self.settings.online_teacher and torch.is_grad_enabled()):
+            teacher = self.teacher(inputs)
+        return teacher, self.net(inputs)
+
+    def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
+        teacher, student = self.forward_models(batch["inputs"])
+        return self.generator_terms(batch, teacher, student)
+
+    def generator_terms(self, batch: Mapping[str, object], teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
+        """Unweighted terms of Eq. 17 for the teacher/student/auxiliary step."""
+        labels = batch["label"]
+        online = self.settings.online_teacher
+        terms = {"task": task_loss(self.task, student.logits, labels)}
+        if online:
+            terms["task"] = terms["task"] + task_loss(self.task, teacher.logits, labels)  # Eq. 15
+        terms["jsd"] = jensen_shannon(student.logits, teacher.logits)  # Eq. 16
+        if self.in_warmup():
+            return terms
+        if self.weights["mi_s"]:
+            terms["mi_s"] = self.contrastive(teacher.embedding, student.embedding, labels)  # Eq. 8
+        if online and self.auxiliary is not None and self.weights["mi_a"]:
+            auxiliary = self.auxiliary(batch["inputs"])
+            terms["mi_a"] = self.contrastive(teacher.embedding, auxiliary.embedding, labels)  # Eq. 9
+        if self.weights["adv"]:
+            terms["adv"] = amid_adversarial_loss(self.d1, self._d2, student.embedding, labels, self.discriminator_weights)
+        return terms
+
+    @property
+    def _d2(self) -> torch.nn.Module:
+        """D2, or D1 standing in with lambda_2 = 0 when D2 is ablated (its term then vanishes)."""
+        return self.d2 if self.d2 is not None else self.d1
+
+    def discriminator_step(self, teacher_embedding: Tensor, student_embedding: Tensor, labels: Tensor) -> Tensor:
+        """Eq. 13 on detached embeddings: only the discriminators learn from it."""
+        _, disc_optimizer = self.optimizers()
+        loss = amid_discriminator_loss(self.d1, self._d2, teacher_embedding, student_embedding, labels, self.discriminator_weights)
+        disc_optimizer.zero_grad()
+        self.manual_backward(loss)
+        disc_optimizer.step()
+        return loss
+
+    def training_step(self, batch: Mapping[str, object], batch_idx: int) -> Tensor:
+        """Generator step on Eq. 17, then (after warm-up) the discriminator step on Eq. 13."""
+        main_optimizer, _ = self.optimizers()
+        labels = batch["label"]
+        teacher, student = self.forward_models(batch["inputs"])
+        self._count_correct(teacher.logits, student.logits, labels)
+        terms = self.generator_terms(batch, teacher, student)
+        total = self.weighted_total(terms)
+        main_optimizer.zero_grad()
+        self.manual_backward(total)
+        main_optimizer.step()
+        if not self.in_warmup():
+            teacher_embedding, student_embedding = teacher.embedding.detach(), student.embedding.detach()
+            self.alignment.add(teacher_embedding, student_embedding, labels)
+            if self.weights["adv"]:
+                terms["discriminator"] = self.discriminator_step(teacher_embedding, student_embedding, labels)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return total
+
+    def _count_correct(self, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor) -> None:
+        """Training accuracy of teacher and student this epoch (the gap of AMID Fig. 4)."""
+        self._epoch_correct["teacher"] += int((teacher_logits.argmax(-1) == labels).sum())
+        self._epoch_correct["student"] += int((student_logits.argmax(-1) == labels).sum())
+        self._epoch_correct["total"] += len(labels)
+
+    def on_train_epoch_end(self) -> None:
+        """Eq. 14 update of lambda from this epoch's alignment, and the teacher-student gap (Fig. 4)."""
+        if self.settings.dynamic_weights and self.d2 is not None and not self.in_warmup():
+            self.lambdas.update(self.alignment.means())
+        self.alignment.reset()
+        total = max(self._epoch_correct["total"], 1)
+        record = {name: self._epoch_correct[name] / total for name in ("teacher", "student")}
+        record["lambda_1"], record["lambda_2"] = self.discriminator_weights
+        self.gap_history.append(record)
+        self.log_dict({"train/teacher_accuracy": record["teacher"], "train/student_accuracy": record["student"]})
+        self._epoch_correct = {"teacher": 0, "student": 0, "total": 0}
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        discriminators = list(self.d1.parameters()) + (list(self.d2.parameters()) if self.d2 is not None else [])
+        disc_ids = {id(p) for p in discriminators}
+        main = [p for p in self.trainable_parameters() if id(p) not in disc_ids]
+        return [
+            torch.optim.AdamW(main, lr=self.lr, weight_decay=self.weight_decay),
+            torch.optim.Adam(discriminators, lr=self.settings.discriminator_lr, betas=(0.5, 0.999)),
+        ]
