@@ -8,6 +8,7 @@ from privkd.config import (
     config_to_dict,
     load_config,
     packaged_config_path,
+    restrict_rows,
     row_method,
     variant_config,
 )
@@ -67,3 +68,21 @@ def test_variant_config_applies_only_its_overrides():
     row = variant_config(cfg, "pkdot_paired")
     assert row.structural.ot_mode == "paired" and row.pkdot.beta == 2.0 and row.structural.k == cfg.structural.k
     assert row_method(cfg, "pkdot_paired") == "pkdot" and variant_config(cfg, "pkdot") is cfg
+
+
+def test_only_keeps_the_named_rows_and_rejects_unknown_ones():
+    cfg = load_config(packaged_config_path("amid_ablation"))
+    kept = restrict_rows(cfg, ["baseline", "amid_nce"])
+    assert kept.methods == ("baseline",) and list(kept.variants) == ["amid_nce"]
+    assert restrict_rows(cfg, ["amid_no_d2"]).methods == ()
+    with pytest.raises(ConfigError, match="--only"):
+        restrict_rows(cfg, ["amid_typo"])
+
+
+def test_shipped_configs_all_load():
+    from pathlib import Path
+
+    import privkd.config
+
+    for path in (Path(privkd.config.__file__).parent / "configs").glob("*.yaml"):
+        assert load_config(path).name

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from privkd.config import RunConfig, load_config, packaged_config_path
+from privkd.config import RunConfig, load_config, packaged_config_path, restrict_rows
 from privkd.errors import PrivkdError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Privileged knowledge distillation (PKDOT, MT-PKDOT, AMID).")
@@ -81,10 +81,11 @@ def demo(
 def run(
     config: Annotated[Path, typer.Argument(help="YAML config file, or a shipped config name (demo, compare).")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a key, e.g. --set training.epochs=5.")] = [],  # noqa: B006
+    only: Annotated[list[str], typer.Option("--only", help="Train only these rows (methods or variants); repeatable.")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option("--out", help="Directory under which the run directory is created.")] = Path("runs"),
 ) -> None:
     """Run the experiment described by CONFIG."""
-    cfg = guarded(lambda: load_config(config, list(set_)))
+    cfg = guarded(lambda: restrict_rows(load_config(config, list(set_)), list(only)))
     guarded(lambda: execute(cfg, out))
 
 

@@ -249,7 +249,7 @@ def _check_cross_fields(cfg: RunConfig) -> None:
     unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
     if unknown:
         raise ConfigError("methods", f"unknown method(s) {unknown}", f"use some of {list(METHOD_NAMES)}")
-    if not cfg.methods:
+    if not cfg.methods and not cfg.variants:
         raise ConfigError("methods", "no method selected", f"list at least one of {list(METHOD_NAMES)}")
     if not cfg.data.prevalent:
         raise ConfigError("data.prevalent", "empty", "name at least one modality available at test time")
@@ -307,6 +307,21 @@ def variant_config(cfg: RunConfig, name: str) -> RunConfig:
     for key, value in cfg.variants[name].set.items():
         set_key(values, key.split("."), value)
     return config_from_dict(values)
+
+
+def restrict_rows(cfg: RunConfig, rows: list[str]) -> RunConfig:
+    """Keep only the named methods and variants (all when ``rows`` is empty)."""
+    if not rows:
+        return cfg
+    known = list(cfg.methods) + list(cfg.variants)
+    unknown = [row for row in rows if row not in known]
+    if unknown:
+        raise ConfigError("--only", f"{unknown[0]!r} is not a row of this config", f"use some of {known}")
+    return dataclasses.replace(
+        cfg,
+        methods=tuple(m for m in cfg.methods if m in rows),
+        variants={name: v for name, v in cfg.variants.items() if name in rows},
+    )
 
 
 def row_method(cfg: RunConfig, name: str) -> str:
