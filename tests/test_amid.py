@@ -3,10 +3,7 @@
 import json
 
 import torch
-import yaml
-from typer.testing import CliRunner
 
-from privkd.cli import app
 from privkd.config import config_from_dict
 from privkd.methods.registry import build_module
 
@@ -54,23 +51,17 @@ def test_warmup_trains_only_classification_and_jsd():
     assert set(module.loss_terms(batch)) == {"task", "jsd"}
 
 
-def test_amid_row_reports_its_teacher_beside_the_student(tmp_path, monkeypatch, watch_path):
-    monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
-    config = tmp_path / "amid.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "amid",
-                "methods": ["amid"],
-                "evaluation": {"max_folds": 1},
-                "training": {"epochs": 3, "progress_bar": False},
-                "amid": {"warmup_epochs": 1},
-            }
-        )
+def test_amid_row_reports_its_teacher_beside_the_student(run_config):
+    result, run_dir = run_config(
+        {
+            "name": "amid",
+            "methods": ["amid"],
+            "evaluation": {"max_folds": 1},
+            "training": {"epochs": 3, "progress_bar": False},
+            "amid": {"warmup_epochs": 1},
+        }
     )
-    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
-    (run_dir,) = (tmp_path / "runs").iterdir()
     row = json.loads((run_dir / "summary.json").read_text())["methods"]["amid"]
     assert {"accuracy", "f1", "teacher_accuracy", "teacher_f1"} <= set(row)
     assert row["accuracy"]["mean"] > 1 / 7 and row["teacher_accuracy"]["mean"] > 1 / 7

@@ -28,14 +28,11 @@ def test_quick_demo_writes_summary_for_all_methods(tmp_path, monkeypatch, watch_
     assert all(not set(f["test"]) & set(f["train"] + f["val"]) for f in folds)
 
 
-def test_second_run_never_overwrites_the_first(tmp_path, monkeypatch, watch_path):
-    monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({"name": "tiny", "methods": ["baseline"], "evaluation": {"max_folds": 1}}))
-    args = ["run", str(config), "--set", "training.epochs=1", "--set", "training.progress_bar=false", "--out", str(tmp_path / "runs")]
-    for _ in range(2):
-        assert CliRunner().invoke(app, args).exit_code == 0
-    assert len(list((tmp_path / "runs").iterdir())) == 2
+def test_second_run_never_overwrites_the_first(run_config):
+    tiny = {"name": "tiny", "methods": ["baseline"], "evaluation": {"max_folds": 1}}
+    runs = [run_config(tiny, "--set", "training.epochs=1", "--set", "training.progress_bar=false") for _ in range(2)]
+    assert all(result.exit_code == 0 for result, _ in runs)
+    assert runs[0][1] != runs[1][1] and (runs[0][1] / "summary.json").is_file()
 
 
 def test_config_error_exits_2_with_message_and_no_traceback(tmp_path):
@@ -48,10 +45,7 @@ def test_config_error_exits_2_with_message_and_no_traceback(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_unknown_modality_names_dataset_fields(tmp_path, monkeypatch, watch_path):
-    monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
-    config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump({"data": {"prevalent": ["camera"]}}))
-    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "runs")])
-    assert result.exit_code == 2
+def test_unknown_modality_names_dataset_fields(run_config):
+    result, run_dir = run_config({"data": {"prevalent": ["camera"]}})
+    assert result.exit_code == 2 and run_dir is None
     assert "data.prevalent" in result.output and "accelerometer" in result.output

@@ -5,10 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
-from typer.testing import CliRunner
 
-from privkd.cli import app
 from privkd.data import read_info
 from privkd.data.embedded import REGRESSION_TARGETS, embedded_dataset_path, load_watch_recordings
 from privkd.evaluation.metrics import score
@@ -50,23 +47,17 @@ def test_grouped_ccc_is_the_mean_of_per_group_cccs():
     assert pooled["ccc"] == pytest.approx(ccc(x[:, 0], y[:, 0]))
 
 
-def test_regression_pipeline_end_to_end(tmp_path, monkeypatch, watch_path):
-    monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
-    config = tmp_path / "reg.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "reg",
-                "methods": ["baseline", "teacher", "mtpkdot", "p2p_mse"],
-                "data": {"path": "embedded-regression"},
-                "evaluation": {"max_folds": 1, "group_average": True},
-                "training": {"epochs": 2, "progress_bar": False},
-            }
-        )
+def test_regression_pipeline_end_to_end(run_config):
+    result, run_dir = run_config(
+        {
+            "name": "reg",
+            "methods": ["baseline", "teacher", "mtpkdot", "p2p_mse"],
+            "data": {"path": "embedded-regression"},
+            "evaluation": {"max_folds": 1, "group_average": True},
+            "training": {"epochs": 2, "progress_bar": False},
+        }
     )
-    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
-    (run_dir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "regression"
     assert list(summary["methods"]) == ["baseline", "teacher", "mtpkdot", "p2p_mse"]
@@ -78,10 +69,7 @@ def test_regression_pipeline_end_to_end(tmp_path, monkeypatch, watch_path):
     assert len(record["teacher_selection"]) == 2 and sum(record["teacher_selection"][0].values()) > 0
 
 
-def test_kl_baseline_refused_for_regression(tmp_path, monkeypatch, watch_path):
-    monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
-    config = tmp_path / "reg.yaml"
-    config.write_text(yaml.safe_dump({"methods": ["p2p_kl"], "data": {"path": "embedded-regression"}}))
-    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "runs")])
+def test_kl_baseline_refused_for_regression(run_config):
+    result, run_dir = run_config({"methods": ["p2p_kl"], "data": {"path": "embedded-regression"}})
     assert result.exit_code == 2 and "p2p_kl" in result.output and "p2p_mse" in result.output
-    assert not (tmp_path / "runs").exists()  # refused before training or writing anything
+    assert run_dir is None  # refused before training or writing anything
