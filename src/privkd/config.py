@@ -136,14 +136,17 @@ class StructuralConfig:
     """Structural distillation (MT-PKDOT Eq. 2-7), shared by PKDOT and MT-PKDOT.
 
     ``k`` anchors per row (clipped to batch - 1), ``epsilon`` the entropic regularisation
-    (0.01 = geomloss blur 0.1 as the authors ran it), ``ot_mode`` ``paper`` (anchor rows
-    as two point clouds, permutation invariant) or ``paired`` (row i of the teacher tied
-    to row i of the student).
+    (0.01 = geomloss blur 0.1 as the authors ran it), ``ot_mode`` ``paired`` (row i of the
+    teacher tied to row i of the student) or ``paper`` (anchor rows as two point clouds,
+    permutation invariant, as the authors' code). ``paired`` is the default because it
+    measured better on validation subjects: mean validation macro-F1 over the 5 folds of
+    the shipped ``compare`` config 0.8772 against 0.8706 for ``paper`` (2 folds better, 1
+    tied, 2 worse: within fold noise).
     """
 
     k: int = 30
     epsilon: float = 0.01
-    ot_mode: Literal["paper", "paired"] = "paper"
+    ot_mode: Literal["paper", "paired"] = "paired"
 
 
 @dataclass(frozen=True)
@@ -212,8 +215,8 @@ class VariantConfig:
     """An extra results row: ``method`` trained with ``set`` overrides (``section.key: value``).
 
     Variants share the fold's teacher, so they may not override the shared sections
-    (data, evaluation, model, teacher). Example: ``pkdot_paired: {method: pkdot, set:
-    {structural.ot_mode: paired}}``.
+    (data, evaluation, model, teacher). Example: ``pkdot_paper: {method: pkdot, set:
+    {structural.ot_mode: paper}}``.
     """
 
     method: str

@@ -91,6 +91,14 @@ class AMIDModule(PrivkdModule):
     def in_warmup(self) -> bool:
         return self.current_epoch < self.settings.warmup_epochs
 
+    def epoch_is_selectable(self) -> bool:
+        """Only epochs trained with the full Eq. 17 may be the result: a warm-up checkpoint
+        (L_cls + L_JSD only) would report plain joint training under AMID's name."""
+        return not self.in_warmup()
+
+    def min_epochs(self) -> int:
+        return self.settings.warmup_epochs + 1
+
     def contrastive(self, anchor: Tensor, other: Tensor, labels: Tensor) -> Tensor:
         """Eq. 8/9 (label-aware MI lower bound) or the plain InfoNCE of the ablation."""
         if self.settings.contrastive == "infonce":

@@ -13,9 +13,15 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from privkd.evaluation.metrics import score
+from privkd.evaluation.metrics import SELECTION_METRIC, score
 from privkd.losses.task import task_loss
 from privkd.models.network import PrivilegedNet
+
+
+SELECTION_KEY = "val/selection"
+"""Logged each validation epoch: the task's selection metric (macro-F1 or CCC on the
+validation subjects), or :data:`UNSELECTABLE` for epochs a method rules out."""
+UNSELECTABLE = -1.0  # below any macro-F1 or CCC
 
 
 class PrivkdModule(L.LightningModule):
@@ -68,6 +74,16 @@ class PrivkdModule(L.LightningModule):
         self.log("val/loss", task_loss(self.task, outputs, labels), prog_bar=True)
         metrics = score(self.task, outputs, labels, n_outputs=self.n_outputs)
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, prog_bar=True)
+        selection = metrics[SELECTION_METRIC[self.task]] if self.epoch_is_selectable() else UNSELECTABLE
+        self.log(SELECTION_KEY, selection)
+
+    def epoch_is_selectable(self) -> bool:
+        """Whether this epoch's weights may be chosen as the result (all epochs, by default)."""
+        return True
+
+    def min_epochs(self) -> int:
+        """Epochs to train before early stopping may end training."""
+        return 0
 
     def trained_networks(self) -> list[PrivilegedNet]:
         """Networks this module trains from scratch, whose standardisation is fitted on the fold."""

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from privkd.config import TrainingConfig
 from privkd.evaluation.metrics import SELECTION_METRIC
-from privkd.methods.base import PrivkdModule
+from privkd.methods.base import SELECTION_KEY, PrivkdModule
 
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -69,13 +69,14 @@ def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: Trainin
     ``seed`` drives dropout and the shuffling order; seed the global generators before
     building ``module`` too (see :func:`seed_everything`) so its initialisation is fixed.
     """
-    monitor = f"val/{SELECTION_METRIC[module.task]}"  # validation subjects only, never the test fold
+    monitor = SELECTION_KEY  # validation subjects only, never the test fold
     seed_everything(seed)
     for net in module.trained_networks():
         net.fit_standardization(stack_inputs(train_set, net.seen))
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode="max", save_weights_only=True)
     trainer = L.Trainer(
-        max_epochs=cfg.epochs,
+        max_epochs=max(cfg.epochs, module.min_epochs()),
+        min_epochs=module.min_epochs(),
         accelerator=cfg.accelerator,
         devices=1,
         deterministic=True,
@@ -89,5 +90,5 @@ def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: Trainin
     trainer.fit(module, make_loader(train_set, cfg, train=True, seed=seed), make_loader(val_set, cfg, train=False))
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    validation = {monitor: float(checkpoint.best_model_score), "epochs_trained": int(trainer.current_epoch)}
+    validation = {f"val/{SELECTION_METRIC[module.task]}": float(checkpoint.best_model_score), "epochs_trained": int(trainer.current_epoch)}
     return FitResult(module.cpu().eval(), validation)
