@@ -6,6 +6,7 @@ message with a non-zero exit code; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from privkd.errors import PrivkdError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Privileged knowledge distillation (PKDOT, MT-PKDOT, AMID).")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and prepare datasets.")
 app.add_typer(data_app, name="data")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 240)  # logs and pipes get the whole table unwrapped
 T = TypeVar("T")
 
 QUICK_OVERRIDES = ["evaluation.max_folds=2", "training.epochs=3", "training.patience=3"]

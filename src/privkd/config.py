@@ -192,9 +192,12 @@ class AMIDConfig:
     plain InfoNCE; ``discriminators: d1`` drops the enhanced discriminator;
     ``dynamic_weights: false`` keeps lambda = (0.5, 0.5); ``online_teacher: false`` distils
     from the fold's fixed pre-trained teacher instead of training one jointly;
-    ``warmup_epochs: 0`` removes the warm-up. ``mi_reduction: mean`` averages Eq. 8-9 over
-    each anchor's positives and negatives instead of summing them (see
-    :func:`privkd.losses.amid.label_aware_contrastive_mi`).
+    ``warmup_epochs: 0`` removes the warm-up. ``mi_reduction`` ``mean`` (default) averages
+    Eq. 8-9 over each anchor's positives and negatives; ``sum`` is the literal Eq. 8 (see
+    :func:`privkd.losses.amid.label_aware_contrastive_mi`). ``mean`` is the default because it
+    measured better on validation subjects: mean validation macro-F1 over the 5 folds of the
+    shipped ``amid_ablation`` config 0.810 against 0.734 for ``sum``, whose terms (about 80
+    per anchor at batch 128) swamp the task loss at alpha = 4.
     """
 
     alpha_mi_s: float = 4.0
@@ -203,7 +206,7 @@ class AMIDConfig:
     tau: float = 0.6
     warmup_epochs: int = 5
     contrastive: Literal["label_aware", "infonce"] = "label_aware"
-    mi_reduction: Literal["sum", "mean"] = "sum"
+    mi_reduction: Literal["sum", "mean"] = "mean"
     discriminators: Literal["both", "d1"] = "both"
     dynamic_weights: bool = True
     online_teacher: bool = True

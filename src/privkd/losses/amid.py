@@ -118,7 +118,7 @@ def label_aware_contrastive_mi(anchor: Tensor, other: Tensor, labels: Tensor, ta
       so the outer normaliser is the batch size either way.
     * Φ is applied to the embeddings as given (the paper mentions no projection head).
 
-    ``reduction="mean"`` (not the paper's) averages each anchor's positive terms over its
+    ``reduction="mean"`` (not the paper's, but privkd's config default) averages each anchor's positive terms over its
     ``k`` positives and its negative terms over its ``N`` negatives. With the literal sums the
     loss grows with batch size and class size (about 80 per anchor at batch 128 and 7
     classes), and alpha = 4 then drowns the classification loss; the mean keeps the term
