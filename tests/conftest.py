@@ -25,7 +25,7 @@ def run_config(tmp_path, monkeypatch, watch_path):
 
     def run(values: dict, *extra: str):
         config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump(values))
+        config.write_text(yaml.safe_dump(values, sort_keys=False))
         out = tmp_path / "runs"
         result = CliRunner().invoke(app, ["run", str(config), "--out", str(out), *extra])
         runs = sorted(out.iterdir()) if out.exists() else []
