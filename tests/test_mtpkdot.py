@@ -84,3 +84,10 @@ def test_switched_off_terms_are_not_computed():
     module.weights.update(ot=0.0, centroid=0.0)
     terms = module.loss_terms({"inputs": {"accelerometer": torch.randn(4, 3, 20)}, "label": labels})
     assert set(terms) == {"task"}
+
+
+def test_teacher_and_tnet_stay_in_eval_mode_while_the_student_trains():
+    module = rigged_student({"joint": torch.zeros(2, 3)})
+    module.train()
+    assert not module.teacher.training and not module.net.tnet.training
+    assert module.net.training and module.net.encoders["accelerometer"].training

@@ -55,7 +55,8 @@ def _ccc(outputs: Tensor, labels: Tensor) -> Tensor:
 def _grouped_ccc(outputs: Tensor, labels: Tensor, groups: Sequence[str] | np.ndarray) -> Tensor:
     """Mean over groups of each group's CCC (groups with fewer than 2 samples are skipped)."""
     groups = np.asarray(groups)
-    values = [_ccc(outputs[torch.as_tensor(groups == g)], labels[torch.as_tensor(groups == g)]) for g in np.unique(groups) if (groups == g).sum() > 1]
+    masks = [torch.as_tensor(groups == g) for g in np.unique(groups)]
+    values = [_ccc(outputs[mask], labels[mask]) for mask in masks if mask.sum() > 1]
     return torch.stack(values).nanmean(dim=0)
 
 

@@ -72,11 +72,8 @@ class AMIDModule(PrivkdModule):
         self.gap_history: list[dict[str, float]] = []
         self._epoch_correct = {"teacher": 0, "student": 0, "total": 0}
 
-    def train(self, mode: bool = True) -> AMIDModule:
-        super().train(mode)
-        if not self.settings.online_teacher:
-            self.teacher.eval()
-        return self
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [] if self.settings.online_teacher else [self.teacher]
 
     def trained_networks(self) -> list[PrivilegedNet]:
         return [self.net, self.teacher] if self.settings.online_teacher else [self.net]
@@ -164,9 +161,7 @@ class AMIDModule(PrivkdModule):
             self.alignment.add(teacher_embedding, student_embedding, labels)
             if self.weights["adv"]:
                 terms["discriminator"] = self.discriminator_step(teacher_embedding, student_embedding, labels)
-        for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=len(labels))
-        self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log_training_terms(terms, total, batch_size=len(labels))
         return total
 
     def _count_correct(self, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor) -> None:

@@ -56,11 +56,14 @@ class PrivkdModule(L.LightningModule):
     def training_step(self, batch: Mapping[str, object], batch_idx: int) -> Tensor:
         terms = self.loss_terms(batch)
         total = self.weighted_total(terms)
-        batch_size = len(batch["label"])
-        for name, value in terms.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
-        self.log("train/loss", total, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log_training_terms(terms, total, batch_size=len(batch["label"]))
         return total
+
+    def log_training_terms(self, terms: Mapping[str, Tensor], total: Tensor, batch_size: int) -> None:
+        """Epoch means of every unweighted term and of the weighted total."""
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
 
     def validation_step(self, batch: Mapping[str, object], batch_idx: int) -> None:
         outputs = self.net(batch["inputs"]).logits
@@ -84,6 +87,16 @@ class PrivkdModule(L.LightningModule):
     def min_epochs(self) -> int:
         """Epochs to train before early stopping may end training."""
         return 0
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules that stay in eval mode while the rest trains (frozen teachers, T-Nets)."""
+        return []
+
+    def train(self, mode: bool = True) -> PrivkdModule:
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
 
     def trained_networks(self) -> list[PrivilegedNet]:
         """Networks this module trains from scratch, whose standardisation is fitted on the fold."""

@@ -27,12 +27,8 @@ class StudentModule(PrivkdModule):
         if student.tnet is not None:
             student.tnet.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> StudentModule:
-        super().train(mode)
-        self.teacher.eval()
-        if self.net.tnet is not None:
-            self.net.tnet.eval()
-        return self
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [self.teacher] + ([self.net.tnet] if self.net.tnet is not None else [])
 
     def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
         with torch.no_grad():

@@ -43,10 +43,13 @@ class RunResult:
     summary: dict
 
 
+EMBEDDED_NAMES = {"embedded": "classification", "embedded-regression": "regression"}
+"""``data.path`` values that name a dataset shipped with privkd, and which variant each is."""
+
+
 def resolve_data_path(path: str) -> Path:
-    """An embedded dataset's name (``embedded``, ``embedded-regression``) → its cached file;
-    anything else is a privkd HDF5 file."""
-    return embedded_dataset_path(variant=path.removeprefix("embedded").lstrip("-") or "classification") if path.startswith("embedded") else Path(path)
+    """An embedded dataset's name → its cached file; anything else is a privkd HDF5 file."""
+    return embedded_dataset_path(variant=EMBEDDED_NAMES[path]) if path in EMBEDDED_NAMES else Path(path)
 
 
 def rows_to_train(cfg: RunConfig) -> list[str]:
