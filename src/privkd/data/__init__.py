@@ -20,6 +20,7 @@ from privkd.data.h5format import (
     read_info,
     validate_dataset,
     write_dataset,
+    write_streamed_dataset,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "subject_folds",
     "validate_dataset",
     "write_dataset",
+    "write_streamed_dataset",
 ]

@@ -22,7 +22,14 @@ from torch.utils.data import Dataset
 from privkd.data.h5format import DatasetInfo, read_info
 from privkd.errors import DatasetError
 
-__all__ = ["MultimodalDataset"]
+__all__ = ["MultimodalDataset", "as_float"]
+
+
+def as_float(stored: np.ndarray) -> np.ndarray:
+    """Stored samples as float32; uint8 video frames map to [0, 1]."""
+    if stored.dtype == np.uint8:
+        return stored.astype(np.float32) / 255.0
+    return np.asarray(stored, dtype=np.float32)
 
 
 class MultimodalDataset(Dataset):
@@ -89,7 +96,7 @@ class MultimodalDataset(Dataset):
         if not self._rows.size:
             return {name: torch.empty((0, *self._info.modalities[name].sample_shape)) for name in self.modalities}
         lo, hi = int(self._rows.min()), int(self._rows.max()) + 1
-        return {name: torch.from_numpy(np.asarray(h5["modalities"][name][lo:hi], dtype=np.float32)[self._rows - lo])
+        return {name: torch.from_numpy(as_float(h5["modalities"][name][lo:hi])[self._rows - lo])
                 for name in self.modalities}
 
     # ---------------------------------------------------------------- pickling
@@ -125,8 +132,7 @@ class MultimodalDataset(Dataset):
             inputs = {name: tensor[i] for name, tensor in self._memory.items()}
         else:
             group = self._handle()["modalities"]
-            inputs = {name: torch.from_numpy(np.asarray(group[name][row], dtype=np.float32))
-                      for name in self.modalities}
+            inputs = {name: torch.from_numpy(as_float(group[name][row])) for name in self.modalities}
         return {"inputs": inputs, "label": torch.as_tensor(self._labels[i]),
                 "subject": str(self._subjects[i]), "index": row}
 

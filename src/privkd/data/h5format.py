@@ -6,6 +6,7 @@ this format, so no training code ever knows where the data came from.
 Layout::
 
     /modalities/<name>   float32 array, first axis = sample, e.g. (N, channels, time);
+                         video may be stored as uint8 (0-255), read back as float32 in [0, 1];
                          attrs: kind ("signal" | "spectrogram" | "video" | "features"),
                                 sampling_rate (Hz; NaN allowed only for "features"),
                                 channel_names (optional JSON list, one per axis-1 entry)
@@ -30,7 +31,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +52,7 @@ __all__ = [
     "read_info",
     "validate_dataset",
     "write_dataset",
+    "write_streamed_dataset",
 ]
 
 FORMAT_NAME = "privkd-dataset"
@@ -187,13 +189,13 @@ def _check_modality(file: Path, name: str, array: _ArrayLike, attrs: Mapping[str
     if len(array.shape) < 1 or min(array.shape[1:], default=1) < 1:
         raise DatasetError(file, field, f"shape {tuple(array.shape)} has no sample axis or an empty axis",
                            "store an array whose first axis is the sample, e.g. (N, channels, time)")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise DatasetError(file, field, f"dtype is {array.dtype}, expected a float array",
-                           "convert the data to float32 before writing (e.g. video frames / 255)")
     kind = _as_text(attrs.get("kind"))
     if kind not in MODALITY_KINDS:
         raise DatasetError(file, f"{field}@kind", f"kind is {kind!r}, expected one of {list(MODALITY_KINDS)}",
                            "give the modality one of the known kinds (modality_kinds= in write_dataset)")
+    if not (np.issubdtype(array.dtype, np.floating) or (kind == "video" and array.dtype == np.uint8)):
+        raise DatasetError(file, field, f"dtype is {array.dtype}, expected a float array (or uint8 for video)",
+                           "convert the data to float32 before writing; video frames may stay uint8 (0-255)")
     rate = _sampling_rate(file, field, kind, attrs.get("sampling_rate"))
     channels = _json_names(file, f"{field}@channel_names", attrs.get("channel_names"))
     if channels is not None and (len(array.shape) < 2 or len(channels) != array.shape[1]):
@@ -285,6 +287,8 @@ def _check_finite(file: Path, field: str, array: _ArrayLike) -> None:
     Values are checked as float32, the stored precision, so float64 input
     that would overflow to inf when written is caught too.
     """
+    if array.dtype == np.uint8:
+        return  # integers cannot be NaN or inf
     step = _rows_within(tuple(array.shape), _SCAN_BYTES)
     for start in range(0, array.shape[0], step):
         with np.errstate(over="ignore"):
@@ -449,22 +453,87 @@ def _chunk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 def _write_file(target: Path, c: _Content) -> None:
     """Write validated content to ``target`` (a temporary path)."""
     assert c.modalities is not None and c.labels is not None and c.subjects is not None
-    strings = h5py.string_dtype("utf-8")
     with h5py.File(target, "w") as h5:
         h5.attrs.update(c.attrs)
         group = h5.create_group("modalities")
         for name, (array, attrs) in c.modalities.items():
             shape = tuple(array.shape)
-            ds = group.create_dataset(name, shape=shape, dtype=np.float32, chunks=_chunk_shape(shape),
-                                      compression="gzip", compression_opts=1, shuffle=True)
+            ds = _create_modality(group, name, shape, _stored_dtype(array.dtype), attrs)
             step = _rows_within(shape, _SCAN_BYTES)
             for start in range(0, shape[0], step):
-                ds[start:start + step] = np.asarray(array[start:start + step], dtype=np.float32)
-            ds.attrs.update(attrs)
-        h5.create_dataset("labels", data=c.labels)
-        for name, column in (("subjects", c.subjects), ("groups", c.groups), ("splits", c.splits)):
-            if column is not None:
-                h5.create_dataset(name, data=column, dtype=strings)
+                ds[start:start + step] = np.asarray(array[start:start + step], dtype=ds.dtype)
+        _write_columns(h5, c)
+
+
+def _stored_dtype(dtype: np.dtype) -> np.dtype:
+    """uint8 video stays uint8 (4x smaller); everything else is stored as float32."""
+    return np.dtype(np.uint8) if dtype == np.uint8 else np.dtype(np.float32)
+
+
+def _create_modality(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                     attrs: Mapping[str, Any]) -> h5py.Dataset:
+    ds = group.create_dataset(name, shape=shape, dtype=dtype, chunks=_chunk_shape(shape),
+                              compression="gzip", compression_opts=1, shuffle=True)
+    ds.attrs.update(attrs)
+    return ds
+
+
+def _write_columns(h5: h5py.File, c: _Content) -> None:
+    """Labels and the per-sample string columns."""
+    assert c.labels is not None
+    strings = h5py.string_dtype("utf-8")
+    h5.create_dataset("labels", data=c.labels)
+    for name, column in (("subjects", c.subjects), ("groups", c.groups), ("splits", c.splits)):
+        if column is not None:
+            h5.create_dataset(name, data=column, dtype=strings)
+
+
+def _prepare_content(
+    path: Path,
+    modalities: Mapping[str, _ArrayLike],
+    labels: Any,
+    subjects: Sequence[str] | np.ndarray,
+    task: str,
+    class_names: Sequence[str] | None,
+    target_names: Sequence[str] | None,
+    modality_kinds: Mapping[str, str],
+    sampling_rates: Mapping[str, float | None] | None,
+    channel_names: Mapping[str, list[str]] | None,
+    groups: Sequence[str] | np.ndarray | None,
+    splits: Sequence[str] | np.ndarray | None,
+    description: str,
+    source: str,
+) -> _Content:
+    """The content about to be written, in the form the shared rules inspect."""
+    attrs: dict[str, Any] = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "task": task,
+                             "description": description, "source": source}
+    if class_names is not None:
+        attrs["class_names"] = json.dumps(list(class_names))
+    if target_names is not None:
+        attrs["target_names"] = json.dumps(list(target_names))
+    modality_attrs = _modality_attrs(path, modalities, modality_kinds, sampling_rates or {}, channel_names or {})
+    return _Content(file=path, attrs=attrs,
+                    modalities={name: (modalities[name], modality_attrs[name]) for name in modalities},
+                    labels=_label_array(task, labels),
+                    subjects=_string_column(path, "/subjects", subjects),
+                    groups=_string_column(path, "/groups", groups),
+                    splits=_string_column(path, "/splits", splits))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write`` on a temporary file beside ``path`` and rename it into place.
+
+    A failure (bad data, a crash, Ctrl-C) never leaves a half-written dataset, and
+    concurrent writers of the same file each produce a complete one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_dataset(
@@ -487,36 +556,139 @@ def write_dataset(
     """Validate arrays and write them as a privkd dataset file.
 
     Everything is checked before anything is written, with the validator's
-    rules. The file is written under a temporary name in the target directory
-    and renamed into place, so a failure never leaves a half-written dataset
-    and concurrent writers of the same file each produce a complete one.
-    Modalities are stored as float32, chunked along the sample axis and
-    lightly compressed (gzip level 1 + shuffle) for cheap per-sample reads.
+    rules, and the file appears only once complete (see :func:`_write_atomically`).
+    Modalities are stored as float32 (uint8 video stays uint8), chunked along
+    the sample axis and lightly compressed (gzip level 1 + shuffle) for cheap
+    per-sample reads. For data that does not fit in memory use
+    :func:`write_streamed_dataset`.
     """
     path = Path(path)
-    attrs: dict[str, Any] = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "task": task,
-                             "description": description, "source": source}
-    if class_names is not None:
-        attrs["class_names"] = json.dumps(list(class_names))
-    if target_names is not None:
-        attrs["target_names"] = json.dumps(list(target_names))
     arrays = {name: np.asarray(array) for name, array in modalities.items()}
-    modality_attrs = _modality_attrs(path, arrays, modality_kinds, sampling_rates or {}, channel_names or {})
-    content = _Content(file=path, attrs=attrs,
-                       modalities={name: (arrays[name], modality_attrs[name]) for name in arrays},
-                       labels=_label_array(task, labels),
-                       subjects=_string_column(path, "/subjects", subjects),
-                       groups=_string_column(path, "/groups", groups),
-                       splits=_string_column(path, "/splits", splits))
+    content = _prepare_content(path, arrays, labels, subjects, task, class_names, target_names, modality_kinds,
+                               sampling_rates, channel_names, groups, splits, description, source)
     _check_content(content, check_values=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        _write_file(tmp, content)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _write_atomically(path, lambda tmp: _write_file(tmp, content))
+
+
+@dataclass(frozen=True)
+class _PendingArray:
+    """Shape and dtype of a modality whose samples are still to be produced."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __getitem__(self, key: Any) -> Any:
+        raise TypeError("the samples of a streamed modality are not available before they are written")
+
+
+class _BlockWriter:
+    """Buffers streamed samples and writes them one chunk of rows at a time.
+
+    Writing row by row into a compressed chunk would recompress the chunk once per row.
+    """
+
+    def __init__(self, ds: h5py.Dataset) -> None:
+        self.ds = ds
+        self.rows = ds.chunks[0]
+        self.buffer = np.empty((self.rows, *ds.shape[1:]), dtype=ds.dtype)
+        self.start = 0
+        self.filled = 0
+
+    def add(self, sample: np.ndarray) -> None:
+        self.buffer[self.filled] = sample
+        self.filled += 1
+        if self.filled == self.rows:
+            self.flush()
+
+    def flush(self) -> None:
+        self.ds[self.start:self.start + self.filled] = self.buffer[:self.filled]
+        self.start += self.filled
+        self.filled = 0
+
+
+def _checked_sample(file: Path, name: str, index: int, sample: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """One streamed sample, checked for shape and finiteness before it is stored."""
+    field = f"/modalities/{name}"
+    array = np.asarray(sample)
+    if array.shape != shape:
+        raise DatasetError(file, field, f"sample {index} has shape {array.shape}, expected {shape}",
+                           "produce every sample of a modality with the same shape")
+    if dtype == np.uint8:
+        if array.dtype != np.uint8:
+            raise DatasetError(file, field, f"sample {index} has dtype {array.dtype} in a uint8 video modality",
+                               "yield uint8 frames (0-255) for every sample")
+        return array
+    with np.errstate(over="ignore"):
+        stored = array.astype(np.float32)
+    if not np.isfinite(stored).all():
+        raise DatasetError(file, field, f"NaN or inf value in sample {index}",
+                           "replace or drop non-finite values before writing")
+    return stored
+
+
+def write_streamed_dataset(
+    path: str | Path,
+    *,
+    sample_shapes: Mapping[str, Sequence[int]],
+    samples: Iterable[Mapping[str, np.ndarray]],
+    labels: Sequence[int] | Sequence[float] | np.ndarray,
+    subjects: Sequence[str] | np.ndarray,
+    task: str,
+    class_names: Sequence[str] | None = None,
+    target_names: Sequence[str] | None = None,
+    modality_kinds: dict[str, str],
+    uint8_modalities: Sequence[str] = (),
+    sampling_rates: dict[str, float | None] | None = None,
+    channel_names: dict[str, list[str]] | None = None,
+    groups: Sequence[str] | np.ndarray | None = None,
+    splits: Sequence[str] | np.ndarray | None = None,
+    description: str = "",
+    source: str = "",
+) -> Path:
+    """Write a dataset whose modality arrays are produced one sample at a time.
+
+    For importers of video or long recordings: labels, subjects and metadata are known
+    (and fully checked) before the first sample is decoded; ``samples`` then yields, in
+    label order, one ``{modality: array}`` per sample with the shapes of ``sample_shapes``.
+    ``uint8_modalities`` names video modalities stored as uint8. Each sample is checked
+    as it arrives; any failure, including an exception raised by the ``samples``
+    iterator itself, leaves no file behind (see :func:`_write_atomically`).
+    """
+    path = Path(path)
+    n = len(labels)
+    dtypes = {name: np.dtype(np.uint8 if name in uint8_modalities else np.float32) for name in sample_shapes}
+    pending = {name: _PendingArray((n, *map(int, shape)), dtypes[name]) for name, shape in sample_shapes.items()}
+    content = _prepare_content(path, pending, labels, subjects, task, class_names, target_names, modality_kinds,
+                               sampling_rates, channel_names, groups, splits, description, source)
+    _check_content(content, check_values=False)
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs.update(content.attrs)
+            group = h5.create_group("modalities")
+            assert content.modalities is not None
+            writers = {name: _BlockWriter(_create_modality(group, name, array.shape, array.dtype, attrs))
+                       for name, (array, attrs) in content.modalities.items()}
+            count = 0
+            for count, sample in enumerate(samples, start=1):
+                if count > n:
+                    break
+                missing = sorted(set(writers) - set(sample))
+                if missing:
+                    raise DatasetError(path, f"/modalities/{missing[0]}", f"sample {count - 1} lacks {missing}",
+                                       "yield every modality for every sample")
+                for name, writer in writers.items():
+                    writer.add(_checked_sample(path, name, count - 1, sample[name], pending[name].shape[1:],
+                                               dtypes[name]))
+            if count != n:
+                produced = f"more than {n}" if count > n else str(count)
+                raise DatasetError(path, "/labels", f"{n} labels but {produced} samples were produced",
+                                   "yield exactly one sample per label")
+            for writer in writers.values():
+                writer.flush()
+            _write_columns(h5, content)
+
+    return _write_atomically(path, write)
 
 
 # ---------------------------------------------------------------------- describe
