@@ -47,7 +47,7 @@ def test_student_starts_from_teacher_weights():
     student = make_net(["acc"], ["acc", "gyro"], tnet=True).eval()
     student.load_shared_weights(teacher)
     x = {"acc": torch.randn(4, 3, 100)}
-    acc = teacher.encoders["acc"](x["acc"])
+    acc = teacher.encode({**x, "gyro": torch.randn(4, 3, 100)})["acc"]
     # The initialised student equals the teacher fed with its own T-Net's hallucination.
     torch.testing.assert_close(student(x).logits, teacher.fuse({"acc": acc, "gyro": teacher.tnet(acc)}).logits)
 
@@ -55,16 +55,17 @@ def test_student_starts_from_teacher_weights():
 def test_standardize_fits_per_channel_and_keeps_constant_channels_finite():
     x = torch.randn(200, 3, 50) * torch.tensor([1.0, 5.0, 0.0]).view(1, 3, 1) + torch.tensor([2.0, -1.0, 7.0]).view(1, 3, 1)
     norm = Standardize((3, 50))
-    norm.fit(x)
+    norm.fit(x.split(64))  # streamed in batches
     y = norm(x)
     torch.testing.assert_close(y[:, :2].mean(dim=(0, 2)), torch.zeros(2), atol=1e-5, rtol=0)
     torch.testing.assert_close(y[:, :2].std(dim=(0, 2)), torch.ones(2), atol=1e-4, rtol=0)
     assert torch.isfinite(y).all() and torch.all(y[:, 2] == 0)
 
 
-def test_signal_cnn_embedding_independent_of_window_length():
-    net = build_backbone("signal_cnn", (3, 100), 8).eval()
-    assert net(torch.randn(2, 3, 100)).shape == net(torch.randn(2, 3, 250)).shape == (2, 8)
+def test_signal_cnn_tokens_follow_the_time_axis():
+    net = build_backbone("signal_cnn", (3, 100)).eval()
+    assert net(torch.randn(2, 3, 100)).shape == (2, 13, 64)  # three ceil-halvings of 100 steps
+    assert net(torch.randn(2, 3, 250)).shape == (2, 32, 64)
 
 
 def test_mmd_matches_independent_numpy_computation():

@@ -9,7 +9,7 @@ from privkd.losses.structural import StructuralOTLoss
 from privkd.methods.mt_pkdot import MTPKDOTModule
 from privkd.methods.registry import build_module, build_net
 from privkd.models.network import NetOutput
-from privkd.training.fit import fit, seed_everything, stack_inputs
+from privkd.training.fit import fit, seed_everything, encode_dataset
 
 
 def held_out_alignment(watch_path, tmp_path, align_weight):
@@ -21,7 +21,7 @@ def held_out_alignment(watch_path, tmp_path, align_weight):
     module = build_module("teacher", cfg, info)
     teacher = fit(module, data.subset(fold.train), data.subset(fold.val), cfg.training, tmp_path / str(align_weight), seed=0).module.net
     with torch.no_grad():
-        embeddings = teacher.encode(stack_inputs(data.subset(fold.test), teacher.seen))
+        embeddings = encode_dataset(teacher, data.subset(fold.test))
         joint = teacher.fuse(embeddings).embedding
         views = teacher.adapt(embeddings)
     return {name: F.cosine_similarity(view.embedding, joint).mean().item() for name, view in views.items()}

@@ -6,7 +6,7 @@ from privkd.config import config_from_dict
 from privkd.data import MultimodalDataset, read_info, subject_folds
 from privkd.methods.registry import build_module
 from privkd.training.crossval import refit_tnet_on_fold
-from privkd.training.fit import fit, stack_inputs
+from privkd.training.fit import encode_dataset, fit
 
 
 def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
@@ -26,9 +26,9 @@ def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
     report = refit_tnet_on_fold(teacher, dataset.subset(fold.train), dataset.subset(fold.val), cfg)
     assert report["tnet_val_after_refit"] < report["tnet_val_before_refit"]
 
+    train = encode_dataset(teacher, dataset.subset(fold.train))
+    test = encode_dataset(teacher, dataset.subset(fold.test))
     with torch.no_grad():
-        train = teacher.encode(stack_inputs(dataset.subset(fold.train), teacher.seen))
-        test = teacher.encode(stack_inputs(dataset.subset(fold.test), teacher.seen))
         hallucinated = teacher.hallucinate(test)["gyroscope"]
     real = test["gyroscope"]
     tnet_mse = (hallucinated - real).pow(2).mean().item()

@@ -38,12 +38,14 @@ class DataConfig:
 
     ``path`` is a privkd HDF5 file, or ``embedded`` for the smartwatch recordings shipped
     with privkd. Roles are configuration, never code paths: swap the lists to distil the
-    other way round.
+    other way round. ``in_memory``: load the selected modalities once (fast) or read each
+    sample from disk (video); ``auto`` loads them when they take under 2 GiB.
     """
 
     path: str = "embedded"
     prevalent: tuple[str, ...] = ("accelerometer",)
     privileged: tuple[str, ...] = ("gyroscope",)
+    in_memory: Literal["auto", True, False] = "auto"
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,16 @@ class EvaluationConfig:
     ``max_folds`` trains only the first folds (for quick checks); null trains all.
     ``group_average`` (regression): score each recording/video group (``/groups``) on its
     own and average the per-group CCCs, as per-video protocols do; else pool all samples.
+    ``protocol: splits`` uses the dataset's official ``/splits`` instead of folds (Affwild2):
+    one fold testing the ``validation`` split, training on the ``train`` split minus
+    ``n_val_subjects`` of its subjects, which select the epoch.
     """
 
     n_folds: int = 5
     n_val_subjects: int = 1
     max_folds: int | None = None
     group_average: bool = False
+    protocol: Literal["subject_folds", "splits"] = "subject_folds"
 
 
 @dataclass(frozen=True)
@@ -68,14 +74,29 @@ class ModelConfig:
     """Architecture shared by every method so that only the training signal differs.
 
     ``backbones`` maps a modality name to a backbone name; modalities not listed get the
-    default for their kind (``signal_cnn`` for signals, ``mlp`` for feature vectors).
+    default for their kind (``signal_cnn`` for signals, ``mlp`` for feature vectors,
+    ``resnet18`` for spectrograms, ``r3d_18`` for video). ``backbone_weights`` maps a
+    modality to a weights file (a saved ``state_dict``) for its backbone; nothing is ever
+    downloaded. ``frozen_backbones`` lists modalities whose backbone is not trained; with
+    ``cache_features`` their backbone tokens are computed once per (dataset, backbone,
+    weights) and read from disk afterwards.
+
+    ``fusion``: ``concat`` (Fig. 3a), ``joint_cross_attention`` (3b) or
+    ``multimodal_transformer`` (3c). ``tokens``: how many embeddings per modality along its
+    time axis reach the T-Net and the fusion (1 = one vector per modality); attention
+    fusion attends over them with ``attention_heads`` heads.
     """
 
     embed_dim: int = 64
-    fusion: Literal["concat"] = "concat"
+    fusion: Literal["concat", "joint_cross_attention", "multimodal_transformer"] = "concat"
     fusion_dim: int = 128
     dropout: float = 0.2
     backbones: dict[str, str] = field(default_factory=dict)
+    backbone_weights: dict[str, str] = field(default_factory=dict)
+    frozen_backbones: tuple[str, ...] = ()
+    cache_features: bool = True
+    tokens: int = 1
+    attention_heads: int = 4
     tnet_hidden: int = 128
     tnet_bottleneck: int = 32
 
@@ -285,6 +306,19 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError("evaluation.n_folds", "cross-validation needs at least 2 folds", "use 2 or more")
     if cfg.structural.epsilon <= 0:
         raise ConfigError("structural.epsilon", f"must be > 0, got {cfg.structural.epsilon}", "use e.g. 0.01")
+    if cfg.model.embed_dim % cfg.model.attention_heads:
+        raise ConfigError("model.attention_heads", f"{cfg.model.attention_heads} heads do not divide embed_dim "
+                          f"{cfg.model.embed_dim}", "choose heads that divide model.embed_dim")
+    if cfg.model.tokens < 1:
+        raise ConfigError("model.tokens", f"must be >= 1, got {cfg.model.tokens}", "use 1 for one embedding per modality")
+    modalities = set(cfg.data.prevalent) | set(cfg.data.privileged)
+    for key in ("backbones", "backbone_weights"):
+        unknown = sorted(set(getattr(cfg.model, key)) - modalities)
+        if unknown:
+            raise ConfigError(f"model.{key}.{unknown[0]}", "not a prevalent or privileged modality", f"use some of {sorted(modalities)}")
+    unknown = sorted(set(cfg.model.frozen_backbones) - modalities)
+    if unknown:
+        raise ConfigError("model.frozen_backbones", f"{unknown[0]!r} is not a prevalent or privileged modality", f"use some of {sorted(modalities)}")
     if cfg.training.batch_size < 2 and students:
         raise ConfigError("training.batch_size", "structural distillation needs at least 2 samples per batch", "use >= 2")
 

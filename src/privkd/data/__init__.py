@@ -8,7 +8,7 @@ from privkd.data.embedded import (
     embedded_dataset_path,
     load_watch_recordings,
 )
-from privkd.data.folds import Fold, subject_folds
+from privkd.data.folds import Fold, official_split_fold, subject_folds
 from privkd.data.h5format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -39,6 +39,7 @@ __all__ = [
     "embedded_dataset_path",
     "load_watch_recordings",
     "read_info",
+    "official_split_fold",
     "subject_folds",
     "validate_dataset",
     "write_dataset",

@@ -10,7 +10,7 @@ loaded once with ``in_memory=True``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,10 @@ def as_float(stored: np.ndarray) -> np.ndarray:
 class MultimodalDataset(Dataset):
     """Samples of selected modalities and rows of a privkd dataset file.
 
+    ``extra`` adds per-row arrays of the whole file (first axis = file row, e.g. a frozen
+    backbone's cached tokens, see :mod:`privkd.training.feature_cache`) to every item's
+    inputs under their own keys.
+
     Items are ``{"inputs": {name: float32 tensor}, "label": tensor,
     "subject": str, "index": int}`` where ``label`` is an int64 scalar for
     classification and a float32 ``(T,)`` vector for regression (``T = 1`` for
@@ -49,8 +53,10 @@ class MultimodalDataset(Dataset):
         modalities: Sequence[str] | None = None,
         indices: Sequence[int] | np.ndarray | None = None,
         in_memory: bool = False,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.extra = dict(extra or {})
         self._info = read_info(self.path)
         self.modalities = self._select_modalities(modalities)
         self.in_memory = in_memory
@@ -59,7 +65,11 @@ class MultimodalDataset(Dataset):
             self._labels = self._load_labels(h5)
             self._subjects = np.asarray(h5["subjects"].asstr()[()], dtype=str)[self._rows]
             self._groups = np.asarray(h5["groups"].asstr()[()], dtype=str)[self._rows] if "groups" in h5 else None
+            self._splits = np.asarray(h5["splits"].asstr()[()], dtype=str)[self._rows] if "splits" in h5 else None
             self._memory = self._load_inputs(h5) if in_memory else None
+        if in_memory:
+            self._memory.update({key: torch.from_numpy(np.asarray(array[self._rows], dtype=np.float32))
+                                 for key, array in self.extra.items()})
         self._file: h5py.File | None = None
         self._file_pid: int | None = None
 
@@ -133,12 +143,13 @@ class MultimodalDataset(Dataset):
         else:
             group = self._handle()["modalities"]
             inputs = {name: torch.from_numpy(as_float(group[name][row])) for name in self.modalities}
+            inputs.update({key: torch.from_numpy(np.asarray(array[row], dtype=np.float32)) for key, array in self.extra.items()})
         return {"inputs": inputs, "label": torch.as_tensor(self._labels[i]),
                 "subject": str(self._subjects[i]), "index": row}
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> MultimodalDataset:
         """The same file, modalities and loading mode restricted to ``indices`` (rows of the file)."""
-        return MultimodalDataset(self.path, self.modalities, indices, in_memory=self.in_memory)
+        return MultimodalDataset(self.path, self.modalities, indices, in_memory=self.in_memory, extra=self.extra)
 
     @property
     def info(self) -> DatasetInfo:
@@ -159,6 +170,11 @@ class MultimodalDataset(Dataset):
     def subjects(self) -> np.ndarray:
         """Subject id (str) of every selected row."""
         return self._subjects
+
+    @property
+    def splits(self) -> np.ndarray | None:
+        """Official split name of every selected row, ``None`` when the file has no ``/splits``."""
+        return self._splits
 
     @property
     def groups(self) -> np.ndarray | None:

@@ -209,7 +209,8 @@ def build_watch_regression_dataset(path: str | Path) -> Path:
 EMBEDDED_VARIANTS = {"classification": build_watch_dataset, "regression": build_watch_regression_dataset}
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
+    """Where privkd keeps files it builds once (embedded data, cached backbone features)."""
     if os.environ.get("PRIVKD_CACHE"):
         return Path(os.environ["PRIVKD_CACHE"])
     if os.environ.get("XDG_CACHE_HOME"):
@@ -232,7 +233,7 @@ def embedded_dataset_path(cache_dir: str | Path | None = None, variant: str = "c
     if variant not in EMBEDDED_VARIANTS:
         raise ValueError(f"unknown embedded dataset {variant!r}; available: {sorted(EMBEDDED_VARIANTS)}")
     name = _CACHE_NAME if variant == "classification" else _CACHE_NAME.replace("watch-", f"watch-{variant}-")
-    path = (Path(cache_dir) if cache_dir is not None else _default_cache_dir()) / name
+    path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / name
     if path.is_file():
         try:
             read_info(path)

@@ -18,7 +18,7 @@ import numpy as np
 
 from privkd.errors import SplitError
 
-__all__ = ["Fold", "subject_folds"]
+__all__ = ["Fold", "official_split_fold", "subject_folds"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: fields are arrays, whose == is elementwise
@@ -98,3 +98,38 @@ def subject_folds(
     if labels is not None:
         _warn_missing_classes(folds, np.asarray(labels))
     return folds
+
+
+def official_split_fold(
+    subjects: Sequence[str] | np.ndarray,
+    splits: Sequence[str] | np.ndarray | None,
+    n_val_subjects: int = 1,
+    seed: int = 0,
+) -> Fold:
+    """One fold from a dataset's official split (e.g. Affwild2's train / validation).
+
+    The test part is the ``test`` split, or the ``validation`` split when there is no
+    ``test`` split (Affwild2's test labels are not public, so papers report its validation
+    set). ``n_val_subjects`` subjects of the ``train`` split, drawn with ``seed``, select
+    the epoch; the rest of ``train`` trains.
+    """
+    if splits is None:
+        raise SplitError("evaluation.protocol is 'splits' but the dataset has no /splits",
+                         "use protocol: subject_folds, or import the dataset with its official split")
+    subjects, splits = np.asarray(subjects).astype(str), np.asarray(splits).astype(str)
+    names = set(splits.tolist())
+    test_name = "test" if "test" in names else "validation"
+    if "train" not in names or test_name not in names:
+        raise SplitError(f"/splits holds {sorted(names)}; the splits protocol needs 'train' and 'validation' or 'test'",
+                         "name the official parts train / validation / test when importing")
+    train_subjects = np.unique(subjects[splits == "train"])
+    if len(train_subjects) < n_val_subjects + 1:
+        raise SplitError(f"the train split has {len(train_subjects)} subjects, fewer than {n_val_subjects} validation + 1",
+                         "lower evaluation.n_val_subjects")
+    shuffled = np.random.default_rng(seed).permutation(train_subjects)
+    val, train = shuffled[:n_val_subjects], shuffled[n_val_subjects:]
+    in_train_split = splits == "train"
+    return Fold(index=0, train=np.flatnonzero(in_train_split & np.isin(subjects, train)),
+                val=np.flatnonzero(in_train_split & np.isin(subjects, val)), test=np.flatnonzero(splits == test_name),
+                train_subjects=tuple(sorted(train.tolist())), val_subjects=tuple(sorted(val.tolist())),
+                test_subjects=tuple(sorted(np.unique(subjects[splits == test_name]).tolist())))

@@ -92,9 +92,15 @@ class PrivkdModule(L.LightningModule):
         """Modules that stay in eval mode while the rest trains (frozen teachers, T-Nets)."""
         return []
 
+    def on_train_epoch_start(self) -> None:
+        """Lightning never calls ``train()`` itself (it restores the modes it found after each
+        validation), so the training mode with its frozen parts is set here."""
+        self.train()
+
     def train(self, mode: bool = True) -> PrivkdModule:
         super().train(mode)
-        for module in self.frozen_modules():
+        frozen_backbones = [b for net in self.trained_networks() for b in net.frozen_backbones().values()]
+        for module in self.frozen_modules() + frozen_backbones:
             module.eval()
         return self
 

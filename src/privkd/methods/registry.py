@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from privkd.config import METHOD_NAMES, STUDENT_METHODS, RunConfig
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
@@ -14,7 +16,7 @@ from privkd.methods.mt_pkdot import MTPKDOTModule
 from privkd.methods.pkdot import PKDOTModule
 from privkd.methods.point_to_point import PointToPointModule
 from privkd.methods.teacher import TeacherModule
-from privkd.models.backbones import DEFAULT_BACKBONE_FOR_KIND, backbone_names
+from privkd.models.backbones import DEFAULT_BACKBONE_FOR_KIND, Backbone, backbone_names, build_backbone, load_backbone_weights
 from privkd.models.network import ModalitySpec, PrivilegedNet
 
 
@@ -58,7 +60,7 @@ def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
     fused = (prevalent if sees_prevalent else []) + (privileged if fuses_privileged else [])
     with_tnet = tnet and bool(privileged)
     with_adapters = adapters and (cfg.teacher.align_weight > 0 or cfg.teacher.adapter_task_weight > 0)
-    return PrivilegedNet(
+    net = PrivilegedNet(
         modality_specs(cfg, info, seen),
         fused,
         info.n_outputs,
@@ -72,7 +74,33 @@ def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
         tnet_bottleneck=cfg.model.tnet_bottleneck,
         adapted=seen if with_adapters else (),
         fusion_layers=layers,
+        tokens=cfg.model.tokens,
+        heads=cfg.model.attention_heads,
     )
+    for name, encoder in net.encoders.items():
+        if name in cfg.model.frozen_backbones:
+            encoder.backbone.load_state_dict(reference_backbone(cfg, info, name).state_dict())
+        elif name in cfg.model.backbone_weights:
+            load_backbone_weights(encoder.backbone, cfg.model.backbone_weights[name], f"model.backbone_weights.{name}")
+    net.freeze_backbones(cfg.model.frozen_backbones)
+    return net
+
+
+FROZEN_BACKBONE_SEED = 20240126
+"""Seed of a frozen backbone without a weights file: one fixed random feature extractor."""
+
+
+def reference_backbone(cfg: RunConfig, info: DatasetInfo, name: str) -> Backbone:
+    """The backbone every network of a run uses for the frozen modality ``name``: the user's
+    weights, else a fixed-seed initialisation. All networks (baseline, teacher, students,
+    every fold) thus share one frozen extractor, and one feature cache."""
+    spec = modality_specs(cfg, info, [name])[0]
+    with torch.random.fork_rng():
+        torch.manual_seed(FROZEN_BACKBONE_SEED)
+        backbone = build_backbone(spec.backbone, spec.sample_shape)
+    if name in cfg.model.backbone_weights:
+        load_backbone_weights(backbone, cfg.model.backbone_weights[name], f"model.backbone_weights.{name}")
+    return backbone.requires_grad_(False).eval()
 
 
 def build_amid(cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None, common: dict) -> AMIDModule:

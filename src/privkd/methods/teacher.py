@@ -68,7 +68,7 @@ def tnet_objective(kind: str, hallucinated: Mapping[str, Tensor], real: Mapping[
         if kind == "mse":
             losses.append((estimate - target).pow(2).mean())
         elif kind == "mmd":
-            losses.append(gaussian_mmd2(estimate, target))
+            losses.append(gaussian_mmd2(estimate.flatten(1), target.flatten(1)))
         else:
             raise ValueError(f"unknown T-Net loss {kind!r}; use 'mse' or 'mmd'")
     return sum(losses) / len(losses)
@@ -76,8 +76,8 @@ def tnet_objective(kind: str, hallucinated: Mapping[str, Tensor], real: Mapping[
 
 def refit_tnet(
     net: PrivilegedNet,
-    train_inputs: Mapping[str, Tensor],
-    val_inputs: Mapping[str, Tensor],
+    train_emb: Mapping[str, Tensor],
+    val_emb: Mapping[str, Tensor],
     *,
     loss: str,
     epochs: int,
@@ -91,11 +91,10 @@ def refit_tnet(
     checkpoint is chosen for the teacher's accuracy, not the T-Net's. Once the teacher is
     fixed its embeddings are a stationary regression target, so a short fit on precomputed
     embeddings (seconds) gives the student a T-Net matched to the teacher it distils from.
-    Returns the validation objective before and after.
+    ``train_emb`` / ``val_emb`` are the teacher's token embeddings of the training and
+    validation subjects. Returns the validation objective before and after.
     """
     tnet = net.tnet
-    with torch.no_grad():
-        train_emb, val_emb = net.encode(train_inputs), net.encode(val_inputs)
 
     def val_objective() -> float:
         tnet.eval()

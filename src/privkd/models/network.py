@@ -4,14 +4,21 @@ A network *sees* some modalities (it has encoders for them) and *fuses* an order
 modalities. Modalities it fuses but cannot see are hallucinated by a T-Net from the ones it
 sees. So the baseline sees and fuses the prevalent modalities, the teacher sees and fuses
 all, and the PKDOT student sees the prevalent ones and fuses all through its frozen T-Net.
+
+Every modality is encoded to ``tokens`` embeddings along its time axis, ``(batch, tokens,
+embed_dim)``, pooled to one common count so that time-aligned modalities line up token by
+token: the T-Net hallucinates each privileged token from the prevalent tokens at the same
+step, and attention fusion attends over the token axis. ``tokens = 1`` is one embedding per
+modality.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from privkd.models.backbones import ModalityEncoder
@@ -19,10 +26,14 @@ from privkd.models.fusion import build_fusion
 from privkd.models.encoder_decoder import EncoderDecoder
 
 
+TOKENS_SUFFIX = "@tokens"
+"""``inputs[name + TOKENS_SUFFIX]`` carries a frozen backbone's precomputed tokens for ``name``."""
+
+
 @dataclass
 class NetOutput:
     """What a forward pass yields: outputs (logits or regression values), the joint
-    embedding and each modality's embedding (empty for an adapter's view)."""
+    embedding and each modality's token embeddings (empty for an adapter's view)."""
 
     logits: Tensor
     embedding: Tensor
@@ -62,6 +73,8 @@ class PrivilegedNet(nn.Module):
         tnet_bottleneck: int = 32,
         adapted: Sequence[str] = (),
         fusion_layers: int = 1,
+        tokens: int = 1,
+        heads: int = 4,
     ) -> None:
         super().__init__()
         self.seen = [spec.name for spec in seen]
@@ -69,6 +82,7 @@ class PrivilegedNet(nn.Module):
         self.tnet_inputs = list(tnet_inputs)
         self.tnet_outputs = list(tnet_outputs)
         self.embed_dim = embed_dim
+        self.tokens = tokens
         missing = [m for m in self.fused if m not in self.seen and m not in self.tnet_outputs]
         if missing:
             raise ValueError(f"fused modalities {missing} are neither seen nor produced by the T-Net")
@@ -79,7 +93,8 @@ class PrivilegedNet(nn.Module):
             else None
         )
         self.hallucinates = any(name not in self.seen for name in self.fused)
-        self.fusion = build_fusion(fusion, [embed_dim] * len(self.fused), fusion_dim, dropout, fusion_layers)
+        self.fusion = build_fusion(fusion, len(self.fused), embed_dim, fusion_dim, dropout=dropout, layers=fusion_layers,
+                                   tokens=tokens, heads=heads)
         self.head = nn.Linear(fusion_dim, n_outputs)
         unseen = [m for m in adapted if m not in self.seen]
         if unseen:
@@ -88,11 +103,23 @@ class PrivilegedNet(nn.Module):
         self.adapter_heads = nn.ModuleDict({m: nn.Linear(fusion_dim, n_outputs) for m in adapted})
 
     def encode(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Embeddings of the seen modalities."""
-        return {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
+        """Token embeddings ``(batch, tokens, embed_dim)`` of the seen modalities, from raw
+        inputs or from a frozen backbone's cached tokens when the batch carries them."""
+        embeddings = {}
+        for name, encoder in self.encoders.items():
+            cached = inputs.get(name + TOKENS_SUFFIX)
+            tokens = encoder.from_backbone(cached) if cached is not None else encoder(inputs[name])
+            embeddings[name] = self._pool_tokens(tokens)
+        return embeddings
+
+    def _pool_tokens(self, tokens: Tensor) -> Tensor:
+        """Average (or repeat) a modality's tokens onto the network's common token grid."""
+        if tokens.shape[1] == self.tokens:
+            return tokens
+        return F.adaptive_avg_pool1d(tokens.transpose(1, 2), self.tokens).transpose(1, 2)
 
     def hallucinate(self, embeddings: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """T-Net estimates of the ``tnet_outputs`` embeddings from the ``tnet_inputs`` ones."""
+        """T-Net estimates of the ``tnet_outputs`` tokens from the ``tnet_inputs`` tokens at the same step."""
         if self.tnet is None:
             return {}
         source = torch.cat([embeddings[name] for name in self.tnet_inputs], dim=-1)
@@ -107,7 +134,7 @@ class PrivilegedNet(nn.Module):
         view's own outputs (MT-PKDOT Sec. III-A)."""
         views = {}
         for name, adapter in self.adapters.items():
-            aligned = adapter(embeddings[name])
+            aligned = adapter(embeddings[name].mean(dim=1))
             views[name] = NetOutput(self.adapter_heads[name](aligned), aligned)
         return views
 
@@ -116,6 +143,19 @@ class PrivilegedNet(nn.Module):
         if self.hallucinates:
             embeddings = {**self.hallucinate(embeddings), **embeddings}
         return self.fuse(embeddings)
+
+    def freeze_backbones(self, names: Collection[str]) -> None:
+        """Stop training the standardisation and backbone of the seen modalities in ``names``
+        (their projection still trains); :meth:`frozen_backbones` keeps them in eval mode."""
+        for name in names:
+            if name in self.encoders:
+                self.encoders[name].standardize.requires_grad_(False)
+                self.encoders[name].backbone.requires_grad_(False)
+
+    def frozen_backbones(self) -> dict[str, nn.Module]:
+        """Seen modalities whose backbone does not train, and that backbone."""
+        return {name: encoder.backbone for name, encoder in self.encoders.items()
+                if not any(p.requires_grad for p in encoder.backbone.parameters())}
 
     def share_modules(self, other: PrivilegedNet, head: bool = True) -> None:
         """Use ``other``'s encoders for the modalities both see (and its head): the very same
@@ -127,10 +167,13 @@ class PrivilegedNet(nn.Module):
         if head:
             self.head = other.head
 
-    def fit_standardization(self, inputs: Mapping[str, Tensor]) -> None:
-        """Fit each encoder's standardisation on training-fold samples."""
+    def fit_standardization(self, batches: Callable[[str], Iterable[Tensor]], skip: Collection[str] = ()) -> None:
+        """Fit each encoder's standardisation on training-fold samples; ``batches(name)``
+        streams one modality's samples. Modalities in ``skip`` (frozen backbones, whose cached
+        tokens must not depend on the fold) keep the identity."""
         for name, encoder in self.encoders.items():
-            encoder.standardize.fit(inputs[name])
+            if name not in skip:
+                encoder.standardize.fit(batches(name))
 
     def load_shared_weights(self, source: PrivilegedNet) -> None:
         """Copy every parameter and buffer this network shares with ``source`` by name.

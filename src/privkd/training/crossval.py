@@ -9,6 +9,7 @@ later failure never loses a finished result.
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from privkd.config import METHOD_NAMES, STUDENT_METHODS, RunConfig, config_to_dict, row_method, variant_config
-from privkd.data import MultimodalDataset, read_info, subject_folds
+from privkd.data import Fold, MultimodalDataset, official_split_fold, read_info, subject_folds
 from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
@@ -26,10 +27,11 @@ from privkd.evaluation.summary import aggregate, summary_markdown
 from privkd.methods.amid import AMIDModule
 from privkd.methods.base import PrivkdModule
 from privkd.methods.mt_pkdot import MTPKDOTModule
-from privkd.methods.registry import build_module
+from privkd.methods.registry import build_module, reference_backbone
 from privkd.methods.teacher import refit_tnet
-from privkd.models.network import PrivilegedNet
-from privkd.training.fit import fit, make_loader, seed_everything, stack_inputs
+from privkd.models.network import TOKENS_SUFFIX, PrivilegedNet
+from privkd.training.feature_cache import cached_tokens
+from privkd.training.fit import encode_dataset, fit, make_loader, seed_everything
 from privkd.training.run_dir import create_run_dir, environment, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -101,13 +103,44 @@ def refit_tnet_on_fold(teacher: PrivilegedNet, train_set: Dataset, val_set: Data
     """Refit the selected teacher's T-Net on its frozen embeddings of this fold's training subjects."""
     return refit_tnet(
         teacher,
-        stack_inputs(train_set, teacher.seen),
-        stack_inputs(val_set, teacher.seen),
+        encode_dataset(teacher, train_set, cfg.training.batch_size),
+        encode_dataset(teacher, val_set, cfg.training.batch_size),
         loss=cfg.teacher.tnet_loss,
         epochs=cfg.teacher.tnet_refit_epochs,
         lr=cfg.teacher.tnet_refit_lr,
         batch_size=cfg.training.batch_size,
     )
+
+
+IN_MEMORY_LIMIT_BYTES = 2 * 2**30
+"""``data.in_memory: auto`` loads the selected modalities when they take less than this."""
+
+
+def open_dataset(cfg: RunConfig, info: DatasetInfo, data_path: Path, progress: ProgressCallback) -> MultimodalDataset:
+    """The run's samples: raw modalities, except frozen backbones' cached tokens when caching."""
+    cached = list(cfg.model.frozen_backbones) if cfg.model.cache_features else []
+    extra = {}
+    for name in cached:
+        progress(f"features of the frozen {name} backbone (computed once, then cached)")
+        backbone = reference_backbone(cfg, info, name)
+        extra[name + TOKENS_SUFFIX] = cached_tokens(data_path, name, backbone, batch_size=cfg.training.batch_size,
+                                                    show_progress=cfg.training.progress_bar)
+    raw = [m for m in (*cfg.data.prevalent, *cfg.data.privileged) if m not in cached]
+    in_memory = cfg.data.in_memory
+    if in_memory == "auto":
+        size = sum(4 * info.n_samples * math.prod(info.modalities[m].sample_shape) for m in raw)
+        size += sum(array.nbytes for array in extra.values())
+        in_memory = size < IN_MEMORY_LIMIT_BYTES
+    return MultimodalDataset(data_path, modalities=raw, in_memory=bool(in_memory), extra=extra)
+
+
+def make_folds(cfg: RunConfig, dataset: MultimodalDataset) -> list[Fold]:
+    """Subject-independent folds, or the one fold of the dataset's official split."""
+    e = cfg.evaluation
+    if e.protocol == "splits":
+        return [official_split_fold(dataset.subjects, dataset.splits, e.n_val_subjects, seed=cfg.seed)]
+    return subject_folds(dataset.subjects, n_folds=e.n_folds, n_val_subjects=e.n_val_subjects, seed=cfg.seed,
+                         labels=dataset.labels if dataset.info.task == "classification" else None)[: e.max_folds]
 
 
 def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None) -> RunResult:
@@ -120,11 +153,8 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
 
-    modalities = list(cfg.data.prevalent) + list(cfg.data.privileged)
-    dataset = MultimodalDataset(data_path, modalities=modalities, in_memory=True)
-    folds = subject_folds(
-        dataset.subjects, n_folds=cfg.evaluation.n_folds, n_val_subjects=cfg.evaluation.n_val_subjects, seed=cfg.seed, labels=dataset.labels
-    )[: cfg.evaluation.max_folds]
+    dataset = open_dataset(cfg, info, data_path, progress)
+    folds = make_folds(cfg, dataset)
     write_json_atomic(
         run_dir / "folds.json",
         [{"fold": f.index, "train": list(f.train_subjects), "val": list(f.val_subjects), "test": list(f.test_subjects)} for f in folds],

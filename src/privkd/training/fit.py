@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from privkd.config import TrainingConfig
 from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.methods.base import SELECTION_KEY, PrivkdModule
+from privkd.models.network import PrivilegedNet
 
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -46,12 +48,20 @@ def make_loader(dataset: Dataset, cfg: TrainingConfig, *, train: bool, seed: int
     )
 
 
-def stack_inputs(dataset: Dataset, names: list[str], batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """All samples of the modalities ``names`` in ``dataset``, stacked (for fitting standardisation)."""
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+def modality_batches(dataset: Dataset, name: str, batch_size: int = 512) -> Iterator[torch.Tensor]:
+    """The samples of modality ``name`` in ``dataset``, a batch at a time (never all at once)."""
     for batch in DataLoader(dataset, batch_size=batch_size):
-        for name in names:
-            chunks[name].append(batch["inputs"][name])
+        yield batch["inputs"][name]
+
+
+@torch.no_grad()
+def encode_dataset(net: PrivilegedNet, dataset: Dataset, batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """``net``'s token embeddings of its seen modalities for every sample of ``dataset``, in eval mode."""
+    net.eval()
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in net.seen}
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        for name, value in net.encode(batch["inputs"]).items():
+            chunks[name].append(value)
     return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
@@ -72,7 +82,7 @@ def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: Trainin
     monitor = SELECTION_KEY  # validation subjects only, never the test fold
     seed_everything(seed)
     for net in module.trained_networks():
-        net.fit_standardization(stack_inputs(train_set, net.seen))
+        net.fit_standardization(lambda name: modality_batches(train_set, name), skip=net.frozen_backbones())
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode="max", save_weights_only=True)
     trainer = L.Trainer(
         max_epochs=max(cfg.epochs, module.min_epochs()),

@@ -1,0 +1,183 @@
+"""``privkd data import FORMAT SRC DST.h5``: one subcommand per supported layout.
+
+Each command only parses options and calls its importer in :mod:`privkd.data.importers`;
+every layout problem surfaces as a :class:`~privkd.errors.DatasetError` naming the source
+file, printed by the CLI's error guard without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from privkd.errors import PrivkdError
+
+import_app = typer.Typer(no_args_is_help=True, help="Convert a dataset layout into a privkd HDF5 file.")
+
+Src = Annotated[Path, typer.Argument(help="Root folder (or file) of the layout to import.")]
+Dst = Annotated[Path, typer.Argument(help="The privkd HDF5 file to write (written atomically).")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")]
+
+
+def parse_pairs(option: str, items: list[str], convert: Callable[[str], object] = str) -> dict[str, object]:
+    """``["eda=^gsr_", ...]`` → ``{"eda": "^gsr_"}``, naming the option on a malformed item."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise PrivkdError(f"{option} {item!r} is not NAME=VALUE", f"write e.g. {option} eda=...")
+        try:
+            pairs[name] = convert(value)
+        except ValueError as err:
+            raise PrivkdError(f"{option} {item!r}: {err}", f"give a valid value after '{name}='") from err
+    return pairs
+
+
+def parse_window(option: str, text: str | None) -> tuple[float, float] | None:
+    """``"2-5"`` or ``"2,5"`` seconds → ``(2.0, 5.0)``."""
+    if text is None:
+        return None
+    parts = text.replace(",", "-").split("-")
+    try:
+        start, end = (float(p) for p in parts)
+    except ValueError:
+        raise PrivkdError(f"{option} {text!r} is not START-END in seconds", f"write e.g. {option} 2-5") from None
+    return start, end
+
+
+def finished(dst: Path) -> None:
+    from privkd.cli import console
+    from privkd.data import describe, read_info
+
+    console.print(describe(read_info(dst)), highlight=False)
+    console.print(f"wrote [bold]{dst}[/]")
+
+
+@import_app.command("biovid")
+def biovid(
+    src: Src,
+    dst: Dst,
+    classes: Annotated[str, typer.Option(help="Comma-separated classes, in label order (BL1,PA1,...,PA4).")] = "BL1,PA4",
+    signals: Annotated[str, typer.Option(help="Comma-separated biosignals: eda (gsr), ecg, emg_trapezius; part B also emg_corrugator, emg_zygomaticus.")] = "eda",
+    signal_window: Annotated[str, typer.Option(help="Seconds of each clip kept for the biosignals, START-END.")] = "2-5",
+    signal_format: Annotated[str, typer.Option(help="'spectrogram' (log, normalised) or 'raw'.")] = "spectrogram",
+    video: Annotated[bool, typer.Option(help="Import the face videos.")] = True,
+    frames: Annotated[int, typer.Option(help="Frames per clip (TSN-style segment sampling).")] = 16,
+    frame_size: Annotated[int, typer.Option(help="Side of the square frames, in pixels.")] = 112,
+    sampling_rate: Annotated[float, typer.Option(help="Biosignal sampling rate in Hz (BioVid: 512).")] = 512.0,
+    no_progress: NoProgress = False,
+) -> None:
+    """BioVid Heat Pain parts A/B: video/<subject>/*.mp4 and biosignals_filtered/<subject>/*_bio.csv."""
+    from privkd.cli import guarded
+    from privkd.data.importers.biovid import import_biovid
+
+    def work() -> None:
+        import_biovid(src, dst, classes=classes.split(","), signals=signals.split(","),
+                      signal_window=parse_window("--signal-window", signal_window), signal_format=signal_format,
+                      video=video, frames=frames, frame_size=frame_size, sampling_rate=sampling_rate,
+                      progress=not no_progress)
+        finished(dst)
+
+    guarded(work)
+
+
+@import_app.command("affwild2")
+def affwild2(
+    src: Src,
+    dst: Dst,
+    clip_frames: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
+    frame_step: Annotated[int, typer.Option(help="Take every n-th frame inside a clip.")] = 1,
+    clip_hop: Annotated[int | None, typer.Option(help="Frames between clip starts (default: clips do not overlap).")] = None,
+    frame_size: Annotated[int, typer.Option(help="Side of the square frames, in pixels.")] = 112,
+    fps: Annotated[float, typer.Option(help="Video frame rate, to cut the matching audio.")] = 30.0,
+    n_mels: Annotated[int, typer.Option(help="Mel bands of the audio spectrogram.")] = 64,
+    no_progress: NoProgress = False,
+) -> None:
+    """Affwild2 valence/arousal: cropped_aligned/, annotations/VA_Estimation_Challenge/, audio/<video>.wav."""
+    from privkd.cli import guarded
+    from privkd.data.importers.affwild2 import import_affwild2
+
+    def work() -> None:
+        import_affwild2(src, dst, clip_frames=clip_frames, frame_step=frame_step, clip_hop=clip_hop,
+                        frame_size=frame_size, fps=fps, n_mels=n_mels, progress=not no_progress)
+        finished(dst)
+
+    guarded(work)
+
+
+@import_app.command("features")
+def features(
+    src: Src,
+    dst: Dst,
+    subject_column: Annotated[str, typer.Option(help="labels.csv column whose values are the fold groups (sessions: leave-one-session-out).")] = "session",
+    label_column: Annotated[str, typer.Option(help="labels.csv column with the class label.")] = "label",
+    id_column: Annotated[str, typer.Option(help="labels.csv column with the utterance id (the .npy file stem).")] = "utterance_id",
+    sequence: Annotated[str, typer.Option(help="'mean' pools (T, D) sequences to vectors; 'pad' keeps --length steps.")] = "mean",
+    length: Annotated[int | None, typer.Option(help="Steps kept with --sequence pad (default: the longest).")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated labels to keep, e.g. neu,hap,ang,sad.")] = None,
+    merge: Annotated[list[str], typer.Option(help="Relabel before filtering, FROM=TO (e.g. exc=hap); repeatable.")] = [],  # noqa: B006
+    no_progress: NoProgress = False,
+) -> None:
+    """Pre-extracted features, IEMOCAP style: <modality>/<utterance>.npy and labels.csv."""
+    from privkd.cli import guarded
+    from privkd.data.importers.features import import_features
+
+    def work() -> None:
+        import_features(src, dst, id_column=id_column, subject_column=subject_column, label_column=label_column,
+                        sequence=sequence, length=length, classes=classes.split(",") if classes else None,
+                        merge=parse_pairs("--merge", merge) or None, progress=not no_progress)
+        finished(dst)
+
+    guarded(work)
+
+
+@import_app.command("table")
+def table(
+    src: Annotated[Path, typer.Argument(help="A .csv or .parquet table, one row per sample.")],
+    dst: Dst,
+    subject_column: Annotated[str, typer.Option(help="Column with the subject id.")] = "subject",
+    label: Annotated[list[str], typer.Option(help="Label column (repeat for several regression targets).")] = ["label"],  # noqa: B006
+    task: Annotated[str | None, typer.Option(help="classification or regression (default: from the label column's type).")] = None,
+    modality: Annotated[list[str], typer.Option(help="NAME=REGEX grouping feature columns into a modality; repeatable (default: prefix before the first '.').")] = [],  # noqa: B006
+    group_column: Annotated[str | None, typer.Option(help="Column with a recording id.")] = None,
+    split_column: Annotated[str | None, typer.Option(help="Column with an official split name.")] = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Any user's table: feature columns named <modality>.<feature> (eda.mean, face.au12, ...)."""
+    from privkd.cli import guarded
+    from privkd.data.importers.table import import_table
+
+    def work() -> None:
+        import_table(src, dst, subject_column=subject_column, label_columns=tuple(label), task=task,
+                     modality_patterns=parse_pairs("--modality", modality) or None, group_column=group_column,
+                     split_column=split_column, progress=not no_progress)
+        finished(dst)
+
+    guarded(work)
+
+
+@import_app.command("folder")
+def folder(
+    src: Src,
+    dst: Dst,
+    manifest: Annotated[str, typer.Option(help="Manifest CSV inside SRC: sample,subject,label[,group,split].")] = "manifest.csv",
+    label: Annotated[list[str], typer.Option(help="Label column (repeat for several regression targets).")] = ["label"],  # noqa: B006
+    task: Annotated[str | None, typer.Option(help="classification or regression (default: from the label column's type).")] = None,
+    kind: Annotated[list[str], typer.Option(help="NAME=KIND (features, signal, spectrogram, video); default from each array's rank.")] = [],  # noqa: B006
+    rate: Annotated[list[str], typer.Option(help="NAME=HZ sampling rate of a signal, spectrogram or video modality.")] = [],  # noqa: B006
+    no_progress: NoProgress = False,
+) -> None:
+    """Any user's folder: <modality>/<sample>.npy for every sample plus a CSV manifest."""
+    from privkd.cli import guarded
+    from privkd.data.importers.folder import import_folder
+
+    def work() -> None:
+        import_folder(src, dst, manifest=manifest, label_columns=tuple(label), task=task,
+                      kinds=parse_pairs("--kind", kind) or None, sampling_rates=parse_pairs("--rate", rate, float) or None,
+                      progress=not no_progress)
+        finished(dst)
+
+    guarded(work)
