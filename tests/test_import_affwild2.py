@@ -5,7 +5,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
+from layouts import (
+    CLIP,
+    FPS,
+    SR,
+    annotations,
+    audio_of,
+    frame_level,
+    make_affwild2_layout,
+    write_wav,
+)
 from scipy.io import wavfile
 
 from privkd.data.dataset import MultimodalDataset
@@ -14,67 +23,10 @@ from privkd.data.importers.affwild2 import import_affwild2
 from privkd.data.importers.media import log_mel_spectrogram
 from privkd.errors import ConfigError, DatasetError
 
-SR = 16000
-FPS = 30.0
-CLIP = 4  # frames per clip in most tests
-
-
-def frame_level(video: str, number: int) -> int:
-    """Grey level of JPEG ``number`` of ``video``: identifies the frame (JPEG noise is small on flat images)."""
-    return (7 * number + 40 * len(video)) % 200 + 20
-
-
-def annotations(video: str, n: int) -> np.ndarray:
-    rng = np.random.default_rng(len(video))
-    return np.round(rng.uniform(-1, 1, size=(n, 2)), 4)
-
-
-def write_video(root: Path, video: str, set_name: str, values: np.ndarray, missing=(), invalid=()) -> None:
-    """Annotation file (rows of ``invalid`` written as -5), JPEG frames (``missing`` left out)."""
-    folder = root / "annotations" / "VA_Estimation_Challenge" / set_name
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["valence,arousal"]
-    for i, (v, a) in enumerate(values):
-        lines.append("-5,-5" if i in invalid else f"{v},{a}")
-    (folder / f"{video}.txt").write_text("\n".join(lines) + "\n")
-    frames = root / "cropped_aligned" / video
-    frames.mkdir(parents=True, exist_ok=True)
-    for number in range(1, len(values) + 1):
-        if number - 1 not in missing:
-            Image.fromarray(np.full((20, 20, 3), frame_level(video, number), np.uint8)).save(
-                frames / f"{number:05d}.jpg", quality=95)
-
-
-def audio_of(name: str, seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    return 0.3 * np.sin(2 * np.pi * (300 + 100 * len(name)) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
-
-
-def write_wav(root: Path, name: str, seconds: float) -> None:
-    (root / "audio").mkdir(parents=True, exist_ok=True)
-    wavfile.write(root / "audio" / f"{name}.wav", SR, (audio_of(name, seconds) * 32767).astype(np.int16))
-
-
-# video -> (set, frames, missing frame indices (0-based), invalid (-5) rows)
-VIDEOS = {
-    "1-30-1280x720": ("Train_Set", 14, {5}, {1, 2}),
-    "video10_left": ("Train_Set", 9, set(), {4, 5, 6, 7}),  # clip 2 (rows 4..7) has no valid frame: dropped
-    "118": ("Validation_Set", 8, {4, 5, 6, 7}, set()),  # clip 2 has no image at all: dropped
-}
-
-
-def make_layout(root: Path) -> Path:
-    for video, (set_name, n, missing, invalid) in VIDEOS.items():
-        write_video(root, video, set_name, annotations(video, n), missing, invalid)
-    write_wav(root, "1-30-1280x720", 14 / FPS)
-    write_wav(root, "video10", 9 / FPS)  # shared by video10_left (and _right)
-    write_wav(root, "118", 8 / FPS)
-    return root
-
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory) -> Path:
-    return make_layout(tmp_path_factory.mktemp("affwild2"))
+    return make_affwild2_layout(tmp_path_factory.mktemp("affwild2"))
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +103,7 @@ def assert_fails_cleanly(root: Path, out: Path, match: str, error=DatasetError, 
 
 
 def test_malformed_annotation_line(tmp_path):
-    root = make_layout(tmp_path / "src")
+    root = make_affwild2_layout(tmp_path / "src")
     path = root / "annotations" / "VA_Estimation_Challenge" / "Validation_Set" / "118.txt"
     lines = path.read_text().splitlines()
     lines[3] = "0.5;0.2"
@@ -166,7 +118,7 @@ def test_malformed_annotation_line(tmp_path):
 
 
 def test_missing_frame_folder_or_wav(tmp_path):
-    root = make_layout(tmp_path / "src")
+    root = make_affwild2_layout(tmp_path / "src")
     (root / "audio" / "video10.wav").rename(root / "audio" / "elsewhere.wav")
     err = assert_fails_cleanly(root, tmp_path / "o.h5", r"audio[/\\]video10\.wav.*not found.*ffmpeg")
     assert err.file == root / "audio" / "video10.wav"
@@ -180,7 +132,7 @@ def test_missing_frame_folder_or_wav(tmp_path):
 
 
 def test_bad_wav_and_bad_jpeg_leave_no_file(tmp_path):
-    root = make_layout(tmp_path / "src")
+    root = make_affwild2_layout(tmp_path / "src")
     wavfile.write(root / "audio" / "118.wav", 8000, np.zeros(800, np.int16))
     assert_fails_cleanly(root, tmp_path / "o.h5", r"118\.wav.*8000 Hz")
     write_wav(root, "118", 8 / FPS)

@@ -5,6 +5,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from layouts import (
+    FS,
+    PART_B,
+    clip_signals,
+    make_biovid_layout,
+    stems,
+    write_csv,
+)
 
 from privkd.data.dataset import MultimodalDataset
 from privkd.data.h5format import validate_dataset
@@ -12,65 +20,10 @@ from privkd.data.importers.biovid import import_biovid
 from privkd.data.importers.media import log_spectrogram
 from privkd.errors import ConfigError, DatasetError
 
-av = pytest.importorskip("av")
-CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-FS = 512
-SUBJECTS = ("071309_w_21", "071614_m_20", "072514_m_27")
-PART_B = ("gsr", "ecg", "emg_trapezius", "emg_corrugator", "emg_zygomaticus")
-
-
-def clip_signals(stem: str, n: int, columns) -> np.ndarray:
-    """Deterministic per-clip signals (n, columns): a distinct sine mix per clip and column."""
-    seed = sum(map(ord, stem))
-    t = np.arange(n) / FS
-    return np.stack([np.sin(2 * np.pi * (3 + (seed + 7 * c) % 50) * t) + 0.1 * c + 0.01 * seed % 1
-                     for c in range(len(columns))], axis=1)
-
-
-def write_csv(path: Path, stem: str, columns=PART_B, *, seconds: float = 5.5, time_scale: float = 1e6) -> None:
-    n = round(seconds * FS)
-    table = np.column_stack([np.arange(n) / FS * time_scale, clip_signals(stem, n, columns)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savetxt(path, table, delimiter="\t", header="\t".join(("time", *columns)), comments="", fmt="%.6f")
-
-
-def write_video(path: Path, level: int, *, seconds: float = 3.0, fps: int = 25) -> None:
-    """A 32x24 clip whose frames are flat grey ``level`` (identifies the clip) with a brighter
-    second half, so the selected span is visible in the output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = int(seconds * fps)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(CODEC, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        for i in range(n):
-            image = np.full((24, 32, 3), level + (60 if i >= n // 2 else 0), np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def stems():
-    for s, subject in enumerate(SUBJECTS):
-        for c, cls in enumerate(("BL1", "PA4")):
-            for k in range(2):
-                yield subject, f"{subject}-{cls}-{10 * s + 2 * c + k + 1:03d}", 20 + 15 * (4 * s + 2 * c + k)
-
-
-def make_layout(root: Path, columns=PART_B, *, time_scale: float = 1e6) -> Path:
-    for subject, stem, level in stems():
-        write_video(root / "video" / subject / f"{stem}.mp4", level)
-        write_csv(root / "biosignals_filtered" / subject / f"{stem}_bio.csv", stem, columns, time_scale=time_scale)
-    # a class that is not imported, and a stray file: both ignored
-    write_csv(root / "biosignals_filtered" / SUBJECTS[0] / f"{SUBJECTS[0]}-PA2-099_bio.csv", "x", columns)
-    write_video(root / "video" / SUBJECTS[0] / f"{SUBJECTS[0]}-PA2-099.mp4", 0, seconds=0.4)
-    (root / "video" / SUBJECTS[0] / "notes.txt").write_text("stray")
-    return root
-
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory) -> Path:
-    return make_layout(tmp_path_factory.mktemp("biovid"))
+    return make_biovid_layout(tmp_path_factory.mktemp("biovid"))
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +100,7 @@ def assert_fails_cleanly(root: Path, out: Path, match: str, error=DatasetError, 
 
 
 def test_missing_video_or_csv_is_named(tmp_path):
-    root = make_layout(tmp_path / "src", ("gsr", "ecg", "emg_trapezius"))
+    root = make_biovid_layout(tmp_path / "src", ("gsr", "ecg", "emg_trapezius"))
     subject, stem, _ = list(stems())[5]
     (root / "video" / subject / f"{stem}.mp4").unlink()
     err = assert_fails_cleanly(root, tmp_path / "o.h5", stem + ".mp4")
@@ -162,7 +115,7 @@ def test_missing_video_or_csv_is_named(tmp_path):
 
 
 def test_part_b_signal_on_part_a_data(tmp_path):
-    root = make_layout(tmp_path / "src", ("gsr", "ecg", "emg_trapezius"))
+    root = make_biovid_layout(tmp_path / "src", ("gsr", "ecg", "emg_trapezius"))
     err = assert_fails_cleanly(root, tmp_path / "o.h5", r"_bio\.csv.*emg_zygomaticus.*available columns",
                                signals=("eda", "emg_zygomaticus"))
     assert err.field == "emg_zygomaticus" and "part-B" in err.problem
@@ -170,18 +123,18 @@ def test_part_b_signal_on_part_a_data(tmp_path):
 
 
 def test_time_step_must_match_the_rate(tmp_path):
-    root = make_layout(tmp_path / "src", ("gsr",), time_scale=1e6)
+    root = make_biovid_layout(tmp_path / "src", ("gsr",), time_scale=1e6)
     err = assert_fails_cleanly(root, tmp_path / "o.h5", "sampling_rate=", sampling_rate=1000.0, video=False)
     assert err.file.name.endswith("_bio.csv") and err.field == "time" and "512 Hz if in microseconds" in err.problem
     assert "sampling_rate=512" in err.fix
     # seconds and milliseconds are accepted too
     for scale in (1.0, 1e3):
-        ok = make_layout(tmp_path / f"s{scale:g}", ("gsr",), time_scale=scale)
+        ok = make_biovid_layout(tmp_path / f"s{scale:g}", ("gsr",), time_scale=scale)
         assert import_biovid(ok, tmp_path / f"s{scale:g}.h5", video=False, progress=False).exists()
 
 
 def test_short_csv_and_bad_values(tmp_path):
-    root = make_layout(tmp_path / "src", ("gsr",))
+    root = make_biovid_layout(tmp_path / "src", ("gsr",))
     subject, stem, _ = list(stems())[4]
     csv = root / "biosignals_filtered" / subject / f"{stem}_bio.csv"
     write_csv(csv, stem, ("gsr",), seconds=4.0)
@@ -202,7 +155,7 @@ def test_bad_options(layout, tmp_path):
 
 
 def test_undecodable_video_leaves_no_file(tmp_path):
-    root = make_layout(tmp_path / "src", ("gsr",))
+    root = make_biovid_layout(tmp_path / "src", ("gsr",))
     subject, stem, _ = list(stems())[-1]
     (root / "video" / subject / f"{stem}.mp4").write_bytes(b"garbage" * 20)
     assert_fails_cleanly(root, tmp_path / "o.h5", f"{stem}.mp4", frames=2, frame_size=8)

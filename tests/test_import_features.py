@@ -5,44 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from layouts import LABELS, SESSIONS, make_features_layout
 
 from privkd.data import MultimodalDataset, subject_folds, validate_dataset
 from privkd.data.importers.features import import_features
 from privkd.errors import DatasetError
 
-SESSIONS = [f"Ses0{s}" for s in range(1, 6)]
-LABELS = ["neu", "hap", "ang", "sad", "exc", "fru"]
-
-
-def _layout(root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """5 sessions x 2 speakers x 2 utterances; audio (T, 4) and visual (T, 3) sequences, text (6,) vectors."""
-    rng = np.random.default_rng(0)
-    rows, arrays = [], {"audio": {}, "text": {}, "visual": {}}
-    for s, session in enumerate(SESSIONS):
-        for speaker in ("F", "M"):
-            for k in range(2):
-                uid = f"{session}{speaker}_impro0{k}_{speaker}00{k}"
-                i = len(rows)
-                rows.append({"utterance_id": uid, "session": session, "speaker": f"{session}{speaker}",
-                             "label": LABELS[i % len(LABELS)]})
-                arrays["audio"][uid] = rng.normal(size=(3 + i % 5, 4))  # T = 3..7
-                arrays["text"][uid] = rng.normal(size=6)
-                arrays["visual"][uid] = rng.normal(size=(2 + i % 3, 3)).astype(np.float32)
-    for modality, by_id in arrays.items():
-        (root / modality).mkdir(parents=True)
-        for uid, array in by_id.items():
-            np.save(root / modality / f"{uid}.npy", array)
-    frame = pd.DataFrame(rows)
-    frame.to_csv(root / "labels.csv", index=False)
-    return frame, arrays
-
 
 @pytest.fixture
 def layout(tmp_path):
     root = tmp_path / "iemocap"
-    frame, arrays = _layout(root)
+    frame, arrays = make_features_layout(root)
     return root, frame, arrays
 
 

@@ -103,7 +103,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation settings shared by all methods; selection is on validation macro-F1."""
+    """Optimisation settings shared by all methods; selection is on validation macro-F1 (CCC).
+
+    ``limit_train_batches`` caps the batches of each epoch: set it to 1 to check a recipe
+    end to end in minutes before the real run.
+    """
 
     epochs: int = 30
     batch_size: int = 128
@@ -113,6 +117,7 @@ class TrainingConfig:
     num_workers: int = 0
     accelerator: str = "cpu"
     progress_bar: bool = True
+    limit_train_batches: int | None = None
 
 
 @dataclass(frozen=True)

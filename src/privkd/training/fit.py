@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from privkd.config import TrainingConfig
+from privkd.errors import SplitError
 from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.methods.base import SELECTION_KEY, PrivkdModule
 from privkd.models.network import PrivilegedNet
@@ -80,6 +81,9 @@ def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: Trainin
     building ``module`` too (see :func:`seed_everything`) so its initialisation is fixed.
     """
     monitor = SELECTION_KEY  # validation subjects only, never the test fold
+    if len(train_set) < 2 or len(val_set) < 1:
+        raise SplitError(f"this fold has {len(train_set)} training and {len(val_set)} validation samples; training needs "
+                         "at least 2 and selection at least 1", "use fewer folds or fewer validation subjects, or more data")
     seed_everything(seed)
     for net in module.trained_networks():
         net.fit_standardization(lambda name: modality_batches(train_set, name), skip=net.frozen_backbones())
@@ -96,6 +100,7 @@ def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: Trainin
         enable_model_summary=False,
         log_every_n_steps=10,
         num_sanity_val_steps=0,
+        limit_train_batches=cfg.limit_train_batches,
     )
     trainer.fit(module, make_loader(train_set, cfg, train=True, seed=seed), make_loader(val_set, cfg, train=False))
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
