@@ -25,3 +25,4 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ot_solver.py
+	$(PY) benchmarks/feature_cache.py

@@ -90,3 +90,28 @@ def test_warns_when_a_class_has_no_training_samples() -> None:
         folds = subject_folds(subjects, n_folds=2, n_val_subjects=0, labels=labels)
     d_fold = next(f for f in folds if "d" in f.test_subjects)
     assert len(record) == 1 and f"fold {d_fold.index}" in str(record[0].message)
+
+
+def test_official_split_fold_tests_the_validation_split_and_selects_on_train_subjects():
+    from privkd.data import official_split_fold
+
+    subjects = np.array(["a", "a", "b", "c", "c", "d", "e"])
+    splits = np.array(["train", "train", "train", "train", "train", "validation", "validation"])
+    fold = official_split_fold(subjects, splits, n_val_subjects=1, seed=0)
+    assert fold.test.tolist() == [5, 6] and fold.test_subjects == ("d", "e")
+    assert len(fold.val_subjects) == 1 and set(fold.val_subjects) | set(fold.train_subjects) == {"a", "b", "c"}
+    assert sorted(fold.train.tolist() + fold.val.tolist()) == [0, 1, 2, 3, 4]
+    assert not set(subjects[fold.val]) & set(subjects[fold.train])
+
+
+def test_official_split_fold_prefers_a_test_split_and_explains_missing_splits():
+    from privkd.data import official_split_fold
+    from privkd.errors import SplitError
+
+    subjects = np.array(["a", "b", "c", "d"])
+    fold = official_split_fold(subjects, np.array(["train", "train", "validation", "test"]), n_val_subjects=1)
+    assert fold.test.tolist() == [3]
+    with pytest.raises(SplitError, match="no /splits"):
+        official_split_fold(subjects, None)
+    with pytest.raises(SplitError, match="needs 'train'"):
+        official_split_fold(subjects, np.array(["dev"] * 4))

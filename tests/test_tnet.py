@@ -6,7 +6,7 @@ from privkd.config import config_from_dict
 from privkd.data import MultimodalDataset, read_info, subject_folds
 from privkd.methods.registry import build_module
 from privkd.training.crossval import refit_tnet_on_fold
-from privkd.training.fit import encode_dataset, fit
+from privkd.training.fit import encode_dataset, fit, seed_everything
 
 
 def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
@@ -20,6 +20,7 @@ def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
     info = read_info(watch_path)
     dataset = MultimodalDataset(watch_path, modalities=["accelerometer", "gyroscope"], in_memory=True)
     fold = subject_folds(dataset.subjects, n_folds=5, n_val_subjects=1, seed=0)[0]
+    seed_everything(0)  # the teacher's initialisation must not depend on which tests ran before
     teacher = fit(
         build_module("teacher", cfg, info), dataset.subset(fold.train), dataset.subset(fold.val), cfg.training, tmp_path, seed=0
     ).module.net
