@@ -86,9 +86,14 @@ def run(
     set_: Annotated[list[str], typer.Option("--set", help="Override a key, e.g. --set training.epochs=5.")] = [],  # noqa: B006
     only: Annotated[list[str], typer.Option("--only", help="Train only these rows (methods or variants); repeatable.")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option("--out", help="Directory under which the run directory is created.")] = Path("runs"),
+    devices: Annotated[int | None, typer.Option("--devices", help="Data-parallel processes per node (training.devices).")] = None,
+    num_nodes: Annotated[int | None, typer.Option("--num-nodes", help="Nodes (training.num_nodes).")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="Lightning strategy, e.g. ddp (training.strategy).")] = None,
 ) -> None:
     """Run the experiment described by CONFIG."""
-    cfg = guarded(lambda: restrict_rows(load_config(config, list(set_)), list(only)))
+    scale = {"training.devices": devices, "training.num_nodes": num_nodes, "training.strategy": strategy}
+    overrides = list(set_) + [f"{key}={value}" for key, value in scale.items() if value is not None]
+    cfg = guarded(lambda: restrict_rows(load_config(config, overrides), list(only)))
     guarded(lambda: execute(cfg, out))
 
 

@@ -107,6 +107,12 @@ class TrainingConfig:
 
     ``limit_train_batches`` caps the batches of each epoch: set it to 1 to check a recipe
     end to end in minutes before the real run.
+
+    Scale: ``devices`` processes per node on ``num_nodes`` nodes with a Lightning
+    ``strategy`` (``ddp``); ``batch_size`` is per process, and batch-structural losses see
+    the global batch of all processes (:mod:`privkd.training.distributed`).
+    ``sync_batchnorm`` makes batch norm use global statistics too. ``precision``:
+    ``bf16-mixed`` / ``16-mixed`` autocast (the Sinkhorn solver always runs in float32).
     """
 
     epochs: int = 30
@@ -118,6 +124,11 @@ class TrainingConfig:
     accelerator: str = "cpu"
     progress_bar: bool = True
     limit_train_batches: int | None = None
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    sync_batchnorm: bool = False
 
 
 @dataclass(frozen=True)

@@ -78,13 +78,31 @@ def select_anchors(s_teacher: Tensor, k: int) -> Tensor:
     return torch.topk(self_masked, min(k, b - 1), dim=1, largest=False, sorted=True).indices
 
 
+def full_precision(device: torch.device) -> torch.autocast:
+    """A region where mixed-precision autocast is off: similarity matrices, anchor ranking and
+    the Sinkhorn solver run in float32 even under ``bf16-mixed`` / ``16-mixed`` training
+    (exp/log of costs divided by epsilon = 0.01 is far outside what 16-bit floats resolve)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """Half-precision tensors as float32; float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def anchored_similarities(z_teacher: Tensor, z_student: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """``X = S_t[i, idx_i]`` and ``Y = S_s[i, idx_i]`` (each ``b x k'``), anchors from the teacher.
 
-    The teacher is frozen, so its similarities are computed without gradient.
+    The teacher is frozen, so its similarities are computed without gradient. Computed in
+    float32 whatever the input precision (see :func:`full_precision`).
     """
     if z_teacher.shape[0] != z_student.shape[0]:
         raise ValueError(f"teacher and student batches differ: {z_teacher.shape[0]} vs {z_student.shape[0]}")
+    with full_precision(z_student.device):
+        return _anchored_similarities(at_least_float32(z_teacher), at_least_float32(z_student), k)
+
+
+def _anchored_similarities(z_teacher: Tensor, z_student: Tensor, k: int) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         s_teacher = cosine_similarity_matrix(z_teacher)
     anchors = select_anchors(s_teacher, k)
@@ -143,9 +161,11 @@ class StructuralOTLoss(nn.Module):
     def transport_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """OT part alone, for anchored similarities ``x`` (teacher) and ``y`` (student), ``b x k``."""
         options = dict(epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol, scaling=self.scaling)
-        if self.mode == "paper":
-            return sinkhorn_divergence(x, y, **options)
-        return sinkhorn_divergence(x.unsqueeze(-1), y.unsqueeze(-1), **options).mean()
+        with full_precision(y.device):
+            x, y = at_least_float32(x), at_least_float32(y)
+            if self.mode == "paper":
+                return sinkhorn_divergence(x, y, **options)
+            return sinkhorn_divergence(x.unsqueeze(-1), y.unsqueeze(-1), **options).mean()
 
     def extra_repr(self) -> str:
         return f"k={self.k}, epsilon={self.epsilon}, mode={self.mode!r}, tol={self.tol}, max_iter={self.max_iter}"

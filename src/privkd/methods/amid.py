@@ -40,6 +40,7 @@ from privkd.losses.task import task_loss
 from privkd.methods.base import PrivkdModule
 from privkd.models.discriminators import enhanced_discriminator, fundamental_discriminator
 from privkd.models.network import NetOutput, PrivilegedNet
+from privkd.training.distributed import gather_labels, gather_with_grad
 
 D1_ONLY_WEIGHTS = (1.0, 0.0)
 FIXED_WEIGHTS = (0.5, 0.5)
@@ -122,13 +123,16 @@ class AMIDModule(PrivkdModule):
         terms["jsd"] = jensen_shannon(student.logits, teacher.logits)  # Eq. 16
         if self.in_warmup():
             return terms
+        # batch-structural terms on the global batch of all data-parallel ranks
+        labels, teacher_embedding = gather_labels(labels), gather_with_grad(teacher.embedding)
+        student_embedding = gather_with_grad(student.embedding)
         if self.weights["mi_s"]:
-            terms["mi_s"] = self.contrastive(teacher.embedding, student.embedding, labels)  # Eq. 8
+            terms["mi_s"] = self.contrastive(teacher_embedding, student_embedding, labels)  # Eq. 8
         if online and self.auxiliary is not None and self.weights["mi_a"]:
-            auxiliary = self.auxiliary(batch["inputs"])
-            terms["mi_a"] = self.contrastive(teacher.embedding, auxiliary.embedding, labels)  # Eq. 9
+            auxiliary = gather_with_grad(self.auxiliary(batch["inputs"]).embedding)
+            terms["mi_a"] = self.contrastive(teacher_embedding, auxiliary, labels)  # Eq. 9
         if self.weights["adv"]:
-            terms["adv"] = amid_adversarial_loss(self.d1, self._d2, student.embedding, labels, self.discriminator_weights)
+            terms["adv"] = amid_adversarial_loss(self.d1, self._d2, student_embedding, labels, self.discriminator_weights)
         return terms
 
     @property
@@ -157,7 +161,8 @@ class AMIDModule(PrivkdModule):
         self.manual_backward(total)
         main_optimizer.step()
         if not self.in_warmup():
-            teacher_embedding, student_embedding = teacher.embedding.detach(), student.embedding.detach()
+            teacher_embedding = gather_with_grad(teacher.embedding.detach())
+            student_embedding, labels = gather_with_grad(student.embedding.detach()), gather_labels(labels)
             self.alignment.add(teacher_embedding, student_embedding, labels)
             if self.weights["adv"]:
                 terms["discriminator"] = self.discriminator_step(teacher_embedding, student_embedding, labels)

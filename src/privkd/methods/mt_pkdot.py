@@ -20,6 +20,7 @@ from privkd.losses.structural import StructuralOTLoss, anchored_similarities
 from privkd.losses.task import task_loss
 from privkd.methods.student import StudentModule
 from privkd.models.network import NetOutput, PrivilegedNet
+from privkd.training.distributed import gather_labels, gather_output, gather_with_grad
 
 JOINT = "joint"
 
@@ -47,13 +48,16 @@ class MTPKDOTModule(StudentModule):
             return {JOINT: self.teacher.fuse(embeddings), **self.teacher.adapt(embeddings)}
 
     def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
-        pool = self.teacher_pool(batch["inputs"])
-        losses = {name: task_loss(self.task, view.logits, batch["label"]) for name, view in pool.items()}
+        """Teacher selection, anchors, OT and centroid over the global batch (all ranks)."""
+        pool = {name: gather_output(view) for name, view in self.teacher_pool(batch["inputs"]).items()}
+        labels = gather_labels(batch["label"])
+        losses = {name: task_loss(self.task, view.logits, labels) for name, view in pool.items()}
         chosen = select_teacher(losses, fallback=JOINT)
         if self.training:
             self._epoch_selection[chosen] += 1
         student = self.net(batch["inputs"])
-        teacher_rows, student_rows = anchored_similarities(pool[chosen].embedding, student.embedding, self.ot_loss.k)
+        teacher_rows, student_rows = anchored_similarities(pool[chosen].embedding, gather_with_grad(student.embedding),
+                                                           self.ot_loss.k)
         terms = {"task": task_loss(self.task, student.logits, batch["label"])}
         if self.weights["ot"]:
             terms["ot"] = self.ot_loss.transport_loss(teacher_rows, student_rows)

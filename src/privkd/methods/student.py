@@ -16,6 +16,7 @@ from torch import Tensor
 from privkd.losses.task import task_loss
 from privkd.methods.base import PrivkdModule
 from privkd.models.network import NetOutput, PrivilegedNet
+from privkd.training.distributed import gather_output, global_batch
 
 
 class StudentModule(PrivkdModule):
@@ -35,9 +36,11 @@ class StudentModule(PrivkdModule):
             teacher = self.teacher(batch["inputs"])
         student = self.net(batch["inputs"])
         terms = {"task": task_loss(self.task, student.logits, batch["label"])}
-        terms.update(self.distillation_terms(batch, teacher, student))
+        terms.update(self.distillation_terms(global_batch(batch), gather_output(teacher), gather_output(student)))
         return terms
 
     def distillation_terms(self, batch: Mapping[str, object], teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
-        """Unweighted distillation terms; their weights live in ``self.weights``."""
+        """Unweighted distillation terms on the global batch (all data-parallel ranks'
+        outputs and labels, see :mod:`privkd.training.distributed`); their weights live in
+        ``self.weights``."""
         raise NotImplementedError

@@ -32,7 +32,7 @@ from privkd.methods.teacher import refit_tnet
 from privkd.models.network import TOKENS_SUFFIX, PrivilegedNet
 from privkd.training.feature_cache import cached_tokens
 from privkd.training.fit import encode_dataset, fit, make_loader, seed_everything
-from privkd.training.run_dir import create_run_dir, environment, write_json_atomic, write_text_atomic
+from privkd.training.run_dir import environment, is_primary_process, open_run_dir, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
 
@@ -149,16 +149,21 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     data_path = resolve_data_path(cfg.data.path)
     info = read_info(data_path)
     check_against_dataset(cfg, info)
-    run_dir = create_run_dir(out_root, cfg.name)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
+    primary = is_primary_process()  # data-parallel workers train alongside but write nothing
+    run_dir = open_run_dir(out_root, cfg.name)
+    if not primary:
+        progress = lambda _: None  # noqa: E731
+    else:
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
 
     dataset = open_dataset(cfg, info, data_path, progress)
     folds = make_folds(cfg, dataset)
-    write_json_atomic(
-        run_dir / "folds.json",
-        [{"fold": f.index, "train": list(f.train_subjects), "val": list(f.val_subjects), "test": list(f.test_subjects)} for f in folds],
-    )
+    if primary:
+        write_json_atomic(run_dir / "folds.json", [
+            {"fold": f.index, "train": list(f.train_subjects), "val": list(f.val_subjects), "test": list(f.test_subjects)}
+            for f in folds
+        ])
 
     rows = rows_to_train(cfg)
     per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
@@ -182,13 +187,15 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
                 record["teacher_selection"] = module.selection_history
             if isinstance(module, AMIDModule):
                 record["teacher_student_gap"] = module.gap_history
-            torch.save(module.net.state_dict(), row_dir / "model.pt")
             record["test"] = score_on_fold(module, info, cfg, train_set, test_set)
-            write_json_atomic(row_dir / "metrics.json", record)
+            if primary:
+                torch.save(module.net.state_dict(), row_dir / "model.pt")
+                write_json_atomic(row_dir / "metrics.json", record)
             per_fold[row].append(record["test"])
 
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)
-    write_json_atomic(run_dir / "summary.json", summary)
-    write_text_atomic(run_dir / "summary.md", summary_markdown(summary, f"privkd results: {cfg.name}"))
+    if primary:
+        write_json_atomic(run_dir / "summary.json", summary)
+        write_text_atomic(run_dir / "summary.md", summary_markdown(summary, f"privkd results: {cfg.name}"))
     return RunResult(run_dir, summary)

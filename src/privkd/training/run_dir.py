@@ -36,6 +36,28 @@ def create_run_dir(root: str | Path, name: str) -> Path:
     raise PrivkdError(f"{root}: could not find a free run directory name for {stem}")
 
 
+RUN_DIR_ENV = "PRIVKD_RUN_DIR"
+"""Exported by the primary process so that data-parallel workers it launches share its run directory."""
+
+
+def is_primary_process() -> bool:
+    """True unless this is a non-zero rank of a data-parallel run (torchrun, SLURM, Lightning)."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return (_get_rank() or 0) == 0
+
+
+def open_run_dir(root: str | Path, name: str) -> Path:
+    """The run directory: created by the primary process (and exported in ``$PRIVKD_RUN_DIR``
+    for the workers Lightning launches from it); other ranks reuse it, or, when launched
+    independently (torchrun, SLURM), a scratch directory, since they write no results."""
+    if is_primary_process():
+        run_dir = create_run_dir(root, name)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        return run_dir
+    return Path(os.environ.get(RUN_DIR_ENV) or tempfile.mkdtemp(prefix="privkd-worker-"))
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
