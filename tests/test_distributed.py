@@ -110,3 +110,28 @@ def test_per_rank_structural_loss_would_differ_from_the_global_one():
         whole = module.loss_terms(batch)["ot"]
         halves = torch.stack([module.loss_terms(shard(batch, r))["ot"] for r in range(WORLD)]).mean()
     assert abs(float(whole) - float(halves)) > 1e-3
+
+
+def test_privkd_run_on_two_cpu_processes_writes_one_run(tmp_path, watch_path):
+    """``privkd run --devices 2 --strategy ddp``: Lightning re-launches the command for rank 1,
+    which trains alongside rank 0 but writes nothing and prints nothing."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "ddp", "methods": ["baseline", "teacher", "pkdot"], "evaluation": {"max_folds": 1},
+        "training": {"epochs": 1, "progress_bar": False, "limit_train_batches": 2}, "teacher": {"tnet_refit_epochs": 1},
+    }))
+    env = {**os.environ, "PRIVKD_CACHE": str(watch_path.parent), "OMP_NUM_THREADS": "1"}
+    env.pop("PRIVKD_RUN_DIR", None)
+    result = subprocess.run([sys.executable, "-m", "privkd", "run", str(config), "--out", str(tmp_path / "runs"),
+                             "--devices", "2", "--strategy", "ddp"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert list(json.loads((run_dir / "summary.json").read_text())["methods"]) == ["baseline", "teacher", "pkdot"]
+    assert result.stdout.count("results in") == 1
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["devices"] == 2

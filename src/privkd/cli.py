@@ -66,8 +66,11 @@ def execute(cfg: RunConfig, out: Path) -> None:
     from privkd.training.crossval import run_experiment  # heavy imports only when training
 
     start = time.perf_counter()
+    from privkd.training.run_dir import is_primary_process
+
     result = run_experiment(cfg, out, progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"))
-    print_summary(result.summary, result.run_dir, time.perf_counter() - start)
+    if is_primary_process():  # data-parallel workers stay silent
+        print_summary(result.summary, result.run_dir, time.perf_counter() - start)
 
 
 @app.command()

@@ -40,7 +40,7 @@ from privkd.losses.task import task_loss
 from privkd.methods.base import PrivkdModule
 from privkd.models.discriminators import enhanced_discriminator, fundamental_discriminator
 from privkd.models.network import NetOutput, PrivilegedNet
-from privkd.training.distributed import gather_labels, gather_with_grad
+from privkd.training.distributed import gather, gather_with_grad
 
 D1_ONLY_WEIGHTS = (1.0, 0.0)
 FIXED_WEIGHTS = (0.5, 0.5)
@@ -124,7 +124,7 @@ class AMIDModule(PrivkdModule):
         if self.in_warmup():
             return terms
         # batch-structural terms on the global batch of all data-parallel ranks
-        labels, teacher_embedding = gather_labels(labels), gather_with_grad(teacher.embedding)
+        labels, teacher_embedding = gather(labels), gather_with_grad(teacher.embedding)
         student_embedding = gather_with_grad(student.embedding)
         if self.weights["mi_s"]:
             terms["mi_s"] = self.contrastive(teacher_embedding, student_embedding, labels)  # Eq. 8
@@ -162,7 +162,7 @@ class AMIDModule(PrivkdModule):
         main_optimizer.step()
         if not self.in_warmup():
             teacher_embedding = gather_with_grad(teacher.embedding.detach())
-            student_embedding, labels = gather_with_grad(student.embedding.detach()), gather_labels(labels)
+            student_embedding, labels = gather_with_grad(student.embedding.detach()), gather(labels)
             self.alignment.add(teacher_embedding, student_embedding, labels)
             if self.weights["adv"]:
                 terms["discriminator"] = self.discriminator_step(teacher_embedding, student_embedding, labels)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from privkd.evaluation.metrics import SELECTION_METRIC, score
 from privkd.losses.task import task_loss
 from privkd.models.network import PrivilegedNet
+from privkd.training.distributed import gather
 
 
 SELECTION_KEY = "val/selection"
@@ -35,7 +37,7 @@ class PrivkdModule(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.weights: dict[str, float] = {"task": 1.0}
-        self._val_outputs: list[tuple[Tensor, Tensor]] = []
+        self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         return self.net(inputs).logits
@@ -62,18 +64,25 @@ class PrivkdModule(L.LightningModule):
     def log_training_terms(self, terms: Mapping[str, Tensor], total: Tensor, batch_size: int) -> None:
         """Epoch means of every unweighted term and of the weighted total."""
         for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
-        self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=True)
 
     def validation_step(self, batch: Mapping[str, object], batch_idx: int) -> None:
         outputs = self.net(batch["inputs"]).logits
-        self._val_outputs.append((outputs, batch["label"]))
+        self._val_outputs.append((outputs, batch["label"], batch["index"]))
 
     def on_validation_epoch_end(self) -> None:
-        """Validation metrics over the whole validation set (CCC is not a mean of batch CCCs)."""
-        outputs = torch.cat([o for o, _ in self._val_outputs])
-        labels = torch.cat([label for _, label in self._val_outputs])
+        """Validation metrics over the whole validation set (CCC is not a mean of batch CCCs).
+
+        Under data parallelism each rank scored a share of the set, padded with repeats to
+        equal sizes: the shares are gathered and each sample counted once, so every rank
+        selects the epoch on the same, exact score.
+        """
+        outputs, labels, indices = (gather(torch.cat(parts)) for parts in zip(*self._val_outputs))
         self._val_outputs.clear()
+        _, first = np.unique(indices.cpu().numpy(), return_index=True)
+        outputs, labels = outputs[first], labels[first]
         self.log("val/loss", task_loss(self.task, outputs, labels), prog_bar=True)
         metrics = score(self.task, outputs, labels, n_outputs=self.n_outputs)
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, prog_bar=True)

@@ -20,7 +20,7 @@ from privkd.losses.structural import StructuralOTLoss, anchored_similarities
 from privkd.losses.task import task_loss
 from privkd.methods.student import StudentModule
 from privkd.models.network import NetOutput, PrivilegedNet
-from privkd.training.distributed import gather_labels, gather_output, gather_with_grad
+from privkd.training.distributed import gather, gather_output, gather_with_grad
 
 JOINT = "joint"
 
@@ -50,7 +50,7 @@ class MTPKDOTModule(StudentModule):
     def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
         """Teacher selection, anchors, OT and centroid over the global batch (all ranks)."""
         pool = {name: gather_output(view) for name, view in self.teacher_pool(batch["inputs"]).items()}
-        labels = gather_labels(batch["label"])
+        labels = gather(batch["label"])
         losses = {name: task_loss(self.task, view.logits, labels) for name, view in pool.items()}
         chosen = select_teacher(losses, fallback=JOINT)
         if self.training:

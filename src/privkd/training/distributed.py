@@ -19,7 +19,6 @@ from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as differentiable
 from torch import Tensor
 
 from privkd.models.network import NetOutput
@@ -30,6 +29,23 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sums every rank's gradient of the gathered tensor and hands
+    each rank the rows it contributed (public collectives only: all_gather, all_reduce)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: Tensor) -> Tensor:
+        ctx.rows = (dist.get_rank() * tensor.shape[0], (dist.get_rank() + 1) * tensor.shape[0])
+        return gather(tensor)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss depends on every row
+        start, end = ctx.rows
+        return grad[start:end]
+
+
 def gather_with_grad(tensor: Tensor) -> Tensor:
     """Every rank's ``tensor`` concatenated along the batch axis, in rank order.
 
@@ -38,15 +54,15 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return tensor
-    return torch.cat(differentiable.all_gather(tensor), dim=0)
+    return _GatherWithGrad.apply(tensor)
 
 
-def gather_labels(labels: Tensor) -> Tensor:
-    """Every rank's labels, in rank order (no gradient)."""
+def gather(tensor: Tensor) -> Tensor:
+    """Every rank's ``tensor`` (labels, sample indices, detached outputs), in rank order, no gradient."""
     if world_size() == 1:
-        return labels
-    parts = [torch.empty_like(labels) for _ in range(world_size())]
-    dist.all_gather(parts, labels.contiguous())
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
 
 
@@ -59,4 +75,4 @@ def gather_output(output: NetOutput) -> NetOutput:
 
 def global_batch(batch: Mapping[str, object]) -> dict[str, object]:
     """The batch's labels over all ranks (inputs stay local: terms take gathered outputs)."""
-    return {**batch, "label": gather_labels(batch["label"])}
+    return {**batch, "label": gather(batch["label"])}
