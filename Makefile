@@ -26,3 +26,4 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/ot_solver.py
 	$(PY) benchmarks/feature_cache.py
+	$(PY) benchmarks/train_step.py

@@ -1,0 +1,118 @@
+"""Training-step throughput of every student method, and where the structural loss spends its time.
+
+Usage: ``python benchmarks/train_step.py [--steps N] [--batch B] [--quick]``
+
+Part 1: steps per second of one optimisation step (forward, backward, AdamW) of the
+baseline, PKDOT, MT-PKDOT and AMID students on the same network and the same batch of the
+embedded smartwatch data (the demo's model), each method's step time printed as a ratio to
+the baseline step measured in the same run. The distillation methods also run the frozen
+teacher forward, which the ratio includes.
+
+Part 2: the structural loss alone (PKDOT's, k = 30 anchors, epsilon = 0.01) for batch sizes
+64 to 4096, forward + backward, split into cosine-similarity matrices, anchor selection and
+the Sinkhorn OT, for both OT modes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from privkd.config import config_from_dict
+from privkd.data import MultimodalDataset, embedded_dataset_path, read_info
+from privkd.losses.structural import StructuralOTLoss, cosine_similarity_matrix, select_anchors
+from privkd.methods.registry import build_module
+
+METHODS = ("baseline", "pkdot", "mtpkdot", "amid")
+
+
+def median_seconds(step: Callable[[], None], repeats: int) -> float:
+    step()  # warm-up (allocations, first-call dispatch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def method_steps(batch_size: int, steps: int) -> dict[str, float]:
+    path = embedded_dataset_path()
+    info = read_info(path)
+    data = MultimodalDataset(path, ["accelerometer", "gyroscope"], indices=range(batch_size), in_memory=True)
+    batch = {"inputs": {m: torch.stack([data[i]["inputs"][m] for i in range(batch_size)]) for m in ("accelerometer", "gyroscope")},
+             "label": torch.as_tensor(data.labels)}
+    cfg = config_from_dict({"amid": {"warmup_epochs": 0}, "training": {"batch_size": batch_size}})
+    torch.manual_seed(0)
+    teacher = build_module("teacher", cfg, info).net.eval()
+    seconds = {}
+    for method in METHODS:
+        torch.manual_seed(0)
+        module = build_module(method, cfg, info, teacher=teacher)
+        module.train()
+        optimizers = module.configure_optimizers()
+        optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
+
+        def step() -> None:
+            loss = module.weighted_total(module.loss_terms(batch))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        seconds[method] = median_seconds(step, steps)
+    return seconds
+
+
+def structural_breakdown(batch_size: int, mode: str, repeats: int) -> dict[str, float]:
+    """Seconds of each part of the structural loss, forward and backward."""
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(batch_size, 128, generator=generator)
+    student = torch.randn(batch_size, 128, generator=generator, requires_grad=True)
+    loss = StructuralOTLoss(k=30, epsilon=0.01, mode=mode)
+    parts = {}
+
+    def similarity() -> None:
+        cosine_similarity_matrix(student).sum().backward()
+        cosine_similarity_matrix(teacher)
+
+    s_teacher = cosine_similarity_matrix(teacher)
+    parts["similarity"] = median_seconds(similarity, repeats)
+    parts["anchors"] = median_seconds(lambda: select_anchors(s_teacher, 30), repeats)
+    anchors = select_anchors(s_teacher, 30)
+    x = s_teacher.gather(1, anchors)
+    y = cosine_similarity_matrix(student).gather(1, anchors).detach().requires_grad_(True)
+    parts["sinkhorn"] = median_seconds(lambda: loss.transport_loss(x, y).backward(), repeats)
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and batch sizes")
+    args = parser.parse_args()
+    steps = 5 if args.quick else args.steps
+
+    seconds = method_steps(args.batch, steps)
+    print(f"Part 1: one training step, batch {args.batch}, demo model, {torch.get_num_threads()} threads, median of {steps}")
+    print(f"{'method':>10} | {'ms/step':>8} {'steps/s':>8} | {'x baseline':>10}")
+    for method, value in seconds.items():
+        print(f"{method:>10} | {1e3 * value:8.1f} {1 / value:8.1f} | {value / seconds['baseline']:10.2f}")
+
+    sizes = (64, 256, 1024) if args.quick else (64, 128, 256, 512, 1024, 2048, 4096)
+    print("\nPart 2: structural loss forward + backward, ms (k = 30, epsilon = 0.01)")
+    print(f"{'b':>6} {'mode':>7} | {'similarity':>10} {'anchors':>8} {'sinkhorn':>9} | {'sinkhorn share':>14}")
+    for mode in ("paper", "paired"):
+        for b in sizes:
+            parts = structural_breakdown(b, mode, repeats=3 if b >= 2048 or args.quick else 7)
+            share = parts["sinkhorn"] / sum(parts.values())
+            print(f"{b:>6} {mode:>7} | {1e3 * parts['similarity']:10.2f} {1e3 * parts['anchors']:8.2f} "
+                  f"{1e3 * parts['sinkhorn']:9.2f} | {share:14.0%}")
+
+
+if __name__ == "__main__":
+    main()
