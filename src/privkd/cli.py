@@ -63,7 +63,9 @@ def print_summary(summary: dict, run_dir: Path, seconds: float) -> None:
 
 
 def execute(cfg: RunConfig, out: Path) -> None:
-    from privkd.training.crossval import run_experiment  # heavy imports only when training
+    from privkd.training.crossval import (
+        run_experiment,  # heavy imports only when training
+    )
 
     start = time.perf_counter()
     from privkd.training.run_dir import is_primary_process

@@ -16,7 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.functional import concordance_corrcoef
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score, multiclass_recall
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_f1_score,
+    multiclass_recall,
+)
 
 SELECTION_METRIC = {"classification": "f1", "regression": "ccc"}
 """Validation metric each task's checkpoints are selected on (higher is better)."""

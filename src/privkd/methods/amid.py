@@ -38,7 +38,10 @@ from privkd.losses.amid import (
 )
 from privkd.losses.task import task_loss
 from privkd.methods.base import PrivkdModule
-from privkd.models.discriminators import enhanced_discriminator, fundamental_discriminator
+from privkd.models.discriminators import (
+    enhanced_discriminator,
+    fundamental_discriminator,
+)
 from privkd.models.network import NetOutput, PrivilegedNet
 from privkd.training.distributed import gather, gather_with_grad
 

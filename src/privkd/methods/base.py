@@ -19,7 +19,6 @@ from privkd.losses.task import task_loss
 from privkd.models.network import PrivilegedNet
 from privkd.training.distributed import gather
 
-
 SELECTION_KEY = "val/selection"
 """Logged each validation epoch: the task's selection metric (macro-F1 or CCC on the
 validation subjects), or :data:`UNSELECTABLE` for epochs a method rules out."""

@@ -14,7 +14,12 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from privkd.losses.distillation import confidence_weight, cosine_matching, mse_matching, softened_kl
+from privkd.losses.distillation import (
+    confidence_weight,
+    cosine_matching,
+    mse_matching,
+    softened_kl,
+)
 from privkd.losses.task import task_loss
 from privkd.methods.student import StudentModule
 from privkd.models.network import NetOutput, PrivilegedNet

@@ -16,9 +16,14 @@ from privkd.methods.mt_pkdot import MTPKDOTModule
 from privkd.methods.pkdot import PKDOTModule
 from privkd.methods.point_to_point import PointToPointModule
 from privkd.methods.teacher import TeacherModule
-from privkd.models.backbones import DEFAULT_BACKBONE_FOR_KIND, Backbone, backbone_names, build_backbone, load_backbone_weights
+from privkd.models.backbones import (
+    DEFAULT_BACKBONE_FOR_KIND,
+    Backbone,
+    backbone_names,
+    build_backbone,
+    load_backbone_weights,
+)
 from privkd.models.network import ModalitySpec, PrivilegedNet
-
 
 
 def modality_specs(cfg: RunConfig, info: DatasetInfo, names: Sequence[str]) -> list[ModalitySpec]:

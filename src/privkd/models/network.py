@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from privkd.models.backbones import ModalityEncoder
-from privkd.models.fusion import build_fusion
 from privkd.models.encoder_decoder import EncoderDecoder
-
+from privkd.models.fusion import build_fusion
 
 TOKENS_SUFFIX = "@tokens"
 """``inputs[name + TOKENS_SUFFIX]`` carries a frozen backbone's precomputed tokens for ``name``."""

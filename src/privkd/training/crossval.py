@@ -8,21 +8,35 @@ later failure never loses a finished result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch.utils.data import Dataset
 
-from privkd.config import METHOD_NAMES, STUDENT_METHODS, RunConfig, config_to_dict, row_method, variant_config
-from privkd.data import Fold, MultimodalDataset, official_split_fold, read_info, subject_folds
+from privkd.config import (
+    METHOD_NAMES,
+    STUDENT_METHODS,
+    RunConfig,
+    config_to_dict,
+    row_method,
+    variant_config,
+)
+from privkd.data import (
+    Fold,
+    MultimodalDataset,
+    official_split_fold,
+    read_info,
+    subject_folds,
+)
 from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
-from privkd.evaluation.metrics import predict, retrieval_recall, score
+from privkd.evaluation.metrics import Predictions, predict, retrieval_recall, score
 from privkd.evaluation.summary import aggregate, summary_markdown
 from privkd.methods.amid import AMIDModule
 from privkd.methods.base import PrivkdModule
@@ -32,7 +46,14 @@ from privkd.methods.teacher import refit_tnet
 from privkd.models.network import TOKENS_SUFFIX, PrivilegedNet
 from privkd.training.feature_cache import cached_tokens
 from privkd.training.fit import encode_dataset, fit, make_loader, seed_everything
-from privkd.training.run_dir import environment, is_primary_process, open_run_dir, write_json_atomic, write_text_atomic
+from privkd.training.probes import AlignmentRecorder, SimilarityRecorder, probe_batch
+from privkd.training.run_dir import (
+    environment,
+    is_primary_process,
+    open_run_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 ProgressCallback = Callable[[str], None]
 
@@ -82,11 +103,11 @@ def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
             raise ConfigError("methods", f"{method} needs class labels; this dataset is a regression task", "use p2p_mse, p2p_cosine, pkdot or mtpkdot")
 
 
-def score_on_fold(module: PrivkdModule, info: DatasetInfo, cfg: RunConfig, train_set: Dataset, test_set: Dataset) -> dict[str, float]:
-    """Test-fold metrics of the trained network; for classification also R@1/R@5 of its test
-    embeddings against the training embeddings, and for AMID its online teacher's scores
-    beside the student's (Table 4)."""
-    test = predict(module.net, make_loader(test_set, cfg.training, train=False))
+def score_on_fold(module: PrivkdModule, info: DatasetInfo, cfg: RunConfig, train_set: Dataset, test_set: Dataset,
+                  test: Predictions) -> dict[str, float]:
+    """Test-fold metrics of the trained network from its ``test`` predictions; for
+    classification also R@1/R@5 of its test embeddings against the training embeddings, and
+    for AMID its online teacher's scores beside the student's (Table 4)."""
     groups = test_set.groups if cfg.evaluation.group_average else None
     metrics = score(info.task, test.outputs, test.labels, n_outputs=info.n_outputs, target_names=info.target_names, groups=groups)
     if info.task == "classification":
@@ -97,6 +118,22 @@ def score_on_fold(module: PrivkdModule, info: DatasetInfo, cfg: RunConfig, train
         teacher_scores = score(info.task, teacher.outputs, teacher.labels, n_outputs=info.n_outputs)
         metrics.update({f"teacher_{name}": value for name, value in teacher_scores.items()})
     return metrics
+
+
+def probe_recorders(module: PrivkdModule, row: str, val_set: Dataset) -> dict[str, AlignmentRecorder | SimilarityRecorder]:
+    """Recorders of the report's training figures for this row, by the file each saves to."""
+    teacher = getattr(module, "teacher", None)
+    if teacher is not None:
+        return {"similarity.npz": SimilarityRecorder(probe_batch(val_set), module.net, teacher)}
+    if row == "teacher" and module.net.adapters:
+        return {"alignment.npz": AlignmentRecorder(probe_batch(val_set), module.net)}
+    return {}
+
+
+def save_predictions(path: Path, test: Predictions, test_set: MultimodalDataset) -> None:
+    """The test fold's outputs, labels, file rows and subjects (confusion matrices, per-subject scores)."""
+    np.savez_compressed(path, outputs=test.outputs.numpy(), labels=test.labels.numpy(), indices=test.indices.numpy(),
+                        subjects=np.asarray(test_set.subjects, dtype=str))
 
 
 def refit_tnet_on_fold(teacher: PrivilegedNet, train_set: Dataset, val_set: Dataset, cfg: RunConfig) -> dict[str, float]:
@@ -177,7 +214,8 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
             row_cfg = variant_config(cfg, row)
             seed_everything(seed)
             module = build_module(row_method(cfg, row), row_cfg, info, teacher=teacher)
-            fitted = fit(module, train_set, val_set, row_cfg.training, row_dir, seed)
+            recorders = probe_recorders(module, row, val_set)
+            fitted = fit(module, train_set, val_set, row_cfg.training, row_dir, seed, callbacks=list(recorders.values()))
             module = fitted.module
             record: dict = {"fold": fold.index, "row": row, "method": row_method(cfg, row), "validation": fitted.validation}
             if row == "teacher":
@@ -187,9 +225,13 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
                 record["teacher_selection"] = module.selection_history
             if isinstance(module, AMIDModule):
                 record["teacher_student_gap"] = module.gap_history
-            record["test"] = score_on_fold(module, info, cfg, train_set, test_set)
+            test = predict(module.net, make_loader(test_set, cfg.training, train=False))
+            record["test"] = score_on_fold(module, info, cfg, train_set, test_set, test)
             if primary:
                 torch.save(module.net.state_dict(), row_dir / "model.pt")
+                save_predictions(row_dir / "test_predictions.npz", test, test_set)
+                for name, recorder in recorders.items():
+                    recorder.save(row_dir / name)
                 write_json_atomic(row_dir / "metrics.json", record)
             per_fold[row].append(record["test"])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from privkd.errors import SplitError
 from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.methods.base import SELECTION_KEY, PrivkdModule
 from privkd.models.network import PrivilegedNet
-
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
@@ -74,7 +73,10 @@ class FitResult:
     validation: dict[str, float]
 
 
-def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: TrainingConfig, out_dir: Path, seed: int) -> FitResult:
+def fit(
+    module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: TrainingConfig, out_dir: Path, seed: int,
+    callbacks: Sequence[L.Callback] = (),
+) -> FitResult:
     """Train ``module`` and return it with the weights of its best validation epoch.
 
     ``seed`` drives dropout and the shuffling order; seed the global generators before
@@ -99,7 +101,7 @@ def fit(module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: Trainin
         sync_batchnorm=cfg.sync_batchnorm,
         deterministic=True,
         logger=CSVLogger(out_dir, name="logs", version=""),
-        callbacks=[checkpoint, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience)],
+        callbacks=[checkpoint, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience), *callbacks],
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         log_every_n_steps=10,

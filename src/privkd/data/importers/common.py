@@ -12,7 +12,13 @@ from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import TypeVar
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from privkd.errors import DatasetError
 
