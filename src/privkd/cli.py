@@ -102,6 +102,27 @@ def run(
     guarded(lambda: execute(cfg, out))
 
 
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="YAML config file, or a shipped config name.")],
+    grid: Annotated[list[str], typer.Option("--grid", help="KEY=V1,V2,... values to try; repeatable (the grid is their product).")],
+    trials: Annotated[int | None, typer.Option("--trials", help="Optuna TPE trials over the grid's values instead of the full grid.")] = None,
+    row: Annotated[str | None, typer.Option("--row", help="Row whose validation score is maximised (default: the only distilled row).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a key for every point.")] = [],  # noqa: B006
+    out: Annotated[Path, typer.Option("--out", help="Directory under which the sweep directory is created.")] = Path("runs"),
+) -> None:
+    """Run CONFIG for every grid point; choose on validation subjects; write sweep.json and sweep.md."""
+    from privkd.training.sweep import parse_grid, run_sweep
+
+    def work() -> None:
+        sweep_dir = run_sweep(config, list(set_), parse_grid(grid), out, row=row, trials=trials,
+                              progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"))
+        console.print((sweep_dir / "sweep.md").read_text(), highlight=False)
+        console.print(f"sweep in [bold]{sweep_dir}[/]")
+
+    guarded(work)
+
+
 @data_app.command("info")
 def data_info(path: Annotated[Path, typer.Argument(help="A privkd HDF5 dataset, or 'embedded'.")]) -> None:
     """Print a dataset's modalities, shapes, classes and subjects (after validating it)."""

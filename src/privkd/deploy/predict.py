@@ -1,0 +1,217 @@
+"""Run a saved student on new data: a privkd ``.h5`` dataset or a CSV / Parquet feature table.
+
+The input is checked against what the student expects (every prevalent modality present,
+with the sample shape it was trained on) before anything is computed; the privileged
+modalities are never asked for. Predictions are written as one CSV row per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from privkd.data.dataset import as_float
+from privkd.data.h5format import read_info
+from privkd.deploy.student import LoadedStudent, _write_atomic, load_student
+from privkd.errors import DatasetError
+
+__all__ = ["TABLE_SUFFIXES", "predict_file", "predict_arrays"]
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+H5_SUFFIXES = (".h5", ".hdf5")
+ID_COLUMNS = ("subject", "group")
+"""Columns of a table input copied to the predictions beside the row index."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _expected_text(student: LoadedStudent) -> str:
+    return ", ".join(f"{name} {tuple(m.sample_shape)}" for name, m in student.inputs.items())
+
+
+def _h5_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
+    """Check a privkd dataset against the student; return its id columns and a batch reader."""
+    info = read_info(path)  # structure only: values are checked batch by batch below
+    for name, expected in student.inputs.items():
+        found = info.modalities.get(name)
+        if found is None:
+            raise DatasetError(path, f"/modalities/{name}",
+                               f"no modality '{name}', which this student needs (it expects {_expected_text(student)}; "
+                               f"the file has {', '.join(info.modalities) or 'none'})",
+                               f"give a dataset holding '{name}' with per-sample shape {tuple(expected.sample_shape)}")
+        if tuple(found.sample_shape) != tuple(expected.sample_shape):
+            raise DatasetError(path, f"/modalities/{name}",
+                               f"per-sample shape {tuple(found.sample_shape)}, but this student expects {name} samples "
+                               f"shaped {tuple(expected.sample_shape)}",
+                               "resample / window the data the way the training data was (see the model card)")
+    with h5py.File(path, "r") as h5:
+        ids = {"subject": np.asarray(h5["subjects"].asstr()[()], dtype=str)}
+        if "groups" in h5:
+            ids["group"] = np.asarray(h5["groups"].asstr()[()], dtype=str)
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        with h5py.File(path, "r") as h5:
+            group = h5["modalities"]
+            for start in range(0, info.n_samples, batch_size):
+                stop = min(start + batch_size, info.n_samples)
+                yield {name: as_float(group[name][start:stop]) for name in student.prevalent}
+
+    return ids, batches()
+
+
+def _table_columns(path: Path) -> list[str]:
+    try:
+        if path.suffix.lower() == ".csv":
+            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+        import pyarrow.parquet as pq
+
+        return [str(c) for c in pq.read_schema(path).names]
+    except Exception as exc:  # pandas / pyarrow report unreadable files with many exception types
+        raise DatasetError(path, "/", f"cannot read the table ({type(exc).__name__}: {exc})",
+                           "give a valid CSV (comma-separated, header line) or Parquet file") from exc
+
+
+def _table_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
+    """Check a feature table against the student; return its id columns and a batch reader."""
+    not_vectors = {n: m for n, m in student.inputs.items() if m.kind != "features" or len(m.sample_shape) != 1}
+    if not_vectors:
+        name, m = next(iter(not_vectors.items()))
+        raise DatasetError(path, "/", f"a table can only feed 1-D feature vectors, but this student's input '{name}' "
+                           f"is a {m.kind} modality shaped {tuple(m.sample_shape)}",
+                           "give a privkd .h5 dataset (import the raw data with `privkd data import ...`)")
+    columns = _table_columns(path)
+    selected: dict[str, list[str]] = {}
+    for name, m in student.inputs.items():
+        n_features = m.sample_shape[0]
+        named = student.card["inputs"][name].get("feature_columns")
+        if named:
+            missing = [c for c in named if c not in columns]
+            if missing:
+                raise DatasetError(path, f"column {missing[0]}",
+                                   f"{len(missing)} of the {n_features} feature columns of modality '{name}' are "
+                                   f"missing (e.g. {missing[:3]}); this student expects {name} = {named[:5]}"
+                                   f"{' ...' if len(named) > 5 else ''}",
+                                   "give a table with the feature columns the student was trained on (see the model card)")
+            selected[name] = list(named)
+            continue
+        found = [c for c in columns if c.split(".", 1)[0] == name and "." in c]
+        if not found:
+            raise DatasetError(path, f"columns {name}.*",
+                               f"no feature column of modality '{name}', which this student needs ({n_features} "
+                               f"columns named '{name}.<feature>')",
+                               f"add the {n_features} '{name}.<feature>' columns, in training order")
+        if len(found) != n_features:
+            raise DatasetError(path, f"columns {name}.*",
+                               f"{len(found)} feature columns of modality '{name}', but this student expects "
+                               f"{n_features} (shape ({n_features},))",
+                               f"give exactly the {n_features} '{name}.<feature>' columns the student was trained on")
+        selected[name] = found
+    id_columns = [c for c in ID_COLUMNS if c in columns]
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, usecols=[*id_columns, *(c for cols in selected.values() for c in cols)],
+                                dtype={c: str for c in id_columns})
+        else:
+            frame = pd.read_parquet(path, columns=[*id_columns, *(c for cols in selected.values() for c in cols)])
+    except Exception as exc:
+        raise DatasetError(path, "/", f"cannot read the table ({type(exc).__name__}: {exc})",
+                           "give a valid CSV (comma-separated, header line) or Parquet file") from exc
+    where = (lambda i: f"row {i} (line {i + 2})") if path.suffix.lower() == ".csv" else (lambda i: f"row {i}")
+    arrays = {}
+    for name, cols in selected.items():
+        values = []
+        for column in cols:
+            numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.flatnonzero(~np.isfinite(numbers))
+            if bad.size:
+                i = int(bad[0])
+                raise DatasetError(path, f"column {column}, {where(i)}",
+                                   f"feature value {frame[column].iloc[i]!r} is missing, not numeric or not finite",
+                                   "fill in a finite number (e.g. impute it) or drop the row")
+            values.append(numbers)
+        arrays[name] = np.stack(values, axis=1).astype(np.float32) if values else np.empty((len(frame), 0), np.float32)
+    ids = {c: np.asarray([str(v) for v in frame[c].to_numpy()], dtype=str) for c in id_columns}
+    n = len(frame)
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, n, batch_size):
+            yield {name: array[start:start + batch_size] for name, array in arrays.items()}
+
+    return ids, batches()
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@torch.inference_mode()
+def predict_arrays(student: LoadedStudent, inputs: dict[str, np.ndarray | torch.Tensor], device: str = "cpu") -> np.ndarray:
+    """The student's outputs (logits or regression values), float32 ``(batch, n_outputs)``,
+    for one batch of prevalent inputs ``{modality: (batch, *sample_shape)}``."""
+    batch = {name: torch.as_tensor(np.asarray(inputs[name], dtype=np.float32)).to(device) for name in student.prevalent}
+    return student.net(batch).logits.float().cpu().numpy()
+
+
+def _output_frame(student: LoadedStudent, outputs: np.ndarray, ids: dict[str, np.ndarray]) -> pd.DataFrame:
+    columns: dict[str, np.ndarray] = {"row": np.arange(len(outputs))}
+    columns.update(ids)
+    names = student.output_names
+    if student.task == "classification":
+        logits = torch.from_numpy(outputs).double()
+        probabilities = torch.softmax(logits, dim=-1).numpy()
+        columns["predicted"] = np.asarray(names, dtype=object)[outputs.argmax(axis=1)] if len(outputs) else np.array([], dtype=object)
+        columns.update({f"prob_{name}": probabilities[:, j] for j, name in enumerate(names)})
+    else:
+        taken = set(columns)
+        names = names or [f"target_{j}" for j in range(outputs.shape[1])]
+        columns.update({(f"pred_{name}" if name in taken else name): outputs[:, j] for j, name in enumerate(names)})
+    return pd.DataFrame(columns)
+
+
+def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str | Path, *, batch_size: int = 256,
+                 device: str = "cpu") -> Path:
+    """Predict every sample of ``input_path`` with the student saved in ``student_dir``.
+
+    ``input_path``: a privkd ``.h5`` dataset holding the student's prevalent modalities
+    (labels, subjects and any other modality are ignored; the privileged modalities need not
+    be there), or, for students whose inputs are 1-D feature vectors, a ``.csv`` / ``.parquet``
+    table with feature columns ``<modality>.<feature>``. Writes ``out_csv`` atomically: one
+    row per sample with ``row`` (its index in the input), ``subject`` / ``group`` when the
+    input has them, then ``predicted`` (class name) and one ``prob_<class>`` softmax column
+    per class, or one column per regression target. Returns ``out_csv``.
+    """
+    student = load_student(student_dir)
+    input_path, out_csv = Path(input_path), Path(out_csv)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    suffix = input_path.suffix.lower()
+    if not input_path.is_file():
+        raise DatasetError(input_path, "/", "file does not exist",
+                           "give a privkd .h5 dataset or a .csv / .parquet feature table")
+    if suffix in TABLE_SUFFIXES:
+        ids, batches = _table_batches(student, input_path, batch_size)
+    elif suffix in H5_SUFFIXES or h5py.is_hdf5(input_path):
+        ids, batches = _h5_batches(student, input_path, batch_size)
+    else:
+        raise DatasetError(input_path, "/", f"unsupported input type {input_path.suffix or '(no suffix)'!r}",
+                           "give a privkd .h5 dataset or a .csv / .parquet feature table")
+    student.net.to(device)
+    outputs, start = [], 0
+    for batch in batches:
+        for name, array in batch.items():
+            bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+            if bad.any():
+                raise DatasetError(input_path, f"/modalities/{name}", f"NaN or inf value in sample {start + int(np.argmax(bad))}",
+                                   "replace or drop non-finite values before predicting")
+        outputs.append(predict_arrays(student, batch, device))
+        start += len(next(iter(batch.values())))
+    n_outputs = len(student.output_names) or (outputs[0].shape[1] if outputs else 0)
+    result = np.concatenate(outputs) if outputs else np.empty((0, n_outputs), np.float32)
+    frame = _output_frame(student, result, ids)
+    _write_atomic(out_csv, lambda tmp: frame.to_csv(tmp, index=False))
+    return out_csv

@@ -1,0 +1,462 @@
+"""A trained student saved for deployment: its weights, a self-describing ``student.json`` and a model card.
+
+Layout of a student directory::
+
+    weights.pt       the network's state_dict (torch.save), read back with weights_only=True;
+                     it carries the preprocessing: each encoder's standardisation statistics
+                     (fitted on the training subjects) are buffers of the network
+    student.json     everything needed to rebuild and run the network without the training
+                     data: the resolved run config, the build_net role, the task and class /
+                     target names, the inputs (one per prevalent modality: kind, sample shape,
+                     sampling rate, channel names), the privileged modalities it never needs,
+                     the training data and fold, the fold's test metrics, and the sha256 of
+                     weights.pt (so a weights file from another model is refused)
+    model_card.md    the same, for people
+
+Only networks that see nothing but the prevalent modalities can be deployed: the
+``baseline`` role (baseline, AMID's student) and the ``student`` role (PKDOT, MT-PKDOT and the
+point-to-point students, which fuse T-Net hallucinations of the privileged modalities).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from privkd.config import STUDENT_METHODS, RunConfig, config_from_dict, config_to_dict
+from privkd.data.h5format import DatasetInfo, ModalityInfo
+from privkd.errors import PrivkdError
+
+__all__ = [
+    "CARD_FILE",
+    "DEPLOYABLE_ROLES",
+    "LoadedStudent",
+    "STUDENT_FILE",
+    "WEIGHTS_FILE",
+    "load_student",
+    "save_student",
+    "student_role",
+]
+
+STUDENT_FORMAT = "privkd-student"
+STUDENT_FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.pt"
+STUDENT_FILE = "student.json"
+CARD_FILE = "model_card.md"
+
+DEPLOYABLE_ROLES = ("baseline", "student")
+"""build_net roles whose network sees only the prevalent modalities."""
+
+
+def student_role(method: str) -> str | None:
+    """The build_net role of the network a method trains, or ``None`` when it cannot be
+    deployed without the privileged modalities (the teacher)."""
+    if method in ("baseline", "amid"):
+        return "baseline"  # AMID's student is a baseline-role net sharing the online teacher's modules
+    if method in STUDENT_METHODS:
+        return "student"
+    return None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plain_number(value: Any) -> Any:
+    """A metric as strict JSON: floats stay floats, NaN/inf become null."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return number if math.isfinite(number) else None
+
+
+def _feature_columns(info: DatasetInfo, modality: ModalityInfo) -> list[str] | None:
+    """Feature column names of a table-imported ``features`` modality, in stored vector order.
+
+    The table importer keeps them in the dataset description (``Feature columns: eda =
+    [eda.mean, eda.slope]; ...``); ``None`` when they are not listed there in full.
+    """
+    if modality.kind != "features" or len(modality.sample_shape) != 1:
+        return None
+    listing = info.description.partition("Feature columns: ")[2]
+    match = re.search(rf"(?:^|; ){re.escape(modality.name)} = \[([^\]]*)\]", listing)
+    if not match or "more)" in match.group(1):
+        return None
+    names = [n.strip() for n in match.group(1).split(", ")]
+    return names if len(names) == modality.sample_shape[0] and len(set(names)) == len(names) else None
+
+
+def _modality_entry(info: DatasetInfo, modality: ModalityInfo) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "kind": modality.kind,
+        "sample_shape": list(modality.sample_shape),
+        "sampling_rate": modality.sampling_rate,
+        "channel_names": list(modality.channel_names) if modality.channel_names else None,
+    }
+    if modality.kind == "features":
+        entry["feature_columns"] = _feature_columns(info, modality)
+    return entry
+
+
+def _deploy_config(cfg: RunConfig) -> RunConfig:
+    """The run config without what only training needs from disk: the backbone weights files
+    (weights.pt holds every trained tensor) and the frozen-backbone setting (which would
+    rebuild the reference backbone from those files)."""
+    model = dataclasses.replace(cfg.model, backbone_weights={}, frozen_backbones=())
+    return dataclasses.replace(cfg, model=model)
+
+
+def _info_from_card(card: Mapping[str, Any]) -> DatasetInfo:
+    """The dataset description build_net needs: the prevalent inputs and the output names.
+    The privileged modalities are left out on purpose: a deployable role never reads them."""
+    modalities = {
+        name: ModalityInfo(name=name, kind=entry["kind"], sampling_rate=entry.get("sampling_rate"),
+                           sample_shape=tuple(int(s) for s in entry["sample_shape"]),
+                           channel_names=tuple(entry["channel_names"]) if entry.get("channel_names") else None)
+        for name, entry in card["inputs"].items()
+    }
+    training = card.get("training", {})
+    return DatasetInfo(path=Path(training.get("dataset", "")), task=card["task"], n_samples=0, modalities=modalities,
+                       class_names=card.get("class_names"), target_names=card.get("target_names"), subjects=[],
+                       description=training.get("description", ""), source=training.get("source", ""))
+
+
+def _build(card: Mapping[str, Any]) -> nn.Module:
+    """A freshly initialised network of the architecture ``card`` describes (the global RNG is
+    left untouched)."""
+    from privkd.methods.registry import build_net  # heavy (Lightning) import, only when needed
+
+    cfg = _deploy_config(config_from_dict(card["config"]))
+    with torch.random.fork_rng(devices=[]):
+        return build_net(card["role"], cfg, _info_from_card(card))
+
+
+def _fit_problems(net: nn.Module, state: Mapping[str, Any]) -> list[str]:
+    """What keeps ``state`` from loading into ``net`` (empty when it fits)."""
+    own = net.state_dict()
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return ["it is not a state_dict (a mapping of names to tensors)"]
+    problems = []
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {missing[:3]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[:3]})")
+    if mismatched:
+        k = mismatched[0]
+        problems.append(f"{len(mismatched)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} "
+                        f"instead of {tuple(own[k].shape)})")
+    return problems
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def save_student(
+    directory: str | Path,
+    net: nn.Module,
+    cfg: RunConfig,
+    info: DatasetInfo,
+    *,
+    row: str,
+    method: str,
+    role: str,
+    fold: int,
+    test_metrics: Mapping[str, float],
+    train_subjects: Sequence[str],
+) -> Path:
+    """Save a trained ``net`` (built by ``build_net(role, cfg, info)``) as a deployable student.
+
+    ``cfg`` is the row's resolved config (``variant_config(cfg, row)``), ``info`` the training
+    dataset, ``fold`` the cross-validation fold index, ``test_metrics`` its scores on the
+    fold's unseen test subjects and ``train_subjects`` the subjects it was trained on (whose
+    statistics the standardisation was fitted on). Writes ``weights.pt``, ``student.json`` and
+    ``model_card.md`` into ``directory`` (created) and returns it.
+    """
+    directory = Path(directory)
+    if role not in DEPLOYABLE_ROLES:
+        raise PrivkdError(f"a {role!r} network sees the privileged modalities and cannot be deployed as a student",
+                          f"save a network of role {' or '.join(DEPLOYABLE_ROLES)} (the baseline or a distilled student)")
+    prevalent, privileged = list(cfg.data.prevalent), list(cfg.data.privileged)
+    absent = [m for m in prevalent if m not in info.modalities]
+    if absent:
+        raise PrivkdError(f"prevalent modality {absent[0]!r} is not in the dataset {info.path}",
+                          "pass the dataset the student was trained on")
+    card: dict[str, Any] = {
+        "format": STUDENT_FORMAT,
+        "format_version": STUDENT_FORMAT_VERSION,
+        "row": row,
+        "method": method,
+        "role": role,
+        "task": info.task,
+        "class_names": list(info.class_names) if info.class_names is not None else None,
+        "target_names": list(info.target_names) if info.target_names is not None else None,
+        "inputs": {name: _modality_entry(info, info.modalities[name]) for name in prevalent},
+        "privileged": {name: (_modality_entry(info, info.modalities[name]) if name in info.modalities else None)
+                       for name in privileged},
+        "training": {
+            "dataset": str(info.path),
+            "data_path": cfg.data.path,
+            "description": info.description,
+            "source": info.source,
+            "fold": int(fold),
+            "train_subjects": [str(s) for s in train_subjects],
+        },
+        "test_metrics": {str(k): _plain_number(v) for k, v in test_metrics.items()},
+        "config": config_to_dict(cfg),
+    }
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    problems = _fit_problems(_build(card), state)
+    if problems:
+        raise ValueError(f"the network does not match build_net({role!r}, cfg, info): {'; '.join(problems)}; "
+                         "pass the role the network was built with and the row's own config")
+
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    _write_atomic(weights, lambda tmp: torch.save(state, tmp))
+    card["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights),
+                       "parameters": int(sum(p.numel() for p in net.parameters()))}
+    from privkd import __version__
+
+    card["privkd_version"] = __version__
+    card["torch_version"] = torch.__version__
+    _write_text_atomic(directory / STUDENT_FILE, json.dumps(card, indent=2) + "\n")
+    _write_text_atomic(directory / CARD_FILE, model_card(card, directory))
+    return directory
+
+
+# ----------------------------------------------------------------------------- the card
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _input_line(name: str, entry: Mapping[str, Any]) -> str:
+    rate = entry.get("sampling_rate")
+    rate_text = "no sampling rate" if rate is None or (isinstance(rate, float) and math.isnan(rate)) else f"{rate:g} Hz"
+    text = f"- **{name}**: {entry['kind']}, shape per sample {_shape(entry['sample_shape'])} (batch: (N, " \
+           f"{', '.join(str(s) for s in entry['sample_shape'])})), {rate_text}"
+    if entry.get("channel_names"):
+        text += f", channels {', '.join(entry['channel_names'])}"
+    if entry.get("feature_columns"):
+        columns = entry["feature_columns"]
+        shown = ", ".join(columns[:12]) + (f", ... ({len(columns) - 12} more)" if len(columns) > 12 else "")
+        text += f", table columns {shown}"
+    if entry["kind"] == "video":
+        text += "; video frames as float in [0, 1] (uint8 / 255)"
+    return text
+
+
+def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -> str:
+    """The human-readable model card of a student description (the content of student.json)."""
+    training = card["training"]
+    inputs, privileged = card["inputs"], card.get("privileged") or {}
+    cfg = card["config"]
+    names = card.get("class_names") if card["task"] == "classification" else card.get("target_names")
+    lines = [
+        f"# privkd student: {card['row']} (fold {training['fold']})",
+        "",
+        f"- Method: `{card['method']}`" + (f" (results row `{card['row']}`)" if card["row"] != card["method"] else ""),
+        f"- Network role: `{card['role']}` "
+        + ("(sees and fuses the prevalent modalities)" if card["role"] == "baseline"
+           else "(sees the prevalent modalities and fuses them with its frozen T-Net's estimates of the privileged ones)"),
+        f"- Task: {card['task']}",
+        f"- Fusion: {cfg['model']['fusion']}, embedding size {cfg['model']['embed_dim']}, "
+        f"{card.get('weights', {}).get('parameters', '?')} parameters",
+        "",
+        "## Inputs",
+        "",
+        "One array per prevalent modality, samples along the first axis:",
+        "",
+        *[_input_line(name, entry) for name, entry in inputs.items()],
+        "",
+        "Preprocessing: per-channel standardisation ((x - mean) / std, per channel = axis 1 of a batch) with "
+        "statistics fitted on the training subjects only. The statistics are stored in the weights (`weights.pt`, "
+        "and the exported ONNX graph), so give the model raw values, as stored in the privkd dataset.",
+        "",
+    ]
+    if privileged:
+        lines += ["## Never needed", "",
+                  "The privileged modalities were used only while training (by the teacher); this model never needs them:",
+                  ""]
+        for name, entry in privileged.items():
+            detail = f": {entry['kind']}, shape per sample {_shape(entry['sample_shape'])}" if entry else ""
+            lines.append(f"- **{name}**{detail}: not needed")
+        lines.append("")
+    lines += ["## Outputs", ""]
+    if card["task"] == "classification":
+        lines += [f"{len(names or [])} classes (one logit each; softmax gives the probabilities), in this order:", ""]
+        lines += [f"{i}. {name}" for i, name in enumerate(names or [])]
+    else:
+        lines += [f"{len(names or [])} regression targets, in this order: {', '.join(names or [])}"]
+    lines += [
+        "",
+        "## Training data",
+        "",
+        f"- Dataset: `{training['dataset']}` (config `data.path: {training['data_path']}`)",
+    ]
+    if training.get("description"):
+        lines.append(f"- Description: {training['description']}")
+    if training.get("source"):
+        lines.append(f"- Source: {training['source']}")
+    lines += [
+        f"- Cross-validation fold: {training['fold']}",
+        f"- Training subjects ({len(training['train_subjects'])}): {', '.join(training['train_subjects'])}",
+        "",
+        "## Test metrics",
+        "",
+        f"On the unseen test subjects of fold {training['fold']} (subject-independent):",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {name} | {'n/a' if value is None else (f'{value:.4f}' if isinstance(value, float) else value)} |"
+          for name, value in card.get("test_metrics", {}).items()],
+        "",
+        "## How to run it",
+        "",
+        "```",
+        f"privkd predict {directory} INPUT.h5 --out predictions.csv   # a privkd dataset holding {', '.join(inputs)}",
+    ]
+    if all(e["kind"] == "features" and len(e["sample_shape"]) == 1 for e in inputs.values()):
+        lines.append(f"privkd predict {directory} INPUT.csv --out predictions.csv  # or .parquet, columns <modality>.<feature>")
+    lines += [
+        f"privkd export {directory} --onnx model.onnx",
+        "```",
+        "",
+        "From Python: `privkd.deploy.load_student(dir).net({name: tensor, ...}).logits`. "
+        "Files: `weights.pt` (state_dict, load with `torch.load(..., weights_only=True)`), "
+        "`student.json` (config and description used to rebuild the network).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedStudent:
+    """A deployable student rebuilt from its directory: ``net`` is in eval mode on the CPU."""
+
+    directory: Path
+    net: nn.Module
+    card: dict[str, Any]
+    prevalent: list[str]
+    task: str
+    class_names: list[str] | None
+    target_names: list[str] | None
+
+    @property
+    def inputs(self) -> dict[str, ModalityInfo]:
+        """What each input must look like (sample shape without the batch axis, kind, rate)."""
+        return _info_from_card(self.card).modalities
+
+    @property
+    def output_names(self) -> list[str]:
+        """Class names (classification) or target names (regression), in output order."""
+        return list((self.class_names if self.task == "classification" else self.target_names) or [])
+
+    @property
+    def privileged(self) -> list[str]:
+        """Modalities the student was distilled with but never needs."""
+        return list(self.card.get("privileged") or {})
+
+
+def _read_card(directory: Path) -> dict[str, Any]:
+    path = directory / STUDENT_FILE
+    fix = "point to a directory written by save_student (a run's student folder), or save the student again"
+    if not path.is_file():
+        raise PrivkdError(f"{path}: file not found", fix)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PrivkdError(f"{path}: unreadable student description ({exc})", f"the file is damaged; {fix}") from exc
+    if not isinstance(card, dict) or card.get("format") != STUDENT_FORMAT:
+        raise PrivkdError(f"{path}: not a privkd student description (format {card.get('format') if isinstance(card, dict) else None!r})", fix)
+    if not isinstance(card.get("format_version"), int) or card["format_version"] > STUDENT_FORMAT_VERSION:
+        raise PrivkdError(f"{path}: student format version {card.get('format_version')!r}, this privkd reads "
+                          f"version {STUDENT_FORMAT_VERSION}", "upgrade privkd, or save the student with this version")
+    required = ("row", "method", "role", "task", "inputs", "config", "weights")
+    missing = [key for key in required if key not in card]
+    if missing:
+        raise PrivkdError(f"{path}: missing key {missing[0]!r}", fix)
+    if card["role"] not in DEPLOYABLE_ROLES:
+        raise PrivkdError(f"{path}: role {card['role']!r} is not a deployable student role", fix)
+    return card
+
+
+def load_student(directory: str | Path) -> LoadedStudent:
+    """Rebuild the student saved in ``directory`` and load its weights (``weights_only=True``).
+
+    Refuses a missing directory or file, an unreadable ``student.json``, and a ``weights.pt``
+    that is not the one saved with that ``student.json`` (another model's weights).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PrivkdError(f"{directory}: no such student directory",
+                          "give the directory save_student wrote (holding student.json, weights.pt, model_card.md)")
+    card = _read_card(directory)
+    json_path, weights_path = directory / STUDENT_FILE, directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise PrivkdError(f"{weights_path}: file not found", "copy the weights.pt saved with this student.json into the directory")
+    try:
+        net = _build(card)
+    except (PrivkdError, KeyError, TypeError, ValueError) as exc:
+        raise PrivkdError(f"{json_path}: cannot rebuild the network it describes ({exc})",
+                          "the file is damaged or from an incompatible privkd version; save the student again") from exc
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and OS errors all mean the same thing here
+        raise PrivkdError(f"{weights_path}: cannot read the weights ({type(exc).__name__}: {exc})",
+                          "copy the weights.pt saved with this student.json (a torch.save'd state_dict)") from exc
+    problems = _fit_problems(net, state)
+    expected = card["weights"].get("sha256") if isinstance(card["weights"], dict) else None
+    if problems or (expected and _sha256(weights_path) != expected):
+        detail = ("it does not fit the network described in student.json: " + "; ".join(problems)) if problems \
+            else "its checksum differs from the one recorded in student.json"
+        raise PrivkdError(f"{weights_path}: this weights file comes from another model ({detail})",
+                          "use the weights.pt saved together with this student.json, or save the student again "
+                          "with privkd.deploy.save_student")
+    net.load_state_dict(state)
+    net.eval().requires_grad_(False)
+    return LoadedStudent(directory=directory, net=net, card=card, prevalent=list(card["inputs"]), task=card["task"],
+                         class_names=card.get("class_names"), target_names=card.get("target_names"))

@@ -1,0 +1,350 @@
+"""The report's figures (matplotlib, Agg backend), one function per figure.
+
+Every function takes plain arrays and mappings (the loading lives in
+:mod:`privkd.evaluation.report`) and returns a :class:`~matplotlib.figure.Figure`, or ``None``
+when it is given nothing to draw, so that the report skips a figure whose data the run lacks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report never opens a window
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "h", "<", ">", "p")
+SIMILARITY_FRACTIONS = (0.0, 0.5, 0.75, 1.0)
+"""Training progress at which the student's similarity matrix is shown (MT-PKDOT Fig. 4)."""
+
+
+def _figure(width: float, height: float) -> Figure:
+    # Figure() directly (not pyplot): no global state, nothing to close, safe in threads
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _class_name(names: Sequence[str] | None, k: int) -> str:
+    return str(names[k]) if names is not None and 0 <= k < len(names) else str(k)
+
+
+def _class_boundaries(ax, labels: np.ndarray) -> None:
+    """Thin lines between the class blocks of a class-sorted matrix."""
+    changes = np.flatnonzero(np.diff(labels)) + 0.5
+    for pos in changes:
+        ax.axhline(pos, color="white", lw=0.6)
+        ax.axvline(pos, color="white", lw=0.6)
+
+
+def similarity_epochs(n_epochs: int, fractions: Sequence[float] = SIMILARITY_FRACTIONS) -> list[int]:
+    """Indices into the student stack (0 = before training, ``n_epochs`` = after the last
+    epoch) at the given fractions of training, without repeats."""
+    return sorted({int(round(f * n_epochs)) for f in fractions})
+
+
+def similarity_evolution(teacher: np.ndarray, student: np.ndarray, labels: np.ndarray, row: str) -> Figure | None:
+    """MT-PKDOT Fig. 4: the teacher's cosine-similarity matrix on the probe batch beside the
+    student's before training and at 50 %, 75 % and 100 % of its epochs."""
+    if student is None or len(student) == 0:
+        return None
+    labels = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+    shown = similarity_epochs(len(student) - 1)
+    fig = _figure(2.6 * (len(shown) + 1) + 0.6, 2.9)
+    axes = fig.subplots(1, len(shown) + 1)
+    panels = [("teacher", teacher)] + [(f"student, epoch {e}" + (" (init)" if e == 0 else ""), student[e]) for e in shown]
+    image = None
+    for ax, (title, matrix) in zip(axes, panels, strict=True):
+        image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="viridis", interpolation="nearest")
+        _class_boundaries(ax, labels)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="cosine similarity")
+    fig.suptitle(f"{row}: joint-embedding similarity on the validation probe batch (sorted by class)", fontsize=10)
+    return fig
+
+
+def _tsne(blocks: Sequence[np.ndarray], random_state: int) -> list[np.ndarray]:
+    """A 2-D t-SNE of the stacked blocks (one shared map), split back per block."""
+    from sklearn.manifold import TSNE
+
+    stacked = np.concatenate(blocks).astype(np.float64)
+    perplexity = float(max(2.0, min(30.0, (len(stacked) - 1) / 3)))
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=random_state).fit_transform(stacked)
+    return np.split(points, np.cumsum([len(b) for b in blocks])[:-1])
+
+
+def alignment_tsne(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray], labels: np.ndarray,
+                   class_names: Sequence[str] | None = None, random_state: int = 0) -> Figure | None:
+    """MT-PKDOT Fig. 5 (in 2-D): t-SNE of the teacher's joint embedding and each adapter's view
+    of the probe batch before (left) and after (right) training with adapter alignment.
+    Colour = view, marker = class; each side is one t-SNE map of all its views."""
+    if not before or not after or len(labels) < 5:
+        return None
+    labels = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(int)
+    views = [v for v in before if v in after]
+    fig = _figure(11, 5)
+    axes = fig.subplots(1, 2)
+    colours = {v: f"C{i}" for i, v in enumerate(views)}
+    classes = np.unique(labels)
+    for ax, (title, source) in zip(axes, (("before alignment", before), ("after alignment", after)), strict=True):
+        maps = _tsne([np.asarray(source[v]) for v in views], random_state)
+        for view, pts in zip(views, maps, strict=True):
+            for k, cls in enumerate(classes):
+                sel = labels == cls
+                ax.scatter(pts[sel, 0], pts[sel, 1], s=18, c=colours[view], marker=MARKERS[k % len(MARKERS)],
+                           alpha=0.75, linewidths=0)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Line2D([], [], ls="", marker="o", color=colours[v], label=f"view: {v}") for v in views]
+    handles += [Line2D([], [], ls="", marker=MARKERS[k % len(MARKERS)], color="0.3", label=_class_name(class_names, int(c)))
+                for k, c in enumerate(classes)]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8)
+    fig.suptitle(f"Teacher representations (t-SNE, random_state={random_state}), validation probe batch")
+    return fig
+
+
+def teacher_selection(counts: Mapping[str, Mapping[str, float]]) -> Figure | None:
+    """MT-PKDOT Fig. 6: share of training batches on which each teacher (joint or a modality
+    adapter) was selected, per MT-PKDOT row, summed over epochs and folds."""
+    counts = {row: c for row, c in counts.items() if sum(c.values()) > 0}
+    if not counts:
+        return None
+    teachers = list(dict.fromkeys(t for c in counts.values() for t in c))
+    fig = _figure(max(5.0, 1.6 * len(teachers) * max(1, len(counts)) ** 0.5), 3.8)
+    ax = fig.subplots()
+    width = 0.8 / len(counts)
+    x = np.arange(len(teachers))
+    for i, (row, c) in enumerate(counts.items()):
+        total = sum(c.values())
+        shares = [100.0 * c.get(t, 0) / total for t in teachers]
+        bars = ax.bar(x + (i - (len(counts) - 1) / 2) * width, shares, width, label=f"{row} ({int(total)} batches)")
+        ax.bar_label(bars, fmt="%.1f%%", fontsize=7)
+    ax.set_xticks(x, teachers)
+    ax.set_ylabel("batches where selected (%)")
+    ax.set_ylim(0, 110)
+    ax.legend(fontsize=8)
+    ax.set_title("Teacher selection (all epochs and folds)")
+    return fig
+
+
+def _numeric(values: Sequence) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def sweep_curves(points: Sequence[Mapping], parameters: Sequence[str], row: str, metric: str) -> Figure | None:
+    """MT-PKDOT Fig. 7: the row's test ``metric`` (mean over folds) against one swept parameter,
+    one line per value of the other; with two parameters, one panel per choice of x-axis.
+    Further parameters are averaged over (said in the title)."""
+    points = [p for p in points if metric in p.get("test", {}).get(row, {})]
+    if not points or not parameters:
+        return None
+    axes_params = list(parameters[:2])
+    fig = _figure(5.2 * len(axes_params), 3.8)
+    axes = np.atleast_1d(fig.subplots(1, len(axes_params)))
+    for ax, x_key in zip(axes, axes_params, strict=True):
+        others = [k for k in axes_params if k != x_key]
+        line_key = others[0] if others else None
+        xs = list(dict.fromkeys(p["params"].get(x_key) for p in points))
+        numeric = _numeric(xs)
+        xs = sorted(xs) if numeric else xs
+        lines = list(dict.fromkeys(p["params"].get(line_key) for p in points)) if line_key else [None]
+        lines = sorted(lines) if _numeric(lines) else lines
+        for line in lines:
+            ys = []
+            for x in xs:
+                vals = [p["test"][row][metric] for p in points
+                        if p["params"].get(x_key) == x and (line_key is None or p["params"].get(line_key) == line)]
+                ys.append(float(np.mean(vals)) if vals else math.nan)
+            pos = xs if numeric else list(range(len(xs)))
+            ax.plot(pos, ys, marker="o", label=f"{line_key} = {line}" if line_key else row)
+        if numeric and min(xs) > 0 and max(xs) / min(xs) >= 8:
+            ax.set_xscale("log", base=2)
+        if numeric:
+            ax.set_xticks(xs, [str(x) for x in xs])
+        else:
+            ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(f"test {metric} (mean over folds)")
+        ax.legend(fontsize=8)
+    extra = [k for k in parameters if k not in axes_params]
+    note = f"; averaged over {', '.join(extra)}" if extra else ""
+    fig.suptitle(f"Sweep: {row} test {metric}{note} (points chosen on validation, not on this)", fontsize=10)
+    return fig
+
+
+def amid_gap(histories: Mapping[str, Sequence[Sequence[Mapping[str, float]]]]) -> Figure | None:
+    """AMID Fig. 4: teacher − student training accuracy per epoch for every AMID row (left),
+    and the two accuracies themselves (right); mean over the folds that reached each epoch.
+    ``histories[row]`` holds one per-epoch list of ``{"teacher", "student", ...}`` per fold."""
+    histories = {row: [f for f in folds if f] for row, folds in histories.items()}
+    histories = {row: folds for row, folds in histories.items() if folds}
+    if not histories:
+        return None
+    fig = _figure(11, 3.8)
+    gap_ax, acc_ax = fig.subplots(1, 2)
+    for i, (row, folds) in enumerate(histories.items()):
+        length = max(len(f) for f in folds)
+        grid = {key: np.full((len(folds), length), np.nan) for key in ("teacher", "student")}
+        for j, fold in enumerate(folds):
+            for e, record in enumerate(fold):
+                for key in grid:
+                    grid[key][j, e] = record.get(key, math.nan)
+        epochs = np.arange(1, length + 1)
+        teacher, student = (np.nanmean(grid[k], axis=0) for k in ("teacher", "student"))
+        colour = f"C{i}"
+        gap_ax.plot(epochs, teacher - student, marker="o", ms=3, color=colour, label=row)
+        acc_ax.plot(epochs, teacher, color=colour, label=f"{row} teacher")
+        acc_ax.plot(epochs, student, color=colour, ls="--", label=f"{row} student")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (gap_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    gap_ax.axhline(0, color="0.5", lw=0.8)
+    gap_ax.set_xlabel("epoch")
+    gap_ax.set_ylabel("teacher − student accuracy")
+    gap_ax.set_title("Training-accuracy gap")
+    gap_ax.legend(fontsize=8)
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("training accuracy")
+    acc_ax.set_title("Teacher (solid) and student (dashed)")
+    acc_ax.legend(fontsize=7)
+    n_folds = max(len(f) for f in histories.values())
+    fig.suptitle(f"AMID teacher-student gap (mean over {n_folds} fold(s))", fontsize=10)
+    return fig
+
+
+def _predicted_classes(outputs: np.ndarray) -> np.ndarray:
+    outputs = np.asarray(outputs)
+    return outputs.argmax(axis=1) if outputs.ndim == 2 else (outputs > 0).astype(int).reshape(-1)
+
+
+def per_class_accuracy(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                       class_names: Sequence[str] | None = None) -> Figure | None:
+    """Accuracy on each class (recall: correct / samples of that class), one bar per row,
+    test samples of all folds pooled. ``predictions[row] = (outputs (n, C), labels (n,))``."""
+    if not predictions:
+        return None
+    n_classes = max(int(np.asarray(o).shape[1]) if np.asarray(o).ndim == 2 else 2 for o, _ in predictions.values())
+    fig = _figure(max(7.0, 0.25 * n_classes * len(predictions) + 2), 4.0)
+    ax = fig.subplots()
+    width = 0.85 / len(predictions)
+    x = np.arange(n_classes)
+    for i, (row, (outputs, labels)) in enumerate(predictions.items()):
+        labels = np.asarray(labels).astype(int).reshape(-1)
+        pred = _predicted_classes(outputs)
+        acc = [float((pred[labels == k] == k).mean()) if (labels == k).any() else math.nan for k in range(n_classes)]
+        ax.bar(x + (i - (len(predictions) - 1) / 2) * width, acc, width, label=row)
+    ax.set_xticks(x, [_class_name(class_names, k) for k in range(n_classes)], rotation=30 if n_classes > 8 else 0)
+    ax.set_ylabel("accuracy within class")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, ncols=min(len(predictions), 5), loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    return fig
+
+
+def confusion_matrices(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                       class_names: Sequence[str] | None = None) -> Figure | None:
+    """Row-normalised confusion matrix (rows = true class, summing to 1) per row, folds pooled."""
+    if not predictions:
+        return None
+    n = len(predictions)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    n_classes = max(int(np.asarray(o).shape[1]) if np.asarray(o).ndim == 2 else 2 for o, _ in predictions.values())
+    size = 2.2 + 0.25 * n_classes
+    fig = _figure(size * cols + 0.8, size * rows + 0.4)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+    ticks = [_class_name(class_names, k) for k in range(n_classes)]
+    image = None
+    for ax, (row, (outputs, labels)) in zip(axes, predictions.items(), strict=False):
+        labels = np.asarray(labels).astype(int).reshape(-1)
+        pred = _predicted_classes(outputs)
+        matrix = np.zeros((n_classes, n_classes))
+        np.add.at(matrix, (labels, pred), 1)
+        totals = matrix.sum(axis=1, keepdims=True)
+        matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+        image = ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
+        if n_classes <= 10:
+            for (i, j), v in np.ndenumerate(matrix):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v > 0.5 else "black")
+        ax.set_title(row, fontsize=9)
+        ax.set_xticks(range(n_classes), ticks, rotation=90, fontsize=7)
+        ax.set_yticks(range(n_classes), ticks, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=list(axes[:n]), shrink=0.6, label="share of the true class")
+    return fig
+
+
+def _ccc(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2:
+        return math.nan
+    mx, my = x.mean(), y.mean()
+    denominator = x.var() + y.var() + (mx - my) ** 2
+    return math.nan if denominator == 0 else float(2 * np.mean((x - mx) * (y - my)) / denominator)
+
+
+def regression_scatter(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]], target_names: Sequence[str] | None = None,
+                       max_points: int = 2000, seed: int = 0) -> Figure | None:
+    """Predicted against true value per row (rows of panels) and target (columns), folds pooled,
+    with the identity line and the pooled CCC; at most ``max_points`` random points per panel."""
+    if not predictions:
+        return None
+    first = np.asarray(next(iter(predictions.values()))[0])
+    n_targets = 1 if first.ndim == 1 else first.shape[1]
+    n = len(predictions)
+    fig = _figure(3.0 * n_targets + 0.5, 2.8 * n)
+    axes = np.asarray(fig.subplots(n, n_targets, squeeze=False))
+    rng = np.random.default_rng(seed)
+    for r, (row, (outputs, labels)) in enumerate(predictions.items()):
+        outputs = np.asarray(outputs, dtype=float).reshape(len(outputs), -1)
+        labels = np.asarray(labels, dtype=float).reshape(len(labels), -1)
+        keep = rng.permutation(len(outputs))[:max_points]
+        for t in range(n_targets):
+            ax = axes[r, t]
+            x, y = labels[:, t], outputs[:, t]
+            ax.scatter(x[keep], y[keep], s=4, alpha=0.4)
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            ax.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
+            name = target_names[t] if target_names is not None and t < len(target_names) else f"target {t}"
+            ax.set_title(f"{row}: {name} (pooled CCC {_ccc(x, y):.3f})", fontsize=8)
+            ax.set_xlabel("true", fontsize=8)
+            ax.set_ylabel("predicted", fontsize=8)
+    return fig
+
+
+def training_curves(logs: Mapping[str, Mapping[str, Sequence[float]]], selection_label: str = "val/selection") -> Figure | None:
+    """Per row: the training loss (left) and the validation selection metric (right) per epoch.
+    ``logs[row]`` maps ``"epoch"``, ``"train/loss"`` and ``"val/selection"`` to per-epoch lists."""
+    logs = {row: log for row, log in logs.items() if log.get("epoch")}
+    if not logs:
+        return None
+    fig = _figure(11, 3.8)
+    loss_ax, val_ax = fig.subplots(1, 2)
+    for i, (row, log) in enumerate(logs.items()):
+        style = {"color": f"C{i % 10}", "ls": "-" if i < 10 else "--", "marker": "o", "ms": 3, "label": row}
+        epochs = np.asarray(log["epoch"]) + 1
+        if log.get("train/loss") is not None:
+            loss_ax.plot(epochs, log["train/loss"], **style)
+        if log.get("val/selection") is not None:
+            val_ax.plot(epochs, log["val/selection"], **style)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (loss_ax, val_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("train/loss (epoch mean)")
+    loss_ax.set_title("Training loss (each method's own objective)")
+    val_ax.set_xlabel("epoch")
+    val_ax.set_ylabel(selection_label)
+    val_ax.set_title("Validation selection metric")
+    handles, names = val_ax.get_legend_handles_labels() if val_ax.lines else loss_ax.get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="outside right center")
+    return fig

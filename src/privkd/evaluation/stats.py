@@ -1,0 +1,193 @@
+"""Statistics of a finished run for the report: mean ± std, share of the teacher gap closed,
+and paired tests of every row against the prevalent-only baseline.
+
+Values come from ``summary.json``: ``methods[row][metric]`` holds ``per_fold`` (one value per
+test fold) and, once a run repeats folds over several seeds, may hold ``per_run`` (one value per
+(fold, seed), in the same order for every row). Every function below takes the per-run values
+when present and the per-fold values otherwise, and never assumes a number of folds.
+
+Paired tests pair row and baseline values by position (same fold, same seed). With n pairs, the
+exact two-sided Wilcoxon signed-rank test cannot give p below ``2 / 2**n`` (n = 5 → 0.0625), so
+p < 0.05 is out of reach below 6 folds whatever the effect; the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HEADLINE_METRICS = {"classification": "accuracy", "regression": "ccc"}
+"""The metric of the gap-closed column and of the paired tests, per task."""
+
+BASELINE_ROW = "baseline"
+TEACHER_ROW = "teacher"
+ALPHA = 0.05
+
+
+def run_values(entry: Mapping) -> np.ndarray:
+    """One metric's values over runs: ``per_run`` (folds × seeds) when present, else ``per_fold``."""
+    values = entry.get("per_run")
+    if values is None:
+        values = entry.get("per_fold")
+    if values is None:  # a summary with only a mean: one value
+        values = [entry["mean"]] if "mean" in entry else []
+    return np.asarray([math.nan if v is None else v for v in values], dtype=float)
+
+
+def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]:
+    """Mean, sample std (ddof=1; 0 for one value) and count of the finite ``values``;
+    ``(nan, nan, 0)`` when none is finite."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, 0
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0, int(x.size)
+
+
+def gap_closed(student: float, baseline: float, teacher: float) -> float:
+    """``100 · (student − baseline) / (teacher − baseline)``: the share (in percent) of the
+    baseline → teacher gap the student closes; NaN when the teacher does not differ from the
+    baseline or any value is missing. 0 % = baseline, 100 % = teacher; may be negative or > 100 %."""
+    if not all(math.isfinite(v) for v in (student, baseline, teacher)) or teacher == baseline:
+        return math.nan
+    return 100.0 * (student - baseline) / (teacher - baseline)
+
+
+def gap_closed_per_fold(student: Sequence[float], baseline: Sequence[float], teacher: Sequence[float]) -> np.ndarray:
+    """:func:`gap_closed` fold by fold (NaN where a fold's teacher equals its baseline)."""
+    n = min(len(student), len(baseline), len(teacher))
+    return np.array([gap_closed(float(student[i]), float(baseline[i]), float(teacher[i])) for i in range(n)], dtype=float)
+
+
+def min_wilcoxon_p(n: int) -> float:
+    """Smallest two-sided p-value the exact Wilcoxon signed-rank test can give with ``n``
+    non-zero paired differences (all of one sign, no ties): ``2 / 2**n``, capped at 1."""
+    return 1.0 if n <= 0 else min(1.0, 2.0 / 2.0**n)
+
+
+@dataclass
+class PairedTest:
+    """A row against the baseline over paired runs (folds, or folds × seeds)."""
+
+    n: int
+    """Pairs used (both values present)."""
+    mean_difference: float
+    wilcoxon_p: float
+    t_statistic: float
+    ttest_p: float
+    notes: list[str] = field(default_factory=list)
+    n_nonzero: int = 0
+    """Pairs with a non-zero difference: the Wilcoxon test's effective n."""
+
+    @property
+    def can_reach_alpha(self) -> bool:
+        """Whether the Wilcoxon test could give p < 0.05 with this many non-zero differences."""
+        return min_wilcoxon_p(self.n_nonzero) < ALPHA
+
+
+def paired_test(row: Sequence[float], baseline: Sequence[float]) -> PairedTest:
+    """Two-sided Wilcoxon signed-rank and paired t-test of ``row`` against ``baseline``.
+
+    Pairs with a NaN on either side are dropped. Identical values (all differences zero) give
+    p = 1 for both tests; constant non-zero differences leave the t-test undefined (NaN, noted);
+    no pair at all gives NaN. Never raises for degenerate inputs.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(row, dtype=float), np.asarray(baseline, dtype=float)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    keep = np.isfinite(a) & np.isfinite(b)
+    notes = []
+    if not keep.all():
+        notes.append(f"{int((~keep).sum())} pair(s) with a missing value dropped")
+    d = a[keep] - b[keep]
+    if d.size == 0:
+        return PairedTest(0, math.nan, math.nan, math.nan, math.nan, [*notes, "no paired values"])
+    mean_diff = float(d.mean())
+    nonzero = int(np.count_nonzero(d))
+    if nonzero == 0:
+        return PairedTest(int(d.size), 0.0, 1.0, math.nan, 1.0, [*notes, "identical to the baseline on every run"], 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            w_p = float(stats.wilcoxon(d, alternative="two-sided").pvalue)
+        except ValueError as err:  # defensive: scipy rejects some degenerate inputs
+            w_p = math.nan
+            notes.append(f"Wilcoxon not computable ({err})")
+        if d.size < 2:
+            t_stat, t_p = math.nan, math.nan
+            notes.append("t-test needs at least 2 pairs")
+        elif float(np.ptp(d)) <= 1e-12 * float(np.abs(d).max()):  # equal up to rounding
+            t_stat, t_p = math.nan, math.nan
+            notes.append("t-test undefined: the differences are all equal")
+        else:
+            result = stats.ttest_rel(a[keep], b[keep])
+            t_stat, t_p = float(result.statistic), float(result.pvalue)
+    if min_wilcoxon_p(nonzero) >= ALPHA:
+        notes.append(f"n = {nonzero}: Wilcoxon p cannot go below {min_wilcoxon_p(nonzero):.4g}, "
+                     f"so p < {ALPHA} is unreachable")
+    return PairedTest(int(d.size), mean_diff, w_p, t_stat, t_p, notes, nonzero)
+
+
+@dataclass
+class RowStats:
+    """One results row: every metric's mean ± std, and on the headline metric the gap closed
+    and the paired tests against the baseline (None for the baseline itself)."""
+
+    row: str
+    metrics: dict[str, tuple[float, float, int]]
+    headline: str
+    gap_closed: float = math.nan
+    gap_closed_per_fold: list[float] = field(default_factory=list)
+    test: PairedTest | None = None
+
+    @property
+    def n_runs(self) -> int:
+        return self.metrics[self.headline][2] if self.headline in self.metrics else 0
+
+
+def headline_metric(summary: Mapping) -> str:
+    """Accuracy for classification, CCC for regression (the first metric if absent)."""
+    metric = HEADLINE_METRICS.get(summary.get("task", ""), "accuracy")
+    if any(metric in m for m in summary["methods"].values()):
+        return metric
+    return next((name for m in summary["methods"].values() for name in m), metric)
+
+
+def row_stats(summary: Mapping, baseline: str = BASELINE_ROW, teacher: str = TEACHER_ROW) -> list[RowStats]:
+    """Statistics of every row of ``summary.json``, in its order.
+
+    The gap closed is computed for rows other than the baseline and the teacher when both are
+    present; paired tests for every row other than the baseline when it is present.
+    """
+    methods = summary["methods"]
+    metric = headline_metric(summary)
+    base = run_values(methods[baseline][metric]) if metric in methods.get(baseline, {}) else None
+    top = run_values(methods[teacher][metric]) if metric in methods.get(teacher, {}) else None
+    out = []
+    for row, metrics in methods.items():
+        values = {name: run_values(entry) for name, entry in metrics.items()}
+        stats = RowStats(row, {name: mean_std(v) for name, v in values.items()}, metric)
+        if row != baseline and base is not None and metric in values:
+            stats.test = paired_test(values[metric], base)
+            if row != teacher and top is not None:
+                stats.gap_closed = gap_closed(mean_std(values[metric])[0], mean_std(base)[0], mean_std(top)[0])
+                stats.gap_closed_per_fold = gap_closed_per_fold(values[metric], base, top).tolist()
+        out.append(stats)
+    return out
+
+
+def format_p(p: float) -> str:
+    """``0.0625``, ``<0.001`` or ``n/a`` (NaN)."""
+    if not math.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def format_percent(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.1f} %"

@@ -1,0 +1,31 @@
+"""``privkd report RUN_DIR [--sweep SWEEP_DIR] [--out DIR]``: the results report of a finished run.
+
+Registered on the main app by :mod:`privkd.cli` (``app.command()(report)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `privkd run` (holds summary.json).")],
+    sweep: Annotated[Path | None, typer.Option("--sweep", help="Sweep directory written by `privkd sweep` (holds sweep.json): "
+                                                "adds the batch-size / anchors figure.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for report.md and report.html (default: RUN_DIR); "
+                                              "figures always go to RUN_DIR/report/.")] = None,
+) -> None:
+    """Write report.md and a self-contained report.html: results table, gap closed, paired tests, figures."""
+    from privkd.cli import console, guarded
+
+    def work() -> None:
+        from privkd.evaluation.report import build_report
+
+        paths = build_report(run_dir, sweep_dir=sweep, out_dir=out)
+        console.print(f"report: [bold]{paths.markdown}[/]", highlight=False)
+        console.print(f"report: [bold]{paths.html}[/]", highlight=False)
+
+    guarded(work)

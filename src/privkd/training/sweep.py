@@ -1,0 +1,168 @@
+"""``privkd sweep``: a grid (or an Optuna search) over config keys, chosen on validation subjects.
+
+Every point is a full run (its own run directory, same folds, same seed) with some keys
+overridden. The objective is the mean over folds of one row's *validation* score (macro-F1
+or CCC on the validation subjects, the score the run already selects epochs on), never a
+test score: test scores are recorded beside it for the table and the batch-size/anchor
+figure, but the best point is picked without them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from privkd.config import (
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+from privkd.data import read_info
+from privkd.errors import ConfigError
+from privkd.evaluation.metrics import SELECTION_METRIC
+from privkd.evaluation.summary import metric_label
+from privkd.training.crossval import resolve_data_path, rows_to_train, run_experiment
+from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass
+class SweepPoint:
+    """One evaluated setting: its overrides, run directory, validation objective and test means."""
+
+    params: dict[str, Any]
+    run_dir: str
+    objective: float
+    test: dict[str, dict[str, float]]
+
+
+def _scalar(text: str) -> Any:
+    """A YAML scalar, with ``1e-3`` read as the number YAML 1.1 would leave as a string."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["structural.k=10,30", ...]`` → ``{"structural.k": [10, 30]}``."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        values = [_scalar(v.strip()) for v in raw.split(",") if v.strip()]
+        if not sep or not key.strip() or not values:
+            raise ConfigError(item, "not KEY=V1,V2,...", "write e.g. --grid structural.k=10,30")
+        grid[key.strip()] = values
+    if not grid:
+        raise ConfigError("--grid", "no parameter to sweep", "give at least one --grid key=v1,v2")
+    return grid
+
+
+def objective_row(cfg: RunConfig, row: str | None) -> str:
+    """The row whose validation score is optimised: ``row``, or the only distilled row."""
+    rows = rows_to_train(cfg)
+    if row is not None:
+        if row not in rows:
+            raise ConfigError("--row", f"{row!r} is not a row of this config", f"use one of {rows}")
+        return row
+    candidates = [r for r in rows if r not in ("baseline", "teacher")] or rows
+    if len(candidates) > 1:
+        raise ConfigError("--row", f"several rows could be the objective: {candidates}", "name one with --row")
+    return candidates[0]
+
+
+def validation_objective(run_dir: Path, row: str, task: str) -> float:
+    """Mean over folds of ``row``'s validation selection score."""
+    key = f"val/{SELECTION_METRIC[task]}"
+    scores = [json.loads(p.read_text())["validation"][key] for p in sorted(run_dir.glob(f"fold_*/{row}/metrics.json"))]
+    return statistics.fmean(scores)
+
+
+def evaluate_point(base: Mapping[str, Any], params: Mapping[str, Any], out: Path, row: str,
+                   progress: ProgressCallback) -> SweepPoint:
+    cfg = config_from_dict(apply_overrides(dict(base), [f"{k}={json.dumps(v)}" for k, v in params.items()]))
+    progress(f"sweep point {dict(params)}")
+    result = run_experiment(cfg, out, progress)
+    test = {name: {metric: values["mean"] for metric, values in metrics.items()}
+            for name, metrics in result.summary["methods"].items()}
+    return SweepPoint(dict(params), str(result.run_dir), validation_objective(result.run_dir, row, result.summary["task"]), test)
+
+
+def run_sweep(
+    config: str | Path,
+    overrides: Sequence[str],
+    grid: Mapping[str, Sequence[Any]],
+    out_root: str | Path,
+    *,
+    row: str | None = None,
+    trials: int | None = None,
+    progress: ProgressCallback = lambda _: None,
+) -> Path:
+    """Evaluate the grid (or ``trials`` Optuna TPE samples of it) and write ``sweep.json`` / ``sweep.md``."""
+    cfg = load_config(config, list(overrides))
+    for key in grid:  # every key must exist in the schema, checked before anything trains
+        config_from_dict(apply_overrides(config_to_dict(cfg), [f"{key}={json.dumps(grid[key][0])}"]))
+    row = objective_row(cfg, row)
+    task = read_info(resolve_data_path(cfg.data.path)).task
+    base = config_to_dict(cfg)
+    sweep_dir = create_run_dir(out_root, f"{cfg.name}-sweep")
+    points_dir = sweep_dir / "points"
+    points: list[SweepPoint] = []
+
+    def record(point: SweepPoint) -> None:
+        points.append(point)
+        write_sweep(sweep_dir, config, grid, row, cfg, task, points)
+
+    if trials is None:
+        for values in itertools.product(*grid.values()):
+            record(evaluate_point(base, dict(zip(grid, values)), points_dir, row, progress))
+    else:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+
+        def objective(trial: optuna.Trial) -> float:
+            params = {key: trial.suggest_categorical(key, list(values)) for key, values in grid.items()}
+            point = evaluate_point(base, params, points_dir, row, progress)
+            record(point)
+            return point.objective
+
+        study.optimize(objective, n_trials=trials)
+    return sweep_dir
+
+
+def write_sweep(sweep_dir: Path, config: str | Path, grid: Mapping[str, Sequence[Any]], row: str, cfg: RunConfig,
+                task: str, points: list[SweepPoint]) -> None:
+    """Rewrite ``sweep.json`` and ``sweep.md`` after every point, so an interrupted sweep keeps its results."""
+    task_metric = SELECTION_METRIC[task]
+    headline = "accuracy" if task == "classification" else "ccc"
+    best = max(points, key=lambda p: p.objective)
+    write_json_atomic(sweep_dir / "sweep.json", {
+        "config": str(config), "objective": f"val/{task_metric}", "row": row, "parameters": list(grid),
+        "points": [asdict(p) for p in points], "best": asdict(best),
+    })
+    keys = list(grid)
+    lines = [f"# Sweep of {cfg.name}: {row}", "",
+             f"Objective: mean validation {metric_label(task_metric)} of `{row}` over folds (validation subjects only); "
+             f"test {metric_label(headline)} shown for reference, never used to choose.", "",
+             "| " + " | ".join([*keys, f"val {metric_label(task_metric)}", f"test {metric_label(headline)}", ""]) + " |",
+             "|" + "---|" * (len(keys) + 3)]
+    for p in points:
+        mark = "best" if p is best else ""
+        lines.append("| " + " | ".join([*(str(p.params[k]) for k in keys), f"{p.objective:.4f}",
+                                        f"{p.test[row][headline]:.4f}", mark]) + " |")
+    write_text_atomic(sweep_dir / "sweep.md", "\n".join(lines) + "\n")

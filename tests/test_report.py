@@ -1,0 +1,293 @@
+"""``privkd report``: statistics against hand computations, the report files of a tiny real run,
+and the HTML rendered in headless Chromium (every image loads, one table row per method)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from privkd.errors import PrivkdError
+from privkd.evaluation import plots, stats
+
+# --------------------------------------------------------------------------- statistics (hand-computed)
+
+
+def test_mean_std_is_sample_std_and_ignores_nan():
+    assert stats.mean_std([0.7, 0.8, 0.9]) == pytest.approx((0.8, 0.1, 3))
+    assert stats.mean_std([0.5]) == (0.5, 0.0, 1)
+    mean, std, n = stats.mean_std([0.7, math.nan, 0.9])
+    assert (mean, std, n) == pytest.approx((0.8, math.sqrt(0.02), 2))
+    assert stats.mean_std([math.nan])[2] == 0
+
+
+def test_run_values_prefers_per_run_over_per_fold():
+    assert stats.run_values({"mean": 1.0, "per_fold": [1, 2], "per_run": [1, 2, 3, 4, 5, 6]}).tolist() == [1, 2, 3, 4, 5, 6]
+    assert stats.run_values({"mean": 1.5, "per_fold": [1, 2]}).tolist() == [1, 2]
+
+
+def test_gap_closed_by_hand():
+    assert stats.gap_closed(0.75, 0.70, 0.80) == pytest.approx(50.0)
+    assert stats.gap_closed(0.85, 0.70, 0.80) == pytest.approx(150.0)
+    assert stats.gap_closed(0.65, 0.70, 0.80) == pytest.approx(-50.0)
+    assert math.isnan(stats.gap_closed(0.75, 0.70, 0.70))  # teacher no better than the baseline
+    per_fold = stats.gap_closed_per_fold([0.6, 0.9, 0.5], [0.5, 0.8, 0.5], [0.7, 1.0, 0.5])
+    assert per_fold[:2] == pytest.approx([50.0, 50.0]) and math.isnan(per_fold[2])
+
+
+def test_wilcoxon_exact_p_by_hand():
+    # 5 positive differences: only the all-positive sign pattern (and its mirror) is as extreme, p = 2 / 2**5
+    test = stats.paired_test([1.1, 1.2, 1.3, 1.4, 1.5], [1.0, 1.0, 1.0, 1.0, 1.0])
+    assert test.wilcoxon_p == pytest.approx(0.0625)
+    assert not test.can_reach_alpha and any("unreachable" in n for n in test.notes)
+    assert stats.min_wilcoxon_p(5) == 0.0625 and stats.min_wilcoxon_p(6) == 0.03125
+    # differences 1, -2, 3, 4, 5, 6: W- = 2; rank subsets with sum <= 2 are {}, {1}, {2} → p = 2 · 3 / 64
+    d = np.array([1, -2, 3, 4, 5, 6], dtype=float)
+    test = stats.paired_test(d, np.zeros(6))
+    assert test.wilcoxon_p == pytest.approx(2 * 3 / 64)
+    assert test.can_reach_alpha and test.n == 6
+
+
+def test_paired_t_test_by_hand():
+    # df = 1 (Cauchy): differences 1, 3 → t = 2 / (√2 / √2) = 2, p = 1 − (2/π)·atan(2)
+    test = stats.paired_test([1.0, 3.0], [0.0, 0.0])
+    assert test.t_statistic == pytest.approx(2.0)
+    assert test.ttest_p == pytest.approx(1 - 2 / math.pi * math.atan(2.0))
+    # df = 2: differences 1, 2, 3 → t = 2 / (1 / √3), p = 1 − t / √(2 + t²)
+    test = stats.paired_test([1.5, 2.5, 3.5], [0.5, 0.5, 0.5])
+    t = 2 * math.sqrt(3)
+    assert test.t_statistic == pytest.approx(t)
+    assert test.ttest_p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    assert test.mean_difference == pytest.approx(2.0)
+
+
+def test_paired_tests_never_crash_on_degenerate_input():
+    same = stats.paired_test([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert same.wilcoxon_p == 1.0 and same.ttest_p == 1.0 and same.mean_difference == 0.0
+    constant = stats.paired_test([0.6, 0.7, 0.8], [0.5, 0.6, 0.7])  # t undefined (zero variance)
+    assert math.isnan(constant.ttest_p) and any("all equal" in n for n in constant.notes)
+    assert constant.wilcoxon_p == pytest.approx(0.25)  # 3 positive differences: 2 / 2**3
+    with_nan = stats.paired_test([0.6, math.nan, 0.8, 0.9], [0.5, 0.6, math.nan, 0.7])
+    assert with_nan.n == 2 and any("dropped" in n for n in with_nan.notes)
+    empty = stats.paired_test([math.nan], [0.5])
+    assert empty.n == 0 and math.isnan(empty.wilcoxon_p) and stats.format_p(empty.wilcoxon_p) == "n/a"
+    single = stats.paired_test([0.6], [0.5])
+    assert single.wilcoxon_p == 1.0 and math.isnan(single.ttest_p)
+
+
+def test_row_stats_on_a_summary():
+    def entry(values):
+        return {"mean": float(np.mean(values)), "std": 0.0, "per_fold": values}
+
+    summary = {"task": "classification", "folds": 3, "methods": {
+        "baseline": {"accuracy": entry([0.6, 0.6, 0.7]), "f1": entry([0.5, 0.5, 0.5])},
+        "teacher": {"accuracy": entry([0.8, 0.8, 0.9])},
+        "pkdot": {"accuracy": entry([0.7, 0.7, 0.8])},
+    }}
+    rows = {r.row: r for r in stats.row_stats(summary)}
+    assert list(rows) == ["baseline", "teacher", "pkdot"]
+    assert rows["baseline"].test is None and math.isnan(rows["baseline"].gap_closed)
+    assert rows["pkdot"].gap_closed == pytest.approx(50.0)
+    assert rows["pkdot"].gap_closed_per_fold == pytest.approx([50.0, 50.0, 50.0])
+    assert rows["pkdot"].test.mean_difference == pytest.approx(0.1)
+    assert math.isnan(rows["teacher"].gap_closed) and rows["teacher"].test is not None
+    assert rows["pkdot"].metrics["accuracy"] == pytest.approx((0.7333333, 0.0577350, 3))
+    assert stats.headline_metric({"task": "regression", "methods": {"a": {"ccc": {}}}}) == "ccc"
+
+
+# --------------------------------------------------------------------------- figures on synthetic data
+
+
+def test_figures_without_data_are_skipped():
+    assert plots.teacher_selection({}) is None
+    assert plots.amid_gap({"amid": [[]]}) is None
+    assert plots.sweep_curves([], ["a", "b"], "mtpkdot", "accuracy") is None
+    assert plots.per_class_accuracy({}) is None
+    assert plots.training_curves({}) is None
+
+
+def test_sweep_amid_and_regression_figures():
+    points = [{"params": {"training.batch_size": b, "structural.k": k}, "objective": 0.5,
+               "test": {"mtpkdot": {"accuracy": 0.5 + b / 1000 + k / 100}}} for b in (16, 32, 64) for k in (5, 10)]
+    fig = plots.sweep_curves(points, ["training.batch_size", "structural.k"], "mtpkdot", "accuracy")
+    assert fig is not None and len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
+    gap = [{"teacher": 0.5 + e / 10, "student": 0.4 + e / 10, "lambda_1": 1.0, "lambda_2": 0.0} for e in range(4)]
+    assert plots.amid_gap({"amid": [gap, gap[:3]]}) is not None
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(50, 2))
+    assert plots.regression_scatter({"baseline": (truth + 0.1, truth)}, ["valence", "arousal"]) is not None
+    assert plots.similarity_epochs(10) == [0, 5, 8, 10] and plots.similarity_epochs(1) == [0, 1]
+
+
+# --------------------------------------------------------------------------- a tiny real run
+
+METHODS = ["baseline", "teacher", "pkdot", "mtpkdot"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, watch_path) -> Path:
+    from privkd.config import config_from_dict
+    from privkd.training.crossval import run_experiment
+
+    cfg = config_from_dict({
+        "name": "tiny-report", "methods": METHODS, "evaluation": {"max_folds": 2},
+        "training": {"epochs": 2, "progress_bar": False, "limit_train_batches": 4},
+        "teacher": {"tnet_refit_epochs": 1},
+    })
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRIVKD_CACHE", str(watch_path.parent))
+        return run_experiment(cfg, tmp_path_factory.mktemp("runs")).run_dir
+
+
+@pytest.fixture(scope="module")
+def report_out(tiny_run, tmp_path_factory) -> Path:
+    """The report written through the CLI command into a separate directory."""
+    import typer
+    from typer.testing import CliRunner
+
+    from privkd.report_cli import report
+
+    app = typer.Typer()
+    app.command()(report)
+    out = tmp_path_factory.mktemp("report")
+    result = CliRunner().invoke(app, [str(tiny_run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "report.md" in result.output and "report.html" in result.output
+    return out
+
+
+def test_report_files(tiny_run, report_out):
+    md = (report_out / "report.md").read_text()
+    page = (report_out / "report.html").read_text()
+    pngs = sorted((tiny_run / "report").glob("*.png"))
+    names = {p.stem for p in pngs}
+    assert {"per_class_accuracy", "confusion_matrices", "similarity_pkdot", "similarity_mtpkdot", "alignment_tsne",
+            "teacher_selection", "training_curves"} <= names
+    for method in METHODS:
+        assert re.search(rf"^\| {method} \|", md, flags=re.M)
+    assert "across test folds" in md and "Gap closed (Accuracy)" in md
+    for png in pngs:  # markdown links resolve from the report's own directory
+        link = re.search(rf"\]\(([^)]*{png.name})\)", md).group(1)
+        assert (report_out / link).resolve() == png.resolve()
+    # self-contained: every image inline, nothing fetched from anywhere
+    assert page.count('src="data:image/png;base64,') == len(pngs)
+    assert not re.search(r'(src|href)="(?!data:)', page) and "<link" not in page
+    assert not list(report_out.glob(".*.tmp")) and not list((tiny_run / "report").glob(".*.tmp"))
+
+
+def test_missing_or_incomplete_run_dir(tmp_path, tiny_run):
+    import typer
+    from typer.testing import CliRunner
+
+    from privkd.evaluation.report import build_report
+    from privkd.report_cli import report
+
+    with pytest.raises(PrivkdError, match="not found"):
+        build_report(tmp_path / "nowhere")
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_run / "fold_0" / "baseline", partial / "fold_0" / "baseline",
+                    ignore=shutil.ignore_patterns("*.pt", "*.ckpt"))
+    with pytest.raises(PrivkdError, match=r"summary\.json is missing: the run is incomplete") as err:
+        build_report(partial)
+    assert "Fix:" in str(err.value)
+    with pytest.raises(PrivkdError, match=r"sweep\.json is missing"):
+        build_report(tiny_run, sweep_dir=tmp_path)
+    app = typer.Typer()
+    app.command()(report)
+    result = CliRunner().invoke(app, [str(partial)])
+    assert result.exit_code == 2 and "summary.json" in result.output
+
+
+# --------------------------------------------------------------------------- headless Chromium
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _find_chromium() -> str | None:
+    return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A headless-capable Chromium; installed with apt (Debian package ``chromium``) when missing."""
+    found = _find_chromium()
+    if found:
+        return found
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get): "
+                    "install the Debian package `chromium` to run the browser check")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    log = ""
+    for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+            log = done.stderr[-500:]
+        except (OSError, subprocess.TimeoutExpired) as err:
+            log = str(err)
+        if command[1] == "install" and _find_chromium():
+            return _find_chromium()
+    pytest.skip(f"Chromium is not installed and `apt-get install -y chromium` failed: {log.strip()}")
+
+
+CHECK_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var rows = Array.prototype.slice.call(document.querySelectorAll("#results tbody tr"));
+  var result = {
+    images: images.length,
+    loaded: images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
+    broken: images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).map(function (i) { return i.alt; }),
+    rows: rows.map(function (r) { return r.getAttribute("data-method"); }),
+    resources: performance.getEntriesByType("resource").map(function (e) { return e.name; })
+      .filter(function (n) { return n.indexOf("data:") !== 0; })
+  };
+  var out = document.createElement("pre");
+  out.id = "privkd-check";
+  out.textContent = JSON.stringify(result);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def render_check(chromium: str, page: Path, work: Path) -> dict:
+    """Load ``page`` (with a checking script appended) in headless Chromium and return what the
+    script found after ``window.onload``: image counts, results-table rows, external requests."""
+    probe = work / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    command = [chromium, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-extensions",
+               f"--user-data-dir={work / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="privkd-check">(.*?)</pre>', done.stdout, flags=re.S)
+    assert found, f"no check result in the dumped DOM (exit {done.returncode}): {done.stderr[-1000:]}"
+    import html
+
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_report_renders_in_headless_chromium(chromium, tiny_run, report_out, tmp_path):
+    start = time.perf_counter()
+    result = render_check(chromium, report_out / "report.html", tmp_path)
+    seconds = time.perf_counter() - start
+    n_figures = len(list((tiny_run / "report").glob("*.png")))
+    assert result["images"] == n_figures > 0
+    assert result["loaded"] == result["images"], f"images that did not load: {result['broken']}"
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert result["rows"] == list(summary["methods"]) == METHODS
+    assert result["resources"] == []
+    assert seconds < 60
+
+
+def test_chromium_check_detects_a_broken_image(chromium, tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><body><table id="results"><tbody><tr data-method="a"></tr></tbody></table>'
+                    '<img alt="bad" src="data:image/png;base64,AAAA"></body></html>')
+    result = render_check(chromium, page, tmp_path)
+    assert result == {"images": 1, "loaded": 0, "broken": ["bad"], "rows": ["a"], "resources": []}
