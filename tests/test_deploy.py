@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -16,7 +15,14 @@ from typer.testing import CliRunner
 
 from privkd.config import config_from_dict
 from privkd.data import read_info, write_dataset
-from privkd.deploy import export_onnx, load_student, onnx_metadata, predict_file, save_student, student_role
+from privkd.deploy import (
+    export_onnx,
+    load_student,
+    onnx_metadata,
+    predict_file,
+    save_student,
+    student_role,
+)
 from privkd.deploy.student import CARD_FILE, STUDENT_FILE, WEIGHTS_FILE
 from privkd.errors import DatasetError, PrivkdError
 from privkd.methods.registry import build_net
@@ -33,27 +39,27 @@ def _config(prevalent=("accelerometer",), privileged=("gyroscope",), **model):
                              "model": {**SMALL_MODEL, **model}})
 
 
-def _net(role, cfg, info, seed=0):
-    """A randomly initialised net whose standardisation and batch-norm statistics are far from the
-    identity, so that outputs depend on those buffers travelling with the weights."""
+def _net(role, cfg, info, seed=0, fit=None):
+    """A randomly initialised net whose standardisation statistics are not the identity: fitted
+    on ``fit`` ({modality: samples}) where given, else random, so that outputs depend on the
+    preprocessing travelling with the weights."""
     torch.manual_seed(seed)
     net = build_net(role, cfg, info)
     generator = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():
-        for name, buffer in net.named_buffers():
-            if not buffer.is_floating_point():
-                continue
-            values = torch.rand(buffer.shape, generator=generator)
-            if name.endswith(("standardize.std", "running_var")):
-                buffer.copy_(0.5 + 2 * values)
+        for name, encoder in net.encoders.items():
+            if fit is not None and name in fit:
+                encoder.standardize.fit([torch.from_numpy(np.asarray(fit[name], dtype=np.float32))])
             else:
-                buffer.copy_(4 * values - 2)
-        net.head.weight.mul_(30)  # spread the logits, so that argmax varies between samples
+                shape = encoder.standardize.mean.shape
+                encoder.standardize.mean.copy_(4 * torch.rand(shape, generator=generator) - 2)
+                encoder.standardize.std.copy_(0.5 + 2 * torch.rand(shape, generator=generator))
+        net.head.weight.mul_(10)  # spread the logits, so that argmax varies between samples
     return net.eval()
 
 
-def _save(tmp_path, role, cfg, info, seed=0, name="student", method="pkdot"):
-    net = _net(role, cfg, info, seed)
+def _save(tmp_path, role, cfg, info, seed=0, name="student", method="pkdot", fit=None):
+    net = _net(role, cfg, info, seed, fit)
     directory = save_student(tmp_path / name, net, cfg, info, row=method, method=method, role=role, fold=2,
                              test_metrics={"accuracy": 0.8125, "macro_f1": 0.75}, train_subjects=["s01", "s02", "s03"])
     return net, directory
@@ -93,7 +99,7 @@ def _outputs(net, inputs):
 def test_save_load_reproduces_outputs_with_only_prevalent_inputs(tmp_path, watch, role):
     info, arrays, *_ = watch
     cfg = _config()
-    net, directory = _save(tmp_path, role, cfg, info)
+    net, directory = _save(tmp_path, role, cfg, info, fit=arrays)
     assert sorted(p.name for p in directory.iterdir()) == sorted([CARD_FILE, STUDENT_FILE, WEIGHTS_FILE])
 
     student = load_student(directory)
@@ -153,6 +159,11 @@ def test_weights_from_another_model_are_refused(tmp_path, watch):
     with pytest.raises(PrivkdError, match="comes from another model .*checksum"):
         load_student(directory)
 
+    (directory / WEIGHTS_FILE).write_bytes(b"not a torch file")
+    with pytest.raises(PrivkdError, match="not a readable weights file") as err:
+        load_student(directory)
+    assert "weights_only=False" not in str(err.value)
+
 
 def test_unusable_student_directories_are_refused(tmp_path, watch):
     with pytest.raises(PrivkdError, match="no such student directory"):
@@ -185,7 +196,7 @@ def test_save_refuses_networks_that_need_privileged_inputs_or_another_role(tmp_p
 
 def test_predict_h5_without_privileged_modality(tmp_path, watch):
     info, arrays, _, subjects, groups = watch
-    net, directory = _save(tmp_path, "student", _config(), info)
+    net, directory = _save(tmp_path, "student", _config(), info, fit=arrays)
     only_acc = _write_h5(tmp_path / "acc_only.h5", watch, ["accelerometer"])
     out = predict_file(directory, only_acc, tmp_path / "out" / "pred.csv", batch_size=16)  # 3 batches, last partial
 
@@ -296,7 +307,8 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch(tmp_path, watch):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     info, arrays, *_ = watch
-    net, directory = _save(tmp_path, "student", _config(fusion="multimodal_transformer", tokens=4, attention_heads=2), info)
+    cfg = _config(fusion="multimodal_transformer", tokens=4, attention_heads=2)
+    net, directory = _save(tmp_path, "student", cfg, info, fit=arrays)
     path = export_onnx(directory, tmp_path / "onnx" / "student.onnx")
     assert path.is_file() and not list(path.parent.glob(".*.tmp"))
     meta = onnx_metadata(path)
@@ -318,7 +330,7 @@ def test_onnx_torchscript_fallback(tmp_path, watch, monkeypatch):
 
     monkeypatch.setattr(export_module, "EXPORTERS", ("torchscript",))  # as when the dynamo exporter fails
     info, arrays, *_ = watch
-    net, directory = _save(tmp_path, "baseline", _config(), info)
+    net, directory = _save(tmp_path, "baseline", _config(), info, fit=arrays)
     path = export_onnx(directory, tmp_path / "b.onnx")
     assert onnx_metadata(path)["privkd.exporter"] == "torchscript"
     x = arrays["accelerometer"][:5]

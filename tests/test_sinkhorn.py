@@ -9,7 +9,7 @@ import pytest
 import torch
 from geomloss import SamplesLoss
 
-from privkd.losses.sinkhorn import sinkhorn_divergence, sinkhorn_log, squared_euclidean_cost
+from privkd.losses.sinkhorn import SinkhornWarmStart, sinkhorn_divergence, sinkhorn_log, squared_euclidean_cost
 
 F64 = torch.float64
 TIGHT = dict(tol=1e-12, max_iter=100_000)
@@ -211,3 +211,77 @@ def test_divergence_handles_unbatched_clouds_and_checks_shapes() -> None:
 def test_invalid_arguments_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         sinkhorn_log(torch.rand(3, 3), **kwargs)
+
+
+@pytest.mark.parametrize("relaxation", [1.0, 1.5, "auto"])
+def test_over_relaxation_gives_the_same_answer(relaxation: float | str) -> None:
+    """The over-relaxed iteration has the same fixed point; the returned plan still has exact columns."""
+    cost, a, b = random_problem(30, 20, seed=16)
+    plain = sinkhorn_log(cost, a, b, epsilon=0.01, relaxation=1.0, **TIGHT)
+    relaxed = sinkhorn_log(cost, a, b, epsilon=0.01, relaxation=relaxation, **TIGHT)
+    assert relaxed.value.item() == pytest.approx(plain.value.item(), rel=1e-10)
+    torch.testing.assert_close(relaxed.plan.sum(0), b, rtol=0, atol=1e-14)
+    assert relaxed.marginal_error.item() < 1e-12
+
+
+def test_auto_relaxation_saves_iterations_on_a_slow_problem() -> None:
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(60, 3, dtype=F64, generator=gen) * 0.3
+    y = torch.randn(50, 3, dtype=F64, generator=gen) * 0.3 + 0.2
+    cost = squared_euclidean_cost(x, y)
+    plain = sinkhorn_log(cost, epsilon=0.005, tol=1e-9, max_iter=10_000, relaxation=1.0)
+    auto = sinkhorn_log(cost, epsilon=0.005, tol=1e-9, max_iter=10_000)
+    assert auto.n_iter < plain.n_iter
+    assert auto.value.item() == pytest.approx(plain.value.item(), rel=1e-8)
+
+
+def test_init_potential_gives_the_same_answer() -> None:
+    cost, a, b = random_problem(25, 15, seed=18)
+    cold = sinkhorn_log(cost, a, b, epsilon=0.02, **TIGHT)
+    warm = sinkhorn_log(cost * 1.01, a, b, epsilon=0.02, **TIGHT)
+    restarted = sinkhorn_log(cost * 1.01, a, b, epsilon=0.02, init=cold.f, **TIGHT)
+    assert restarted.value.item() == pytest.approx(warm.value.item(), rel=1e-10)
+    assert restarted.n_iter <= warm.n_iter
+
+
+def test_float32_absorption_at_tiny_epsilon_matches_float64() -> None:
+    """Costs up to ~8 at eps = 1e-3: C / eps reaches 8000, far past float32's exp range, so the
+    scalings must be absorbed (and rows re-stabilised) many times; the value must still agree."""
+    gen = torch.Generator().manual_seed(19)
+    x, y = torch.rand(50, 2, generator=gen) * 4, torch.rand(40, 2, generator=gen) * 4
+    r32 = sinkhorn_log(squared_euclidean_cost(x, y), epsilon=1e-3, tol=1e-4, max_iter=20_000)
+    r64 = sinkhorn_log(squared_euclidean_cost(x.double(), y.double()), epsilon=1e-3, tol=1e-10, max_iter=100_000)
+    assert torch.isfinite(r32.plan).all() and r32.marginal_error.item() < 1e-4
+    assert r32.value.item() == pytest.approx(r64.value.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize(("n", "m"), [(12, 12), (10, 12)])
+def test_divergence_closed_form_gradient_matches_unrolled_for_both_clouds(n: int, m: int) -> None:
+    """n == m takes the stacked self-transport path, n != m the separate one; both gradients checked."""
+    gen = torch.Generator().manual_seed(20)
+    x0 = torch.randn(3, n, 2, dtype=F64, generator=gen)
+    y0 = torch.randn(3, m, 2, dtype=F64, generator=gen)
+    grads = {}
+    for mode in ("envelope", "unrolled"):
+        x, y = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
+        value = sinkhorn_divergence(x, y, epsilon=0.05, grad=mode, **TIGHT)
+        grads[mode] = torch.autograd.grad((value * torch.tensor([1.0, 2.0, -0.5], dtype=F64)).sum(), (x, y))
+    for unrolled, envelope in zip(grads["unrolled"], grads["envelope"]):
+        torch.testing.assert_close(envelope, unrolled, rtol=1e-6, atol=1e-10)
+
+
+def test_warm_start_reuses_potentials_and_keeps_the_answer() -> None:
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn(40, 5, dtype=F64, generator=gen)
+    y = x + 0.3 * torch.randn(40, 5, dtype=F64, generator=gen)
+    cache = SinkhornWarmStart()
+    sinkhorn_divergence(x, y, epsilon=0.01, tol=1e-10, warm_start=cache)
+    cold_iters = cache.n_iter
+    assert cache.potentials is not None
+    moved = y + 1e-3 * torch.randn(40, 5, dtype=F64, generator=gen)
+    warm = sinkhorn_divergence(x, moved, epsilon=0.01, tol=1e-10, warm_start=cache)
+    cold = sinkhorn_divergence(x, moved, epsilon=0.01, tol=1e-10)
+    assert warm.item() == pytest.approx(cold.item(), rel=1e-8)
+    assert cache.n_iter < cold_iters
+    # A different shape ignores the stored potentials instead of failing.
+    sinkhorn_divergence(x[:30], y[:30], epsilon=0.01, warm_start=cache)

@@ -19,7 +19,7 @@ __all__ = ["export", "predict"]
 def predict(
     student_dir: Annotated[Path, typer.Argument(help="A saved student directory (student.json, weights.pt, model_card.md).")],
     input: Annotated[Path, typer.Argument(help="A privkd .h5 dataset holding the prevalent modalities, or a .csv / "
-                                               ".parquet table with <modality>.<feature> columns (feature students).")],  # noqa: A002
+                                               ".parquet table with <modality>.<feature> columns (feature students).")],
     out: Annotated[Path, typer.Option("--out", help="Predictions CSV to write (one row per sample).")] = Path("predictions.csv"),
 ) -> None:
     """Predict every sample of INPUT with a saved student (it never needs the privileged modalities)."""

@@ -7,7 +7,13 @@ privileged ones.
 
 from privkd.deploy.export import export_onnx, onnx_metadata
 from privkd.deploy.predict import predict_arrays, predict_file
-from privkd.deploy.student import DEPLOYABLE_ROLES, LoadedStudent, load_student, save_student, student_role
+from privkd.deploy.student import (
+    DEPLOYABLE_ROLES,
+    LoadedStudent,
+    load_student,
+    save_student,
+    student_role,
+)
 
 __all__ = [
     "DEPLOYABLE_ROLES",

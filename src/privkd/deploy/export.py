@@ -61,7 +61,7 @@ def _examples(student: LoadedStudent, batch: int, seed: int) -> tuple[Tensor, ..
 
 def _export(wrapper: nn.Module, examples: tuple[Tensor, ...], path: Path, exporter: str, input_names: list[str],
             output_name: str, opset: int | None) -> None:
-    kwargs: dict = dict(input_names=input_names, output_names=[output_name])
+    kwargs: dict = {"input_names": input_names, "output_names": [output_name]}
     if opset is not None:
         kwargs["opset_version"] = opset
     quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
@@ -158,7 +158,7 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, opset: int | N
             continue
         done = []
 
-        def write(tmp: Path, exporter: str = exporter) -> None:
+        def write(tmp: Path, exporter: str = exporter, done: list = done) -> None:
             _export(wrapper, examples, tmp, exporter, names, output_name, opset)
             problem = _check(tmp, wrapper, student)
             if problem:

@@ -20,7 +20,7 @@ from privkd.data.h5format import read_info
 from privkd.deploy.student import LoadedStudent, _write_atomic, load_student
 from privkd.errors import DatasetError
 
-__all__ = ["TABLE_SUFFIXES", "predict_file", "predict_arrays"]
+__all__ = ["TABLE_SUFFIXES", "predict_arrays", "predict_file"]
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 H5_SUFFIXES = (".h5", ".hdf5")

@@ -42,9 +42,9 @@ from privkd.errors import PrivkdError
 __all__ = [
     "CARD_FILE",
     "DEPLOYABLE_ROLES",
-    "LoadedStudent",
     "STUDENT_FILE",
     "WEIGHTS_FILE",
+    "LoadedStudent",
     "load_student",
     "save_student",
     "student_role",
@@ -160,7 +160,9 @@ def _info_from_card(card: Mapping[str, Any]) -> DatasetInfo:
 def _build(card: Mapping[str, Any]) -> nn.Module:
     """A freshly initialised network of the architecture ``card`` describes (the global RNG is
     left untouched)."""
-    from privkd.methods.registry import build_net  # heavy (Lightning) import, only when needed
+    from privkd.methods.registry import (
+        build_net,  # heavy (Lightning) import, only when needed
+    )
 
     cfg = _deploy_config(config_from_dict(card["config"]))
     with torch.random.fork_rng(devices=[]):
@@ -300,8 +302,8 @@ def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -
         + ("(sees and fuses the prevalent modalities)" if card["role"] == "baseline"
            else "(sees the prevalent modalities and fuses them with its frozen T-Net's estimates of the privileged ones)"),
         f"- Task: {card['task']}",
-        f"- Fusion: {cfg['model']['fusion']}, embedding size {cfg['model']['embed_dim']}, "
-        f"{card.get('weights', {}).get('parameters', '?')} parameters",
+        (f"- Fusion: {cfg['model']['fusion']}, embedding size {cfg['model']['embed_dim']}, "
+        f"{card.get('weights', {}).get('parameters', '?')} parameters"),
         "",
         "## Inputs",
         "",
@@ -309,9 +311,9 @@ def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -
         "",
         *[_input_line(name, entry) for name, entry in inputs.items()],
         "",
-        "Preprocessing: per-channel standardisation ((x - mean) / std, per channel = axis 1 of a batch) with "
+        ("Preprocessing: per-channel standardisation ((x - mean) / std, per channel = axis 1 of a batch) with "
         "statistics fitted on the training subjects only. The statistics are stored in the weights (`weights.pt`, "
-        "and the exported ONNX graph), so give the model raw values, as stored in the privkd dataset.",
+        "and the exported ONNX graph), so give the model raw values, as stored in the privkd dataset."),
         "",
     ]
     if privileged:
@@ -362,9 +364,9 @@ def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -
         f"privkd export {directory} --onnx model.onnx",
         "```",
         "",
-        "From Python: `privkd.deploy.load_student(dir).net({name: tensor, ...}).logits`. "
+        ("From Python: `privkd.deploy.load_student(dir).net({name: tensor, ...}).logits`. "
         "Files: `weights.pt` (state_dict, load with `torch.load(..., weights_only=True)`), "
-        "`student.json` (config and description used to rebuild the network).",
+        "`student.json` (config and description used to rebuild the network)."),
         "",
     ]
     return "\n".join(lines)
@@ -445,8 +447,10 @@ def load_student(directory: str | Path) -> LoadedStudent:
                           "the file is damaged or from an incompatible privkd version; save the student again") from exc
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and OS errors all mean the same thing here
-        raise PrivkdError(f"{weights_path}: cannot read the weights ({type(exc).__name__}: {exc})",
+    except Exception as exc:
+        # (torch's own message suggests weights_only=False, which would run arbitrary code: not repeated here)
+        raise PrivkdError(f"{weights_path}: not a readable weights file ({type(exc).__name__}); it is damaged or is not "
+                          "the weights.pt saved with this student.json",
                           "copy the weights.pt saved with this student.json (a torch.save'd state_dict)") from exc
     problems = _fit_problems(net, state)
     expected = card["weights"].get("sha256") if isinstance(card["weights"], dict) else None

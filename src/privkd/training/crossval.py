@@ -35,6 +35,7 @@ from privkd.data import (
 )
 from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
+from privkd.deploy import save_student, student_role
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import Predictions, predict, retrieval_recall, score
 from privkd.evaluation.summary import aggregate, summary_markdown
@@ -128,6 +129,16 @@ def probe_recorders(module: PrivkdModule, row: str, val_set: Dataset) -> dict[st
     if row == "teacher" and module.net.adapters:
         return {"alignment.npz": AlignmentRecorder(probe_batch(val_set), module.net)}
     return {}
+
+
+def save_deployable_student(directory: Path, net: PrivilegedNet, row_cfg: RunConfig, info: DatasetInfo, row: str,
+                            method: str, fold: Fold, test_metrics: dict[str, float]) -> None:
+    """Rows that run on prevalent modalities alone get a student directory with a model card
+    (``privkd predict`` / ``privkd export``); the teacher needs privileged inputs and gets none."""
+    role = student_role(method)
+    if role is not None:
+        save_student(directory, net, row_cfg, info, row=row, method=method, role=role, fold=fold.index,
+                     test_metrics=test_metrics, train_subjects=fold.train_subjects)
 
 
 def save_predictions(path: Path, test: Predictions, test_set: MultimodalDataset) -> None:
@@ -229,6 +240,8 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
             record["test"] = score_on_fold(module, info, cfg, train_set, test_set, test)
             if primary:
                 torch.save(module.net.state_dict(), row_dir / "model.pt")
+                save_deployable_student(row_dir / "student", module.net, row_cfg, info, row, record["method"], fold,
+                                        record["test"])
                 save_predictions(row_dir / "test_predictions.npz", test, test_set)
                 for name, recorder in recorders.items():
                     recorder.save(row_dir / name)
