@@ -1,4 +1,5 @@
-"""The ``privkd`` command line: ``demo``, ``run``, ``sweep``, ``predict``, ``export``, ``data info`` and ``data import``.
+"""The ``privkd`` command line: ``demo``, ``run``, ``sweep``, ``report``, ``predict``, ``export``, ``data info``
+and ``data import``.
 
 Errors a user can fix (bad config, bad data, unwritable output) are printed as one clear
 message with a non-zero exit code; ``--debug`` shows the traceback instead.
@@ -17,17 +18,16 @@ from rich.console import Console
 from rich.table import Table
 
 from privkd.config import RunConfig, load_config, packaged_config_path, restrict_rows
-from privkd.errors import PrivkdError
 from privkd.deploy_cli import export as export_command
 from privkd.deploy_cli import predict as predict_command
+from privkd.errors import PrivkdError
 from privkd.import_cli import import_app
+from privkd.report_cli import report as report_command
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Privileged knowledge distillation (PKDOT, MT-PKDOT, AMID).")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and prepare datasets.")
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
-app.command("predict")(predict_command)
-app.command("export")(export_command)
 console = Console(width=None if sys.stdout.isatty() else 240)  # logs and pipes get the whole table unwrapped
 T = TypeVar("T")
 
@@ -138,3 +138,8 @@ def data_info(path: Annotated[Path, typer.Argument(help="A privkd HDF5 dataset, 
         console.print(describe(validate_dataset(resolved)), highlight=False)
 
     guarded(show)
+
+
+app.command("report")(report_command)
+app.command("predict")(predict_command)
+app.command("export")(export_command)

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +37,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
+from privkd.atomic import write_atomic
 from privkd.errors import DatasetError
 
 __all__ = [
@@ -520,22 +519,6 @@ def _prepare_content(
                     splits=_string_column(path, "/splits", splits))
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write`` on a temporary file beside ``path`` and rename it into place.
-
-    A failure (bad data, a crash, Ctrl-C) never leaves a half-written dataset, and
-    concurrent writers of the same file each produce a complete one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_dataset(
     path: str | Path,
     *,
@@ -556,7 +539,7 @@ def write_dataset(
     """Validate arrays and write them as a privkd dataset file.
 
     Everything is checked before anything is written, with the validator's
-    rules, and the file appears only once complete (see :func:`_write_atomically`).
+    rules, and the file appears only once complete (see :func:`privkd.atomic.write_atomic`).
     Modalities are stored as float32 (uint8 video stays uint8), chunked along
     the sample axis and lightly compressed (gzip level 1 + shuffle) for cheap
     per-sample reads. For data that does not fit in memory use
@@ -567,7 +550,7 @@ def write_dataset(
     content = _prepare_content(path, arrays, labels, subjects, task, class_names, target_names, modality_kinds,
                                sampling_rates, channel_names, groups, splits, description, source)
     _check_content(content, check_values=True)
-    return _write_atomically(path, lambda tmp: _write_file(tmp, content))
+    return write_atomic(path, lambda tmp: _write_file(tmp, content))
 
 
 @dataclass(frozen=True)
@@ -652,7 +635,7 @@ def write_streamed_dataset(
     label order, one ``{modality: array}`` per sample with the shapes of ``sample_shapes``.
     ``uint8_modalities`` names video modalities stored as uint8. Each sample is checked
     as it arrives; any failure, including an exception raised by the ``samples``
-    iterator itself, leaves no file behind (see :func:`_write_atomically`).
+    iterator itself, leaves no file behind (see :func:`privkd.atomic.write_atomic`).
     """
     path = Path(path)
     n = len(labels)
@@ -688,7 +671,7 @@ def write_streamed_dataset(
                 writer.flush()
             _write_columns(h5, content)
 
-    return _write_atomically(path, write)
+    return write_atomic(path, write)
 
 
 # ---------------------------------------------------------------------- describe

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from privkd.deploy.student import LoadedStudent, _write_atomic, load_student
+from privkd.atomic import write_atomic
+from privkd.deploy.student import LoadedStudent, load_student
 from privkd.errors import PrivkdError
 
 __all__ = ["EXPORTERS", "export_onnx", "onnx_metadata"]
@@ -167,7 +168,7 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, opset: int | N
             done.append(exporter)
 
         try:
-            _write_atomic(out_path, write)
+            write_atomic(out_path, write)
         except _Mismatch as exc:
             failures.append(f"{exporter}: {exc}")
         except PrivkdError:

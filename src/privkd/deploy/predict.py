@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from privkd.atomic import write_atomic
 from privkd.data.dataset import as_float
 from privkd.data.h5format import read_info
-from privkd.deploy.student import LoadedStudent, _write_atomic, load_student
+from privkd.deploy.student import LoadedStudent, load_student
 from privkd.errors import DatasetError
 
 __all__ = ["TABLE_SUFFIXES", "predict_arrays", "predict_file"]
@@ -213,5 +214,5 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
     n_outputs = len(student.output_names) or (outputs[0].shape[1] if outputs else 0)
     result = np.concatenate(outputs) if outputs else np.empty((0, n_outputs), np.float32)
     frame = _output_frame(student, result, ids)
-    _write_atomic(out_csv, lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(out_csv, lambda tmp: frame.to_csv(tmp, index=False))
     return out_csv

@@ -24,9 +24,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from privkd.atomic import write_atomic, write_text_atomic
 from privkd.config import STUDENT_METHODS, RunConfig, config_from_dict, config_to_dict
 from privkd.data.h5format import DatasetInfo, ModalityInfo
 from privkd.errors import PrivkdError
@@ -71,22 +70,6 @@ def student_role(method: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _sha256(path: Path) -> str:
@@ -253,15 +236,15 @@ def save_student(
 
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
-    _write_atomic(weights, lambda tmp: torch.save(state, tmp))
+    write_atomic(weights, lambda tmp: torch.save(state, tmp))
     card["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights),
                        "parameters": int(sum(p.numel() for p in net.parameters()))}
     from privkd import __version__
 
     card["privkd_version"] = __version__
     card["torch_version"] = torch.__version__
-    _write_text_atomic(directory / STUDENT_FILE, json.dumps(card, indent=2) + "\n")
-    _write_text_atomic(directory / CARD_FILE, model_card(card, directory))
+    write_text_atomic(directory / STUDENT_FILE, json.dumps(card, indent=2) + "\n")
+    write_text_atomic(directory / CARD_FILE, model_card(card, directory))
     return directory
 
 

@@ -17,18 +17,23 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from privkd.atomic import write_bytes_atomic, write_text_atomic
 from privkd.errors import PrivkdError
 from privkd.evaluation import plots
-from privkd.evaluation.stats import RowStats, format_p, format_percent, headline_metric, row_stats
+from privkd.evaluation.stats import (
+    RowStats,
+    format_p,
+    format_percent,
+    headline_metric,
+    row_stats,
+)
 from privkd.evaluation.summary import metric_label
-from privkd.training.run_dir import write_text_atomic
 
 FIGURE_DIR = "report"
 SELECTION_METRIC = {"classification": "f1", "regression": "ccc"}
@@ -108,7 +113,7 @@ def dataset_names(run_dir: Path) -> tuple[list[str] | None, list[str] | None]:
         info = read_info(path)
         return (list(info.class_names) if info.class_names else None,
                 list(info.target_names) if info.target_names else None)
-    except Exception:  # names are a nicety: any problem → class ids
+    except Exception:  # noqa: BLE001 - names are a nicety: any problem → class ids
         return None, None
 
 
@@ -117,7 +122,7 @@ def run_name(run_dir: Path) -> str:
         import yaml
 
         return str(yaml.safe_load((run_dir / "config.yaml").read_text())["name"])
-    except Exception:
+    except Exception:  # noqa: BLE001 - no readable name → the directory name
         return run_dir.name
 
 
@@ -164,18 +169,6 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class _FigureCollector:
     """Builds each figure, keeping the drawn ones and a note for each skipped one."""
 
@@ -186,7 +179,7 @@ class _FigureCollector:
     def add(self, key: str, title: str, caption: str, draw: Callable[[], object], absent: str) -> None:
         try:
             fig = draw()
-        except Exception as err:  # a figure must never cost the whole report
+        except Exception as err:  # noqa: BLE001 - a figure must never cost the whole report
             self.skipped.append(f"{title}: could not be drawn ({type(err).__name__}: {err})")
             return
         if fig is None:
@@ -246,7 +239,8 @@ def collect_figures(run_dir: Path, summary: Mapping, sweep: Mapping | None) -> _
         if sim is None:
             continue
         out.add(f"similarity_{row}", f"Similarity matrices: {row}",
-                "Cosine similarity of joint embeddings on a fixed validation probe batch sorted by class (first fold with "
+                "Cosine similarity of joint embeddings on a fixed validation probe batch sorted by class (regression: by the "
+                "first target; first fold with "
                 "the record): the frozen teacher, then the student before training and at 50 %, 75 % and 100 % of its epochs "
                 "(cf. MT-PKDOT Fig. 4).",
                 lambda sim=sim, row=row: plots.similarity_evolution(sim["teacher"], sim["student"], sim["labels"], row),
@@ -264,7 +258,7 @@ def collect_figures(run_dir: Path, summary: Mapping, sweep: Mapping | None) -> _
         out.add("alignment_tsne", "Teacher alignment (t-SNE)",
                 "2-D t-SNE (random_state = 0) of the teacher's joint embedding and each modality adapter's view of the "
                 "validation probe batch (first fold), before and after training with the alignment loss; colour = view, "
-                "marker = class; each side is one shared map (cf. MT-PKDOT Fig. 5, there in 3-D).",
+                "marker = class (regression: tercile of the first target); each side is one shared map (cf. MT-PKDOT Fig. 5, there in 3-D).",
                 lambda: plots.alignment_tsne(before, after, align["labels"], class_names), "fewer than 5 probe samples")
 
     # MT-PKDOT Fig. 6: teacher selection
@@ -341,35 +335,45 @@ def results_table(summary: Mapping) -> tuple[list[str], list[list[str]], list[Ro
     stats = row_stats(summary)
     metrics = list(dict.fromkeys(name for m in summary["methods"].values() for name in m))
     headline = headline_metric(summary)
+    across = "across runs" if _has_runs(summary) else "across folds"
     header = ["Method", "n", *[metric_label(m) for m in metrics], f"Gap closed ({metric_label(headline)})",
-              f"Δ {metric_label(headline)} vs baseline", "Wilcoxon p", "t-test p"]
+              f"Δ {metric_label(headline)} vs baseline", f"Wilcoxon p ({across})", f"t-test p ({across})"]
     rows = []
     for s in stats:
         test = s.test
         delta = "—" if test is None or not math.isfinite(test.mean_difference) else f"{test.mean_difference:+.4f}"
         gap = "—" if s.row in ("baseline", "teacher") else format_percent(s.gap_closed)
+        if s.gap_reference.startswith("teacher_"):
+            gap += " †"
         rows.append([s.row, str(s.n_runs), *[_cell(s, m) for m in metrics], gap, delta,
                      "—" if test is None else format_p(test.wilcoxon_p), "—" if test is None else format_p(test.ttest_p)])
     return header, rows, stats
 
 
+def _has_runs(summary: Mapping) -> bool:
+    """Whether the summary holds ``per_run`` values (folds × seeds)."""
+    return any("per_run" in e for m in summary["methods"].values() for e in m.values())
+
+
 def _notes(summary: Mapping, stats: list[RowStats]) -> list[str]:
     headline = headline_metric(summary)
     methods = summary["methods"]
-    runs_key = "per_run" if any("per_run" in e for m in methods.values() for e in m.values()) else "per_fold"
-    unit = "runs (folds × seeds)" if runs_key == "per_run" else "test folds"
+    unit = "runs (folds × seeds)" if _has_runs(summary) else "test folds"
     notes = [
-        f"Scores are on test subjects never seen in training or selection: mean ± sample std (ddof = 1) over {unit}; "
-        "n is the number of values.",
-        f"Gap closed = (student − baseline) / (teacher − baseline) on the headline metric, {metric_label(headline)}, "
-        "from the means: 0 % is the prevalent-only baseline, 100 % the privileged teacher.",
-        f"p-values are across {unit}, paired by fold, two-sided, on {metric_label(headline)}, against the baseline row, "
-        "not corrected for multiple comparisons. Wilcoxon = exact signed-rank test; t-test = paired t-test.",
+        (f"Scores are on test subjects never seen in training or selection: mean ± sample std (ddof = 1) over {unit}; "
+         "n is the number of values."),
+        (f"Gap closed = (student − baseline) / (teacher − baseline) on the headline metric, {metric_label(headline)}, "
+         "from the means: 0 % is the prevalent-only baseline, 100 % the privileged teacher."),
+        (f"p-values are across {unit}, paired by fold, two-sided, on {metric_label(headline)}, against the baseline row, "
+         "not corrected for multiple comparisons. Wilcoxon = exact signed-rank test; t-test = paired t-test."),
     ]
     if "baseline" not in methods:
         notes.append("No baseline row: gap closed and paired tests are not available.")
     elif "teacher" not in methods:
-        notes.append("No teacher row: the gap closed is not available.")
+        own = sorted({s.gap_reference for s in stats if s.gap_reference.startswith("teacher_")})
+        notes.append("No teacher row: the gap closed is not available" + (
+            f", except † relative to the row's own online teacher ({', '.join(own)}), which trains jointly with the "
+            "student and is not the offline upper bound." if own else "."))
     tested = [s.test for s in stats if s.test is not None and s.test.n_nonzero > 0]
     if tested and not all(t.can_reach_alpha for t in tested):
         n = max(t.n_nonzero for t in tested)
@@ -415,7 +419,7 @@ def _sweep_rows(sweep: Mapping) -> tuple[list[str], list[list[str]]]:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    esc = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    esc = lambda text: str(text).replace("|", "\\|")
     return ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|",
             *["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]]
 
@@ -431,7 +435,7 @@ def _html_table(header: list[str], rows: list[list[str]], table_id: str, row_ids
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
 padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;
-padding:0.3em 0.5em;text-align:right}th:first-child,td:first-child{text-align:left}thead{background:#f3f3f3}
+padding:0.3em 0.5em;text-align:right;white-space:nowrap}th:first-child,td:first-child{text-align:left}thead{background:#f3f3f3}
 figure{margin:2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:0.9em;color:#444}
 .notes li{font-size:0.9em;margin:0.2em 0}code{background:#f6f6f6;padding:0 0.2em}"""
 
@@ -448,7 +452,7 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
     collector = collect_figures(run_dir, summary, sweep)
     for figure in collector.figures:
         figure.path = figure_dir / f"{figure.key}.png"
-        _write_bytes_atomic(figure.path, figure.png)
+        write_bytes_atomic(figure.path, figure.png)
 
     name = run_name(run_dir)
     task = summary.get("task", "?")
@@ -457,14 +461,17 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
     notes = _notes(summary, stats)
     gap_rows = _gap_per_fold_rows(stats)
     n_gap = max((len(r) - 1 for r in gap_rows), default=0)
-    gap_header = ["Method", *[f"fold {i}" for i in range(n_gap)]]
+    gap_header = ["Method", *[f"{'run' if _has_runs(summary) else 'fold'} {i}" for i in range(n_gap)]]
     intro = f"Run `{run_dir}`; task: {task}; {n_folds} subject-independent test fold(s)."
 
     # markdown
     md = [f"# privkd report: {name}", "", intro, "", "## Results", "", *_md_table(header, rows), ""]
     md += [f"- {n}" for n in notes] + [""]
+    gap_note = ("Per fold, the same ratio from that fold's scores; it swings widely (or is n/a) in folds where the "
+                "teacher barely beats, or does not beat, the baseline.")
     if gap_rows:
-        md += [f"### Gap closed per fold ({metric_label(headline_metric(summary))})", "", *_md_table(gap_header, gap_rows), ""]
+        md += [f"### Gap closed per fold ({metric_label(headline_metric(summary))})", "", gap_note, "",
+               *_md_table(gap_header, gap_rows), ""]
     if sweep is not None:
         md += ["## Sweep", "", f"Sweep `{sweep_dir}` of `{sweep.get('config', '?')}`.", "", *_md_table(*_sweep_rows(sweep)), ""]
     md += ["## Figures", ""]
@@ -475,15 +482,18 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
         md += ["### Figures not drawn", "", *[f"- {s}" for s in collector.skipped], ""]
 
     # html
-    body = [f"<h1>privkd report: {html.escape(name)}</h1>", f"<p>{html.escape(intro)}</p>", "<h2>Results</h2>",
+    intro_html = (f"Run <code>{html.escape(str(run_dir))}</code>; task: {html.escape(str(task))}; "
+                  f"{html.escape(str(n_folds))} subject-independent test fold(s).")
+    body = [f"<h1>privkd report: {html.escape(name)}</h1>", f"<p>{intro_html}</p>", "<h2>Results</h2>",
             _html_table(header, rows, "results", row_ids=True),
             '<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
     if gap_rows:
         body += [f"<h3>Gap closed per fold ({html.escape(metric_label(headline_metric(summary)))})</h3>",
-                 _html_table(gap_header, gap_rows, "gap-per-fold")]
+                 f"<p>{html.escape(gap_note)}</p>", _html_table(gap_header, gap_rows, "gap-per-fold")]
     if sweep is not None:
-        body += ["<h2>Sweep</h2>", f"<p>Sweep <code>{html.escape(str(sweep_dir))}</code> of "
-                 f"<code>{html.escape(str(sweep.get('config', '?')))}</code>.</p>", _html_table(*_sweep_rows(sweep), "sweep")]
+        sweep_intro = (f"<p>Sweep <code>{html.escape(str(sweep_dir))}</code> of "
+                       f"<code>{html.escape(str(sweep.get('config', '?')))}</code>.</p>")
+        body += ["<h2>Sweep</h2>", sweep_intro, _html_table(*_sweep_rows(sweep), "sweep")]
     body.append("<h2>Figures</h2>")
     for figure in collector.figures:
         data = base64.b64encode(figure.png).decode("ascii")
@@ -491,7 +501,8 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
                     f'<img src="data:image/png;base64,{data}" alt="{html.escape(figure.title)}">'
                     f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
     if collector.skipped:
-        body += ["<h3>Figures not drawn</h3>", '<ul class="notes">' + "".join(f"<li>{html.escape(s)}</li>" for s in collector.skipped) + "</ul>"]
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in collector.skipped)
+        body += ["<h3>Figures not drawn</h3>", f'<ul class="notes">{items}</ul>']
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>privkd report: {html.escape(name)}</title>'
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 

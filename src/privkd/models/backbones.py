@@ -185,7 +185,7 @@ def load_backbone_weights(backbone: Backbone, path: str | Path, key: str) -> Non
         raise ConfigError(key, f"weights file {path} does not exist", "give the path of a saved state_dict, or remove the entry")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+    except Exception as exc:
         raise ConfigError(key, f"cannot read weights file {path}: {exc}", "save it with torch.save(model.state_dict(), path)") from exc
     state = state.get("state_dict", state) if isinstance(state, Mapping) else state
     if isinstance(backbone, SpectrogramResNet):

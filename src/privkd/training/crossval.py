@@ -200,7 +200,7 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     primary = is_primary_process()  # data-parallel workers train alongside but write nothing
     run_dir = open_run_dir(out_root, cfg.name)
     if not primary:
-        progress = lambda _: None  # noqa: E731
+        progress = lambda _: None
     else:
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})

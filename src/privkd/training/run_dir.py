@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -13,7 +12,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from privkd.atomic import write_json_atomic, write_text_atomic
 from privkd.errors import PrivkdError
+
+__all__ = ["create_run_dir", "environment", "is_primary_process", "open_run_dir", "write_json_atomic", "write_text_atomic"]
 
 
 def create_run_dir(root: str | Path, name: str) -> Path:
@@ -56,23 +58,6 @@ def open_run_dir(root: str | Path, name: str) -> Path:
         os.environ[RUN_DIR_ENV] = str(run_dir)
         return run_dir
     return Path(os.environ.get(RUN_DIR_ENV) or tempfile.mkdtemp(prefix="privkd-worker-"))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def _version(package: str) -> str | None:

@@ -157,8 +157,8 @@ def write_sweep(sweep_dir: Path, config: str | Path, grid: Mapping[str, Sequence
     })
     keys = list(grid)
     lines = [f"# Sweep of {cfg.name}: {row}", "",
-             f"Objective: mean validation {metric_label(task_metric)} of `{row}` over folds (validation subjects only); "
-             f"test {metric_label(headline)} shown for reference, never used to choose.", "",
+             (f"Objective: mean validation {metric_label(task_metric)} of `{row}` over folds (validation subjects only); "
+              f"test {metric_label(headline)} shown for reference, never used to choose."), "",
              "| " + " | ".join([*keys, f"val {metric_label(task_metric)}", f"test {metric_label(headline)}", ""]) + " |",
              "|" + "---|" * (len(keys) + 3)]
     for p in points:
