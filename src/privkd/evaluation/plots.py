@@ -14,9 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: the report never opens a window
 
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "h", "<", ">", "p")
 SIMILARITY_FRACTIONS = (0.0, 0.5, 0.75, 1.0)
@@ -32,8 +32,16 @@ def _class_name(names: Sequence[str] | None, k: int) -> str:
     return str(names[k]) if names is not None and 0 <= k < len(names) else str(k)
 
 
+def _is_classes(labels: np.ndarray) -> bool:
+    """Integer class ids (not regression targets)."""
+    labels = np.asarray(labels)
+    return labels.ndim == 1 and (np.issubdtype(labels.dtype, np.integer) or bool(np.all(np.mod(labels, 1) == 0)))
+
+
 def _class_boundaries(ax, labels: np.ndarray) -> None:
-    """Thin lines between the class blocks of a class-sorted matrix."""
+    """Thin lines between the class blocks of a class-sorted matrix (not for regression targets)."""
+    if not _is_classes(labels) or len(np.unique(labels)) > 30:
+        return
     changes = np.flatnonzero(np.diff(labels)) + 0.5
     for pos in changes:
         ax.axhline(pos, color="white", lw=0.6)
@@ -43,7 +51,7 @@ def _class_boundaries(ax, labels: np.ndarray) -> None:
 def similarity_epochs(n_epochs: int, fractions: Sequence[float] = SIMILARITY_FRACTIONS) -> list[int]:
     """Indices into the student stack (0 = before training, ``n_epochs`` = after the last
     epoch) at the given fractions of training, without repeats."""
-    return sorted({int(round(f * n_epochs)) for f in fractions})
+    return sorted({round(f * n_epochs) for f in fractions})
 
 
 def similarity_evolution(teacher: np.ndarray, student: np.ndarray, labels: np.ndarray, row: str) -> Figure | None:
@@ -51,7 +59,8 @@ def similarity_evolution(teacher: np.ndarray, student: np.ndarray, labels: np.nd
     student's before training and at 50 %, 75 % and 100 % of its epochs."""
     if student is None or len(student) == 0:
         return None
-    labels = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+    labels = np.asarray(labels)
+    labels = labels if labels.ndim == 1 else labels.reshape(len(labels), -1)[:, 0]
     shown = similarity_epochs(len(student) - 1)
     fig = _figure(2.6 * (len(shown) + 1) + 0.6, 2.9)
     axes = fig.subplots(1, len(shown) + 1)
@@ -64,7 +73,8 @@ def similarity_evolution(teacher: np.ndarray, student: np.ndarray, labels: np.nd
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="cosine similarity")
-    fig.suptitle(f"{row}: joint-embedding similarity on the validation probe batch (sorted by class)", fontsize=10)
+    order = "class" if _is_classes(labels) else "first target"
+    fig.suptitle(f"{row}: joint-embedding similarity on the validation probe batch (sorted by {order})", fontsize=10)
     return fig
 
 
@@ -74,7 +84,8 @@ def _tsne(blocks: Sequence[np.ndarray], random_state: int) -> list[np.ndarray]:
 
     stacked = np.concatenate(blocks).astype(np.float64)
     perplexity = float(max(2.0, min(30.0, (len(stacked) - 1) / 3)))
-    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=random_state).fit_transform(stacked)
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", max_iter=500,
+                  random_state=random_state).fit_transform(stacked)
     return np.split(points, np.cumsum([len(b) for b in blocks])[:-1])
 
 
@@ -82,10 +93,18 @@ def alignment_tsne(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndar
                    class_names: Sequence[str] | None = None, random_state: int = 0) -> Figure | None:
     """MT-PKDOT Fig. 5 (in 2-D): t-SNE of the teacher's joint embedding and each adapter's view
     of the probe batch before (left) and after (right) training with adapter alignment.
-    Colour = view, marker = class; each side is one t-SNE map of all its views."""
+    Colour = view, marker = class (for regression targets: tercile of the first target); each
+    side is one t-SNE map of all its views."""
     if not before or not after or len(labels) < 5:
         return None
-    labels = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(int)
+    labels = np.asarray(labels)
+    if _is_classes(labels):
+        labels = labels.astype(int)
+        group_name = lambda c: _class_name(class_names, int(c))
+    else:  # regression: terciles of the first target
+        first = labels.reshape(len(labels), -1)[:, 0].astype(float)
+        labels = np.digitize(first, np.quantile(first, [1 / 3, 2 / 3]))
+        group_name = lambda c: f"first target: {('low', 'middle', 'high')[int(c)]} third"
     views = [v for v in before if v in after]
     fig = _figure(11, 5)
     axes = fig.subplots(1, 2)
@@ -102,7 +121,7 @@ def alignment_tsne(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndar
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [Line2D([], [], ls="", marker="o", color=colours[v], label=f"view: {v}") for v in views]
-    handles += [Line2D([], [], ls="", marker=MARKERS[k % len(MARKERS)], color="0.3", label=_class_name(class_names, int(c)))
+    handles += [Line2D([], [], ls="", marker=MARKERS[k % len(MARKERS)], color="0.3", label=group_name(c))
                 for k, c in enumerate(classes)]
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
     fig.suptitle(f"Teacher representations (t-SNE, random_state={random_state}), validation probe batch")
@@ -193,8 +212,8 @@ def amid_gap(histories: Mapping[str, Sequence[Sequence[Mapping[str, float]]]]) -
         grid = {key: np.full((len(folds), length), np.nan) for key in ("teacher", "student")}
         for j, fold in enumerate(folds):
             for e, record in enumerate(fold):
-                for key in grid:
-                    grid[key][j, e] = record.get(key, math.nan)
+                for key, values in grid.items():
+                    values[j, e] = record.get(key, math.nan)
         epochs = np.arange(1, length + 1)
         teacher, student = (np.nanmean(grid[k], axis=0) for k in ("teacher", "student"))
         colour = f"C{i}"
@@ -300,7 +319,7 @@ def regression_scatter(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
     first = np.asarray(next(iter(predictions.values()))[0])
     n_targets = 1 if first.ndim == 1 else first.shape[1]
     n = len(predictions)
-    fig = _figure(3.0 * n_targets + 0.5, 2.8 * n)
+    fig = _figure(3.6 * n_targets + 0.5, 2.9 * n)
     axes = np.asarray(fig.subplots(n, n_targets, squeeze=False))
     rng = np.random.default_rng(seed)
     for r, (row, (outputs, labels)) in enumerate(predictions.items()):
@@ -314,7 +333,7 @@ def regression_scatter(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
             lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
             ax.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
             name = target_names[t] if target_names is not None and t < len(target_names) else f"target {t}"
-            ax.set_title(f"{row}: {name} (pooled CCC {_ccc(x, y):.3f})", fontsize=8)
+            ax.set_title(f"{row}: {name}\npooled CCC {_ccc(x, y):.3f}", fontsize=8)
             ax.set_xlabel("true", fontsize=8)
             ax.set_ylabel("predicted", fontsize=8)
     return fig

@@ -145,6 +145,9 @@ class RowStats:
     gap_closed: float = math.nan
     gap_closed_per_fold: list[float] = field(default_factory=list)
     test: PairedTest | None = None
+    gap_reference: str = ""
+    """What the gap is measured to: ``"teacher"`` (the teacher row) or ``"teacher_<metric>"`` (the
+    row's own online teacher, e.g. AMID's, when the run has no teacher row)."""
 
     @property
     def n_runs(self) -> int:
@@ -163,7 +166,9 @@ def row_stats(summary: Mapping, baseline: str = BASELINE_ROW, teacher: str = TEA
     """Statistics of every row of ``summary.json``, in its order.
 
     The gap closed is computed for rows other than the baseline and the teacher when both are
-    present; paired tests for every row other than the baseline when it is present.
+    present; without a teacher row, a row that scores its own online teacher (AMID's
+    ``teacher_<metric>``) is measured against that teacher instead (``gap_reference`` says which).
+    Paired tests for every row other than the baseline when it is present.
     """
     methods = summary["methods"]
     metric = headline_metric(summary)
@@ -175,9 +180,12 @@ def row_stats(summary: Mapping, baseline: str = BASELINE_ROW, teacher: str = TEA
         stats = RowStats(row, {name: mean_std(v) for name, v in values.items()}, metric)
         if row != baseline and base is not None and metric in values:
             stats.test = paired_test(values[metric], base)
-            if row != teacher and top is not None:
-                stats.gap_closed = gap_closed(mean_std(values[metric])[0], mean_std(base)[0], mean_std(top)[0])
-                stats.gap_closed_per_fold = gap_closed_per_fold(values[metric], base, top).tolist()
+            own = f"teacher_{metric}"
+            reference, ref_name = (top, teacher) if top is not None else (values.get(own), own)
+            if row != teacher and reference is not None:
+                stats.gap_closed = gap_closed(mean_std(values[metric])[0], mean_std(base)[0], mean_std(reference)[0])
+                stats.gap_closed_per_fold = gap_closed_per_fold(values[metric], base, reference).tolist()
+                stats.gap_reference = ref_name
         out.append(stats)
     return out
 
