@@ -66,7 +66,7 @@ def print_summary(summary: dict, run_dir: Path, seconds: float) -> None:
     console.print(f"results in [bold]{run_dir}[/] ({seconds:.0f} s)")
 
 
-def execute(cfg: RunConfig, out: Path) -> None:
+def execute(cfg: RunConfig, out: Path, resume: Path | None = None) -> None:
     from privkd.training.crossval import (
         run_experiment,  # heavy imports only when training
     )
@@ -74,9 +74,14 @@ def execute(cfg: RunConfig, out: Path) -> None:
     start = time.perf_counter()
     from privkd.training.run_dir import is_primary_process
 
-    result = run_experiment(cfg, out, progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"))
+    result = run_experiment(cfg, out, progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"), resume=resume)
     if is_primary_process():  # data-parallel workers stay silent
         print_summary(result.summary, result.run_dir, time.perf_counter() - start)
+    if result.failures:
+        for failure in result.failures:
+            console.print(f"[bold red]failed:[/] fold {failure['fold']}, {failure['row']}: {failure['error']}", highlight=False)
+        console.print(f"finished results are kept; rerun the failed ones with: privkd run --resume {result.run_dir}")
+        raise typer.Exit(code=3)
 
 
 @app.command()
@@ -91,19 +96,31 @@ def demo(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="YAML config file, or a shipped config name (demo, compare).")],
+    config: Annotated[Path | None, typer.Argument(help="YAML config file, or a shipped config name (demo, compare).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a key, e.g. --set training.epochs=5.")] = [],  # noqa: B006
     only: Annotated[list[str], typer.Option("--only", help="Train only these rows (methods or variants); repeatable.")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option("--out", help="Directory under which the run directory is created.")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option("--resume", help="Finish an interrupted run in its own directory (reads its config.yaml).")] = None,
     devices: Annotated[int | None, typer.Option("--devices", help="Data-parallel processes per node (training.devices).")] = None,
     num_nodes: Annotated[int | None, typer.Option("--num-nodes", help="Nodes (training.num_nodes).")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="Lightning strategy, e.g. ddp (training.strategy).")] = None,
 ) -> None:
-    """Run the experiment described by CONFIG."""
+    """Run the experiment described by CONFIG, or finish an interrupted one with --resume RUN_DIR."""
     scale = {"training.devices": devices, "training.num_nodes": num_nodes, "training.strategy": strategy}
     overrides = list(set_) + [f"{key}={value}" for key, value in scale.items() if value is not None]
-    cfg = guarded(lambda: restrict_rows(load_config(config, overrides), list(only)))
-    guarded(lambda: execute(cfg, out))
+
+    def configure() -> RunConfig:
+        if resume is None:
+            if config is None:
+                raise PrivkdError("no CONFIG given", "pass a YAML config (or a shipped name), or --resume RUN_DIR")
+            return restrict_rows(load_config(config, overrides), list(only))
+        if config is not None or overrides or only:
+            raise PrivkdError("--resume finishes a run exactly as it was configured",
+                              "drop CONFIG, --set, --only and the scale options when resuming")
+        return load_config(resume / "config.yaml")
+
+    cfg = guarded(configure)
+    guarded(lambda: execute(cfg, out, resume))
 
 
 @app.command()

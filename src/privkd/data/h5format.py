@@ -396,6 +396,26 @@ def read_info(path: str | Path) -> DatasetInfo:
 # ----------------------------------------------------------------------- writing
 
 
+def _check_text(file: Path, field: str, text: str) -> None:
+    """HDF5 stores UTF-8 strings without NUL characters: refuse what it would mangle or reject."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DatasetError(file, field, f"{text!r} is not valid Unicode text ({err.reason})",
+                           "remove unpaired surrogate characters") from None
+    if "\x00" in text:
+        raise DatasetError(file, field, f"{text!r} contains a NUL character, which HDF5 strings cannot hold",
+                           "remove the NUL characters")
+
+
+def _check_modality_name(file: Path, name: Any) -> None:
+    """A modality name becomes an HDF5 path component: one non-empty name, no '/', no NUL."""
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise DatasetError(file, f"/modalities/{name!r}", f"{name!r} cannot name a modality (it becomes an HDF5 path)",
+                           "use a plain name such as 'eda' or 'face_video' (no '/', not empty)")
+    _check_text(file, f"/modalities/{name!r}", name)
+
+
 def _string_column(file: Path, field: str, values: Sequence[str] | np.ndarray | None) -> np.ndarray | None:
     """In-memory counterpart of :func:`_read_strings`: strings only, never silently ``str()``-ed.
 
@@ -410,6 +430,8 @@ def _string_column(file: Path, field: str, values: Sequence[str] | np.ndarray | 
     if bad:
         raise DatasetError(file, field, f"entry {bad[0]} is {array[bad[0]]!r} ({type(array[bad[0]]).__name__}), "
                            "not a string", f"pass {field[1:]} as strings, e.g. f'{{subject_id:02d}}'")
+    for i, text in enumerate(array):
+        _check_text(file, f"{field}[{i}]", text)
     return array
 
 
@@ -504,6 +526,14 @@ def _prepare_content(
     source: str,
 ) -> _Content:
     """The content about to be written, in the form the shared rules inspect."""
+    for name in modalities:
+        _check_modality_name(path, name)
+    for field, text in (("/@description", description), ("/@source", source)):
+        _check_text(path, field, text)
+    for field, names in (("/@class_names", class_names), ("/@target_names", target_names),
+                         *((f"/modalities/{m}@channel_names", c) for m, c in (channel_names or {}).items())):
+        for text in names or ():
+            _check_text(path, field, str(text))
     attrs: dict[str, Any] = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "task": task,
                              "description": description, "source": source}
     if class_names is not None:

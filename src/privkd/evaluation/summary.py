@@ -55,4 +55,9 @@ def summary_markdown(summary: Mapping, title: str) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    failed = summary.get("failed", [])
+    if failed:
+        lines += ["", f"**{len(failed)} (fold, method) results failed** and are left out of the means above "
+                  "(details in each `failed.json`; `privkd run --resume RUN_DIR` retries them):", ""]
+        lines += [f"- fold {f['fold']}, {f['row']}: {f['error']}" for f in failed]
     return "\n".join(lines) + "\n"

@@ -190,6 +190,18 @@ class AMIDModule(PrivkdModule):
         self.log_dict({"train/teacher_accuracy": record["teacher"], "train/student_accuracy": record["student"]})
         self._epoch_correct = {"teacher": 0, "student": 0, "total": 0}
 
+    def training_state(self) -> dict:
+        """Eq. 14's smoothed alignments (they set lambda for the next epoch) and the Fig. 4 history."""
+        return {"smoothed": list(self.lambdas.smoothed), "gap_history": self.gap_history,
+                "epoch_correct": dict(self._epoch_correct),
+                "alignment": {"sums": list(self.alignment.sums), "counts": list(self.alignment.counts)}}
+
+    def load_training_state(self, state: dict) -> None:
+        self.lambdas.smoothed = list(state["smoothed"])
+        self.gap_history = list(state["gap_history"])
+        self._epoch_correct = dict(state["epoch_correct"])
+        self.alignment.sums, self.alignment.counts = list(state["alignment"]["sums"]), list(state["alignment"]["counts"])
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         discriminators = list(self.d1.parameters()) + (list(self.d2.parameters()) if self.d2 is not None else [])
         disc_ids = {id(p) for p in discriminators}

@@ -7,6 +7,7 @@ two rows of a results table comes from the training signal and nothing else.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Mapping
 
 import lightning as L
@@ -18,6 +19,24 @@ from privkd.evaluation.metrics import SELECTION_METRIC, score
 from privkd.losses.task import task_loss
 from privkd.models.network import PrivilegedNet
 from privkd.training.distributed import gather
+
+def random_state() -> dict:
+    """Python, NumPy and torch (CPU) random states as plain lists and tensors, which
+    ``torch.load(weights_only=True)`` reads back."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss],
+            "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state()}
+
+
+def restore_random_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
 
 SELECTION_KEY = "val/selection"
 """Logged each validation epoch: the task's selection metric (macro-F1 or CCC on the
@@ -87,6 +106,24 @@ class PrivkdModule(L.LightningModule):
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, prog_bar=True)
         selection = metrics[SELECTION_METRIC[self.task]] if self.epoch_is_selectable() else UNSELECTABLE
         self.log(SELECTION_KEY, selection)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the random state and the method's own bookkeeping, so that training resumed
+        from this checkpoint draws the same dropout masks and keeps the same histories."""
+        checkpoint["privkd"] = {"rng": random_state(), "method": self.training_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("privkd")
+        if saved is not None:
+            restore_random_state(saved["rng"])
+            self.load_training_state(saved["method"])
+
+    def training_state(self) -> dict:
+        """Bookkeeping beyond parameters that a resumed run must carry on (per-epoch histories)."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Inverse of :meth:`training_state`."""
 
     def epoch_is_selectable(self) -> bool:
         """Whether this epoch's weights may be chosen as the result (all epochs, by default)."""

@@ -65,6 +65,13 @@ class MTPKDOTModule(StudentModule):
             terms["centroid"] = centroid_loss(teacher_rows, student_rows)
         return terms
 
+    def training_state(self) -> dict:
+        return {"selection_history": self.selection_history, "epoch_selection": dict(self._epoch_selection)}
+
+    def load_training_state(self, state: dict) -> None:
+        self.selection_history = list(state["selection_history"])
+        self._epoch_selection = Counter(state["epoch_selection"])
+
     def on_train_epoch_end(self) -> None:
         names = [JOINT, *self.teacher.adapters.keys()]
         counts = {name: self._epoch_selection.get(name, 0) for name in names}

@@ -8,7 +8,9 @@ later failure never loses a finished result.
 
 from __future__ import annotations
 
+import json
 import math
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +38,13 @@ from privkd.data import (
 from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
 from privkd.deploy import save_student, student_role
-from privkd.errors import ConfigError
+from privkd.errors import ConfigError, PrivkdError
 from privkd.evaluation.metrics import Predictions, predict, retrieval_recall, score
 from privkd.evaluation.summary import aggregate, summary_markdown
 from privkd.methods.amid import AMIDModule
 from privkd.methods.base import PrivkdModule
 from privkd.methods.mt_pkdot import MTPKDOTModule
-from privkd.methods.registry import build_module, reference_backbone
+from privkd.methods.registry import build_module, build_net, reference_backbone
 from privkd.methods.teacher import refit_tnet
 from privkd.models.network import TOKENS_SUFFIX, PrivilegedNet
 from privkd.training.feature_cache import cached_tokens
@@ -57,14 +59,6 @@ from privkd.training.run_dir import (
 )
 
 ProgressCallback = Callable[[str], None]
-
-
-@dataclass
-class RunResult:
-    """Where a run lives and what it found."""
-
-    run_dir: Path
-    summary: dict
 
 
 EMBEDDED_NAMES = {"embedded": "classification", "embedded-regression": "regression"}
@@ -191,65 +185,161 @@ def make_folds(cfg: RunConfig, dataset: MultimodalDataset) -> list[Fold]:
                          labels=dataset.labels if dataset.info.task == "classification" else None)[: e.max_folds]
 
 
-def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None) -> RunResult:
+@dataclass
+class RunResult:
+    """Where a run lives and what it found; ``failures`` lists the (fold, row) pairs that failed."""
+
+    run_dir: Path
+    summary: dict
+
+    @property
+    def failures(self) -> list[dict]:
+        return self.summary.get("failed", [])
+
+
+def fold_records(folds: list[Fold]) -> list[dict]:
+    return [{"fold": f.index, "train": list(f.train_subjects), "val": list(f.val_subjects), "test": list(f.test_subjects)}
+            for f in folds]
+
+
+def start_run(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: list[Fold], primary: bool) -> Path:
+    """A new run directory with the resolved config, the environment and the folds."""
+    run_dir = open_run_dir(out_root, cfg.name)
+    if primary:
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
+        write_json_atomic(run_dir / "folds.json", fold_records(folds))
+    return run_dir
+
+
+def check_resumable(run_dir: Path, cfg: RunConfig, folds: list[Fold]) -> None:
+    """The run to resume must be this config on these folds, or its finished results would mix with others."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise PrivkdError(f"{run_dir}: not a privkd run directory (no config.yaml)", "pass the directory that `privkd run` printed")
+    if yaml.safe_load(saved.read_text()) != config_to_dict(cfg):
+        raise PrivkdError(f"{saved}: the config differs from the one being resumed",
+                          "resume with `privkd run --resume RUN_DIR` alone, which reads the run's own config.yaml")
+    folds_file = run_dir / "folds.json"
+    if folds_file.is_file() and json.loads(folds_file.read_text()) != fold_records(folds):
+        raise PrivkdError(f"{folds_file}: the dataset now gives other folds than the interrupted run",
+                          "resume against the same dataset file, or start a new run")
+
+
+def finished_record(row_dir: Path) -> dict | None:
+    """The metrics of a (fold, row) a previous attempt finished, else ``None``."""
+    path = row_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_finished_teacher(row_dir: Path, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
+    """The fold's teacher (T-Net refit included) as a finished earlier attempt saved it."""
+    net = build_net("teacher", cfg, info)
+    net.load_state_dict(torch.load(row_dir / "model.pt", map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def train_row(row: str, cfg: RunConfig, fold: Fold, sets: tuple[Dataset, Dataset, Dataset], info: DatasetInfo,
+              teacher: PrivilegedNet | None, row_dir: Path, primary: bool) -> tuple[dict, PrivilegedNet]:
+    """Train, score and save one (fold, row); returns its record and trained network."""
+    train_set, val_set, test_set = sets
+    row_cfg = variant_config(cfg, row)
+    seed = cfg.seed + 1000 * fold.index
+    seed_everything(seed)
+    module = build_module(row_method(cfg, row), row_cfg, info, teacher=teacher)
+    recorders = probe_recorders(module, row, val_set)
+    fitted = fit(module, train_set, val_set, row_cfg.training, row_dir, seed, callbacks=list(recorders.values()))
+    module = fitted.module
+    record: dict = {"fold": fold.index, "row": row, "method": row_method(cfg, row), "validation": fitted.validation}
+    if row == "teacher":
+        record["tnet"] = refit_tnet_on_fold(module.net, train_set, val_set, cfg)
+    if isinstance(module, MTPKDOTModule):
+        record["teacher_selection"] = module.selection_history
+    if isinstance(module, AMIDModule):
+        record["teacher_student_gap"] = module.gap_history
+    test = predict(module.net, make_loader(test_set, cfg.training, train=False))
+    record["test"] = score_on_fold(module, info, cfg, train_set, test_set, test)
+    if primary:
+        torch.save(module.net.state_dict(), row_dir / "model.pt")
+        save_deployable_student(row_dir / "student", module.net, row_cfg, info, row, record["method"], fold, record["test"])
+        save_predictions(row_dir / "test_predictions.npz", test, test_set)
+        for name, recorder in recorders.items():
+            recorder.save(row_dir / name)
+        write_json_atomic(row_dir / "metrics.json", record)  # last: its presence marks the row finished
+        (row_dir / FAILED_FILE).unlink(missing_ok=True)
+    return record, module.net
+
+
+FAILED_FILE = "failed.json"
+
+
+def record_failure(row_dir: Path, fold: Fold, row: str, error: BaseException, primary: bool) -> dict:
+    """What failed, kept beside the results (``failed.json``) and listed in the summary."""
+    failure = {"fold": fold.index, "row": row, "error": f"{type(error).__name__}: {error}"}
+    if primary:
+        write_json_atomic(row_dir / FAILED_FILE, {**failure, "traceback": traceback.format_exc()})
+    return failure
+
+
+def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None,
+                   resume: str | Path | None = None) -> RunResult:
     """Train and score every method on every fold; write config, environment, per-fold
-    metrics, ``summary.json`` and ``summary.md`` under a new run directory."""
+    metrics, ``summary.json`` and ``summary.md`` under a new run directory.
+
+    Everything that can be checked (config against dataset, folds, feature caches) is checked
+    before the run directory is created, so a refused run leaves nothing behind. A (fold, row)
+    that fails is recorded in ``failed.json`` and the summary, and the other folds go on (the
+    fold's students fail with its teacher). ``resume`` continues an interrupted run in its
+    own directory: finished (fold, row) pairs are read back, an interrupted training continues
+    from its last epoch, and the result equals an uninterrupted run's.
+    """
     data_path = resolve_data_path(cfg.data.path)
     info = read_info(data_path)
     check_against_dataset(cfg, info)
     primary = is_primary_process()  # data-parallel workers train alongside but write nothing
-    run_dir = open_run_dir(out_root, cfg.name)
     if not primary:
         progress = lambda _: None
-    else:
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
-
     dataset = open_dataset(cfg, info, data_path, progress)
     folds = make_folds(cfg, dataset)
-    if primary:
-        write_json_atomic(run_dir / "folds.json", [
-            {"fold": f.index, "train": list(f.train_subjects), "val": list(f.val_subjects), "test": list(f.test_subjects)}
-            for f in folds
-        ])
+    if resume is not None:
+        run_dir = Path(resume)
+        check_resumable(run_dir, cfg, folds)
+    else:
+        run_dir = start_run(cfg, out_root, data_path, folds, primary)
 
     rows = rows_to_train(cfg)
     per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
+    failures: list[dict] = []
     for fold in folds:
-        train_set, val_set, test_set = (dataset.subset(idx) for idx in (fold.train, fold.val, fold.test))
-        seed = cfg.seed + 1000 * fold.index
-        teacher = None
+        sets = tuple(dataset.subset(idx) for idx in (fold.train, fold.val, fold.test))
+        teacher: PrivilegedNet | None = None
+        teacher_error: str | None = None
         for row in rows:
-            progress(f"fold {fold.index + 1}/{len(folds)}: {row}")
             row_dir = run_dir / f"fold_{fold.index}" / row
-            row_cfg = variant_config(cfg, row)
-            seed_everything(seed)
-            module = build_module(row_method(cfg, row), row_cfg, info, teacher=teacher)
-            recorders = probe_recorders(module, row, val_set)
-            fitted = fit(module, train_set, val_set, row_cfg.training, row_dir, seed, callbacks=list(recorders.values()))
-            module = fitted.module
-            record: dict = {"fold": fold.index, "row": row, "method": row_method(cfg, row), "validation": fitted.validation}
-            if row == "teacher":
-                teacher = module.net
-                record["tnet"] = refit_tnet_on_fold(teacher, train_set, val_set, cfg)
-            if isinstance(module, MTPKDOTModule):
-                record["teacher_selection"] = module.selection_history
-            if isinstance(module, AMIDModule):
-                record["teacher_student_gap"] = module.gap_history
-            test = predict(module.net, make_loader(test_set, cfg.training, train=False))
-            record["test"] = score_on_fold(module, info, cfg, train_set, test_set, test)
-            if primary:
-                torch.save(module.net.state_dict(), row_dir / "model.pt")
-                save_deployable_student(row_dir / "student", module.net, row_cfg, info, row, record["method"], fold,
-                                        record["test"])
-                save_predictions(row_dir / "test_predictions.npz", test, test_set)
-                for name, recorder in recorders.items():
-                    recorder.save(row_dir / name)
-                write_json_atomic(row_dir / "metrics.json", record)
+            record = finished_record(row_dir)
+            try:
+                needs_teacher = needs_fold_teacher(variant_config(cfg, row), row_method(cfg, row))
+                if teacher_error is not None and needs_teacher:
+                    raise RuntimeError(f"the fold's teacher failed ({teacher_error})")
+                if record is None:
+                    if needs_teacher and teacher is None:  # finished in an earlier attempt
+                        teacher = load_finished_teacher(run_dir / f"fold_{fold.index}" / "teacher", cfg, info)
+                    progress(f"fold {fold.index + 1}/{len(folds)}: {row}")
+                    record, net = train_row(row, cfg, fold, sets, info, teacher, row_dir, primary)
+                    if row == "teacher":
+                        teacher = net
+            except Exception as error:  # noqa: BLE001 - one failed (fold, row) must not lose the others
+                failures.append(record_failure(row_dir, fold, row, error, primary))
+                progress(f"fold {fold.index + 1}/{len(folds)}: {row} FAILED: {failures[-1]['error']}")
+                if row == "teacher":
+                    teacher_error = failures[-1]["error"]
+                continue
             per_fold[row].append(record["test"])
 
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)
+    if failures:
+        summary["failed"] = failures
     if primary:
         write_json_atomic(run_dir / "summary.json", summary)
         write_text_atomic(run_dir / "summary.md", summary_markdown(summary, f"privkd results: {cfg.name}"))

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from privkd.atomic import write_atomic
 from privkd.config import TrainingConfig
 from privkd.errors import SplitError
 from privkd.evaluation.metrics import SELECTION_METRIC
@@ -26,6 +28,10 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*number of training batches.*is smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")  # frozen teachers
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming into its own directory
+
+
+LAST_CHECKPOINT = "last.ckpt"
 
 
 def seed_everything(seed: int) -> None:
@@ -33,16 +39,39 @@ def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
 
 
+class EpochShuffler(Sampler[int]):
+    """A random order that depends only on ``(seed, epoch)``.
+
+    A shared generator would make epoch ``e``'s order depend on how many epochs this process
+    has drawn; here a run resumed at epoch ``e`` replays exactly the orders of an
+    uninterrupted one. Lightning calls :meth:`set_epoch` before every epoch.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def make_loader(dataset: Dataset, cfg: TrainingConfig, *, train: bool, seed: int = 0) -> DataLoader:
-    """Training loaders shuffle with a seeded generator and drop a ragged last batch, so every
-    structural loss sees full batches; evaluation loaders keep every sample in order."""
-    generator = torch.Generator().manual_seed(seed) if train else None
+    """Training loaders shuffle by :class:`EpochShuffler` and drop a ragged last batch, so every
+    structural loss sees full batches; evaluation loaders keep every sample in order. The
+    loader's own generator only seeds worker processes, so iterating never draws from the
+    global random state that dropout uses."""
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
-        shuffle=train,
+        sampler=EpochShuffler(len(dataset), seed) if train else None,
         drop_last=train and len(dataset) > cfg.batch_size,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
     )
@@ -65,6 +94,25 @@ def encode_dataset(net: PrivilegedNet, dataset: Dataset, batch_size: int = 512) 
     return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
+def epoch_log_path(out_dir: Path) -> Path:
+    return out_dir / "logs" / "metrics.csv"
+
+
+def read_epoch_log(out_dir: Path) -> pd.DataFrame | None:
+    path = epoch_log_path(out_dir)
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def keep_earlier_epochs(out_dir: Path, earlier: pd.DataFrame) -> None:
+    """Lightning's CSV logger starts a fresh file on resume: put back the epochs logged
+    before the interruption, so the training curves stay whole."""
+    resumed = read_epoch_log(out_dir)
+    if resumed is None or resumed.empty:
+        return
+    merged = pd.concat([earlier[earlier["epoch"] < resumed["epoch"].min()], resumed], ignore_index=True)
+    write_atomic(epoch_log_path(out_dir), lambda tmp: merged.to_csv(tmp, index=False))
+
+
 @dataclass
 class FitResult:
     """A trained module (weights of its selected epoch) and that epoch's validation score."""
@@ -81,6 +129,10 @@ def fit(
 
     ``seed`` drives dropout and the shuffling order; seed the global generators before
     building ``module`` too (see :func:`seed_everything`) so its initialisation is fixed.
+
+    Every epoch also writes ``checkpoints/last.ckpt`` (weights, optimiser, loop and callback
+    state, random state); when that file exists the interrupted training continues from it
+    and ends exactly where an uninterrupted one would. It is removed once training is over.
     """
     monitor = SELECTION_KEY  # validation subjects only, never the test fold
     if len(train_set) < 2 or len(val_set) < 1:
@@ -90,6 +142,9 @@ def fit(
     for net in module.trained_networks():
         net.fit_standardization(lambda name: modality_batches(train_set, name), skip=net.frozen_backbones())
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode="max", save_weights_only=True)
+    last = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=LAST_CHECKPOINT.removesuffix(".ckpt"), save_top_k=1,
+                           enable_version_counter=False)
+    resume = out_dir / "checkpoints" / LAST_CHECKPOINT
     trainer = L.Trainer(
         max_epochs=max(cfg.epochs, module.min_epochs()),
         min_epochs=module.min_epochs(),
@@ -101,15 +156,21 @@ def fit(
         sync_batchnorm=cfg.sync_batchnorm,
         deterministic=True,
         logger=CSVLogger(out_dir, name="logs", version=""),
-        callbacks=[checkpoint, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience), *callbacks],
+        callbacks=[checkpoint, last, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience), *callbacks],
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         log_every_n_steps=10,
         num_sanity_val_steps=0,
         limit_train_batches=cfg.limit_train_batches,
     )
-    trainer.fit(module, make_loader(train_set, cfg, train=True, seed=seed), make_loader(val_set, cfg, train=False))
+    resuming = resume.is_file()
+    earlier_log = read_epoch_log(out_dir) if resuming else None
+    trainer.fit(module, make_loader(train_set, cfg, train=True, seed=seed), make_loader(val_set, cfg, train=False),
+                ckpt_path=resume if resuming else None)
+    if earlier_log is not None:
+        keep_earlier_epochs(out_dir, earlier_log)
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
+    resume.unlink(missing_ok=True)
     validation = {f"val/{SELECTION_METRIC[module.task]}": float(checkpoint.best_model_score), "epochs_trained": int(trainer.current_epoch)}
     return FitResult(module.cpu().eval(), validation)

@@ -67,7 +67,14 @@ class SimilarityRecorder(L.Callback):
         self.epochs: list[np.ndarray] = []
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.epochs = [joint_similarity(self.student, self.probe["inputs"])]
+        if not self.epochs:  # a resumed run carries the epochs recorded before the interruption
+            self.epochs = [joint_similarity(self.student, self.probe["inputs"])]
+
+    def state_dict(self) -> dict:
+        return {"epochs": [torch.from_numpy(matrix) for matrix in self.epochs]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epochs = [matrix.numpy() for matrix in state_dict["epochs"]]
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.epochs.append(joint_similarity(self.student, self.probe["inputs"]))
@@ -86,7 +93,14 @@ class AlignmentRecorder(L.Callback):
         self.before: dict[str, np.ndarray] = {}
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.before = teacher_views(self.teacher, self.probe["inputs"])
+        if not self.before:  # a resumed run carries the views recorded before the interruption
+            self.before = teacher_views(self.teacher, self.probe["inputs"])
+
+    def state_dict(self) -> dict:
+        return {"before": {name: torch.from_numpy(view) for name, view in self.before.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = {name: view.numpy() for name, view in state_dict["before"].items()}
 
     def save(self, path: Path) -> None:
         """Before and after (the selected weights, now loaded) views, keys ``before/<view>``, ``after/<view>``."""
