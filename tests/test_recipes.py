@@ -11,7 +11,8 @@ from layouts import make_affwild2_layout, make_biovid_layout, make_features_layo
 from privkd.cli import app
 from privkd.config import load_config
 
-SMOKE = ["training.epochs=1", "training.limit_train_batches=1", "training.batch_size=4", "training.progress_bar=false",
+SMOKE = ["training.epochs=1", "training.limit_train_batches=1", "training.batch_size=4", "structural.k=2",
+         "training.progress_bar=false",
          "evaluation.max_folds=1", "teacher.tnet_refit_epochs=1"]
 
 

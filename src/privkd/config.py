@@ -335,6 +335,11 @@ def _check_cross_fields(cfg: RunConfig) -> None:
     unknown = sorted(set(cfg.model.frozen_backbones) - modalities)
     if unknown:
         raise ConfigError("model.frozen_backbones", f"{unknown[0]!r} is not a prevalent or privileged modality", f"use some of {sorted(modalities)}")
+    structural = [m for m in (*cfg.methods, *(v.method for v in cfg.variants.values())) if m in ("pkdot", "mtpkdot")]
+    if structural and cfg.structural.k >= cfg.training.batch_size:
+        raise ConfigError("structural.k", f"{cfg.structural.k} anchors need batches of more than {cfg.structural.k} "
+                          f"samples, but training.batch_size is {cfg.training.batch_size}",
+                          "lower structural.k or raise training.batch_size (the papers: 30 anchors, batch 128)")
     if cfg.training.batch_size < 2 and students:
         raise ConfigError("training.batch_size", "structural distillation needs at least 2 samples per batch", "use >= 2")
 

@@ -147,6 +147,28 @@ class MultimodalDataset(Dataset):
         return {"inputs": inputs, "label": torch.as_tensor(self._labels[i]),
                 "subject": str(self._subjects[i]), "index": row}
 
+    def check_values(self) -> None:
+        """Refuse NaN or inf in a loaded modality, and channels constant over every sample (a
+        dead or unplugged sensor carries no information and would only look like data)."""
+        if self._memory is None:
+            raise RuntimeError("check_values needs a dataset loaded with in_memory=True")
+        for name in self.modalities:
+            values = self._memory[name]
+            field = f"/modalities/{name}"
+            bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+            if bad.any():
+                raise DatasetError(self.path, field, f"NaN or inf in sample {int(self._rows[int(bad.nonzero()[0])])}",
+                                   "replace or drop non-finite values (re-import the data)")
+            if len(values) < 2 or values.dim() < 2:
+                continue
+            per_channel = values.transpose(0, 1).reshape(values.shape[1], -1)
+            constant = (per_channel.max(dim=1).values == per_channel.min(dim=1).values).nonzero().flatten().tolist()
+            if constant:
+                channels = self._info.modalities[name].channel_names
+                label = [channels[c] for c in constant] if channels else constant
+                raise DatasetError(self.path, field, f"channel(s) {label} are constant over every sample",
+                                   "drop the channel (check the sensor), or leave the modality out of the config")
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> MultimodalDataset:
         """The same file, modalities and loading mode restricted to ``indices`` (rows of the file)."""
         return MultimodalDataset(self.path, self.modalities, indices, in_memory=self.in_memory, extra=self.extra)

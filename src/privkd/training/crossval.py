@@ -38,7 +38,7 @@ from privkd.data import (
 from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
 from privkd.deploy import save_student, student_role
-from privkd.errors import ConfigError, PrivkdError
+from privkd.errors import ConfigError, PrivkdError, SplitError
 from privkd.evaluation.metrics import Predictions, predict, retrieval_recall, score
 from privkd.evaluation.summary import aggregate, summary_markdown
 from privkd.methods.amid import AMIDModule
@@ -173,16 +173,42 @@ def open_dataset(cfg: RunConfig, info: DatasetInfo, data_path: Path, progress: P
         size = sum(4 * info.n_samples * math.prod(info.modalities[m].sample_shape) for m in raw)
         size += sum(array.nbytes for array in extra.values())
         in_memory = size < IN_MEMORY_LIMIT_BYTES
-    return MultimodalDataset(data_path, modalities=raw, in_memory=bool(in_memory), extra=extra)
+    dataset = MultimodalDataset(data_path, modalities=raw, in_memory=bool(in_memory), extra=extra)
+    if dataset.in_memory:  # lazily read files were value-checked by their importer
+        dataset.check_values()
+    return dataset
 
 
 def make_folds(cfg: RunConfig, dataset: MultimodalDataset) -> list[Fold]:
     """Subject-independent folds, or the one fold of the dataset's official split."""
     e = cfg.evaluation
     if e.protocol == "splits":
-        return [official_split_fold(dataset.subjects, dataset.splits, e.n_val_subjects, seed=cfg.seed)]
-    return subject_folds(dataset.subjects, n_folds=e.n_folds, n_val_subjects=e.n_val_subjects, seed=cfg.seed,
-                         labels=dataset.labels if dataset.info.task == "classification" else None)[: e.max_folds]
+        folds = [official_split_fold(dataset.subjects, dataset.splits, e.n_val_subjects, seed=cfg.seed)]
+    else:
+        folds = subject_folds(dataset.subjects, n_folds=e.n_folds, n_val_subjects=e.n_val_subjects, seed=cfg.seed)
+        folds = folds[: e.max_folds]
+    for fold in folds:
+        check_fold(fold, dataset)
+    return folds
+
+
+MIN_VALIDATION_SAMPLES = 2
+
+
+def check_fold(fold: Fold, dataset: MultimodalDataset) -> None:
+    """Refuse, before anything trains, a fold whose training part lacks a class (its test
+    samples could never be predicted) or whose validation part is too small to select on."""
+    if len(fold.val) < MIN_VALIDATION_SAMPLES:
+        raise SplitError(f"fold {fold.index}: the validation subjects {list(fold.val_subjects)} have {len(fold.val)} "
+                         f"sample(s), fewer than {MIN_VALIDATION_SAMPLES} to select an epoch on",
+                         "raise evaluation.n_val_subjects, or drop subjects with too few samples from the dataset")
+    names = dataset.info.class_names
+    if names is not None:
+        missing = sorted(set(range(len(names))) - set(dataset.labels[fold.train].tolist()))
+        if missing:
+            raise SplitError(f"fold {fold.index}: class(es) {[names[c] for c in missing]} have no training sample "
+                             f"(training subjects {list(fold.train_subjects)}), so their test samples cannot be learnt",
+                             "use fewer folds or a different seed, or leave classes no subject shows out of the dataset")
 
 
 @dataclass
@@ -235,7 +261,12 @@ def finished_record(row_dir: Path) -> dict | None:
 def load_finished_teacher(row_dir: Path, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
     """The fold's teacher (T-Net refit included) as a finished earlier attempt saved it."""
     net = build_net("teacher", cfg, info)
-    net.load_state_dict(torch.load(row_dir / "model.pt", map_location="cpu", weights_only=True))
+    path = row_dir / "model.pt"
+    try:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, KeyError) as err:
+        raise PrivkdError(f"{path}: not this run's teacher ({str(err).splitlines()[0]})",
+                          f"delete {row_dir} so that the teacher of this fold is trained again") from err
     return net.eval()
 
 
