@@ -3,7 +3,6 @@ or key and the fix, a non-zero exit code, no Python traceback, and no output lef
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -254,7 +253,9 @@ def test_the_catalogue_covers_at_least_twenty_cases():
     assert len(CASES) >= 20
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    import privkd.cli
+
+    monkeypatch.setitem(privkd.cli._state, "debug", False)  # restored after the test: --debug sets it process-wide
     result = CliRunner().invoke(app, ["--debug", *missing_dataset(tmp_path)])
     assert result.exit_code != 0 and result.exception is not None
-    shutil.rmtree(tmp_path / "runs", ignore_errors=True)
