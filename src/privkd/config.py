@@ -433,7 +433,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp in (int, bool, str, float):
         if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
             return value
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})", f"give a {_type_name(tp)}")
+        article = "an" if _type_name(tp)[0] in "aeiou" else "a"
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})", f"give {article} {_type_name(tp)}")
     raise TypeError(f"unsupported annotation {tp} for {key}")  # a schema bug, not a user error
 
 
