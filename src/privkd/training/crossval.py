@@ -8,6 +8,7 @@ later failure never loses a finished result.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import traceback
@@ -39,8 +40,10 @@ from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
 from privkd.deploy import save_student, student_role
 from privkd.errors import ConfigError, PrivkdError, SplitError
+from privkd.evaluation.diagnostics import structure_gap, tnet_fidelity
 from privkd.evaluation.metrics import Predictions, predict, retrieval_recall, score
 from privkd.evaluation.summary import aggregate, summary_markdown
+from privkd.losses.structural import StructuralOTLoss
 from privkd.methods.amid import AMIDModule
 from privkd.methods.base import PrivkdModule
 from privkd.methods.mt_pkdot import MTPKDOTModule
@@ -278,17 +281,25 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, sets: tuple[Dataset, Dataset
     seed = cfg.seed + 1000 * fold.index
     seed_everything(seed)
     module = build_module(row_method(cfg, row), row_cfg, info, teacher=teacher)
+    distilled = row_method(cfg, row) in STUDENT_METHODS
+    initial_student = copy.deepcopy(module.net) if distilled else None
     recorders = probe_recorders(module, row, val_set)
     fitted = fit(module, train_set, val_set, row_cfg.training, row_dir, seed, callbacks=list(recorders.values()))
     module = fitted.module
     record: dict = {"fold": fold.index, "row": row, "method": row_method(cfg, row), "validation": fitted.validation}
+    test_loader = make_loader(test_set, cfg.training, train=False)
     if row == "teacher":
         record["tnet"] = refit_tnet_on_fold(module.net, train_set, val_set, cfg)
+        record["tnet_test"] = tnet_fidelity(module.net, test_loader)
+    if distilled:
+        ot = StructuralOTLoss(k=row_cfg.structural.k, epsilon=row_cfg.structural.epsilon, mode=row_cfg.structural.ot_mode)
+        record["structure_test"] = {"before": structure_gap(teacher, initial_student, test_loader, ot),
+                                    "after": structure_gap(teacher, module.net, test_loader, ot)}
     if isinstance(module, MTPKDOTModule):
         record["teacher_selection"] = module.selection_history
     if isinstance(module, AMIDModule):
         record["teacher_student_gap"] = module.gap_history
-    test = predict(module.net, make_loader(test_set, cfg.training, train=False))
+    test = predict(module.net, test_loader)
     record["test"] = score_on_fold(module, info, cfg, train_set, test_set, test)
     if primary:
         torch.save(module.net.state_dict(), row_dir / "model.pt")
