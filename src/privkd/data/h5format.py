@@ -410,7 +410,7 @@ def _check_text(file: Path, field: str, text: str) -> None:
 
 def _check_modality_name(file: Path, name: Any) -> None:
     """A modality name becomes an HDF5 path component: one non-empty name, no '/', no NUL."""
-    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+    if not isinstance(name, str) or not name or "/" in name or name == ".":
         raise DatasetError(file, f"/modalities/{name!r}", f"{name!r} cannot name a modality (it becomes an HDF5 path)",
                            "use a plain name such as 'eda' or 'face_video' (no '/', not empty)")
     _check_text(file, f"/modalities/{name!r}", name)
