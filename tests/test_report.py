@@ -201,6 +201,22 @@ def test_report_files(tiny_run, report_out):
     assert not list(report_out.glob(".*.tmp")) and not list((tiny_run / "report").glob(".*.tmp"))
 
 
+def test_diagnostics_table_averages_each_folds_record(tiny_run, report_out):
+    import json
+
+    import numpy as np
+
+    md = (report_out / "report.md").read_text()
+    records = [json.loads(p.read_text()) for p in sorted(tiny_run.glob("fold_*/pkdot/metrics.json"))]
+    before = np.mean([r["structure_test"]["before"]["anchor_mad"] for r in records])
+    after = np.mean([r["structure_test"]["after"]["ot"] for r in records])
+    row = re.search(r"^\| structure: pkdot \|(.*)\|$", md, flags=re.MULTILINE).group(1).split("|")
+    assert float(row[0]) == pytest.approx(before, abs=5e-5) and float(row[3]) == pytest.approx(after, abs=5e-5)
+    r2 = np.mean([json.loads(p.read_text())["tnet_test"]["r2"] for p in tiny_run.glob("fold_*/teacher/metrics.json")])
+    assert re.search(rf"^\| T-Net \(teacher\) \|.*\| {r2:.4f} \|", md, flags=re.MULTILINE)
+    assert 'id="diagnostics"' in (report_out / "report.html").read_text()
+
+
 def test_missing_or_incomplete_run_dir(tmp_path, tiny_run):
     import typer
     from typer.testing import CliRunner

@@ -418,6 +418,35 @@ def _sweep_rows(sweep: Mapping) -> tuple[list[str], list[list[str]]]:
 # --------------------------------------------------------------------------- rendering
 
 
+DIAGNOSTICS_NOTE = ("On the test subjects of each fold, mean over folds. T-Net: R² and cosine of the hallucinated "
+                    "privileged tokens against the teacher's real ones. Structure: mean |teacher − student| of the "
+                    "anchored similarity rows and the structural OT value on test batches, for the student as "
+                    "initialised (before) and as trained (after); distillation claims to lower both.")
+
+
+def _diagnostic_rows(run_dir: Path) -> tuple[list[str], list[list[str]]]:
+    """One row per distilled method (structure before/after) and one for the T-Net, from each fold's metrics.json."""
+    records: dict[str, list[dict]] = {}
+    for fold in fold_dirs(run_dir):
+        for path in sorted(fold.glob("*/metrics.json")):
+            records.setdefault(path.parent.name, []).append(json.loads(path.read_text()))
+
+    def mean(values: list[float]) -> str:
+        return f"{np.mean(values):.4f}" if values else "—"
+
+    header = ["Diagnostic", "anchor |Δ| before", "anchor |Δ| after", "OT before", "OT after", "T-Net R²", "T-Net cosine"]
+    rows = []
+    tnet = [r["tnet_test"] for r in records.get("teacher", []) if "tnet_test" in r]
+    if tnet:
+        rows.append(["T-Net (teacher)", "—", "—", "—", "—", mean([t["r2"] for t in tnet]), mean([t["cosine"] for t in tnet])])
+    for row, recs in records.items():
+        gaps = [r["structure_test"] for r in recs if "structure_test" in r]
+        if gaps:
+            rows.append([f"structure: {row}", *(mean([g[when][key] for g in gaps]) for key in ("anchor_mad", "ot")
+                                                 for when in ("before", "after")), "—", "—"])
+    return header, rows
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     esc = lambda text: str(text).replace("|", "\\|")
     return ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|",
@@ -434,7 +463,7 @@ def _html_table(header: list[str], rows: list[list[str]], table_id: str, row_ids
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
-padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;
+padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.85em;display:block;overflow-x:auto;max-width:100%}th,td{border:1px solid #ccc;
 padding:0.3em 0.5em;text-align:right;white-space:nowrap}th:first-child,td:first-child{text-align:left}thead{background:#f3f3f3}
 figure{margin:2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:0.9em;color:#444}
 .notes li{font-size:0.9em;margin:0.2em 0}code{background:#f6f6f6;padding:0 0.2em}"""
@@ -472,6 +501,9 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
     if gap_rows:
         md += [f"### Gap closed per fold ({metric_label(headline_metric(summary))})", "", gap_note, "",
                *_md_table(gap_header, gap_rows), ""]
+    diagnostics = _diagnostic_rows(run_dir)
+    if diagnostics[1]:
+        md += ["## Diagnostics", "", DIAGNOSTICS_NOTE, "", *_md_table(*diagnostics), ""]
     if sweep is not None:
         md += ["## Sweep", "", f"Sweep `{sweep_dir}` of `{sweep.get('config', '?')}`.", "", *_md_table(*_sweep_rows(sweep)), ""]
     md += ["## Figures", ""]
@@ -490,6 +522,8 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
     if gap_rows:
         body += [f"<h3>Gap closed per fold ({html.escape(metric_label(headline_metric(summary)))})</h3>",
                  f"<p>{html.escape(gap_note)}</p>", _html_table(gap_header, gap_rows, "gap-per-fold")]
+    if diagnostics[1]:
+        body += ["<h2>Diagnostics</h2>", f"<p>{html.escape(DIAGNOSTICS_NOTE)}</p>", _html_table(*diagnostics, "diagnostics")]
     if sweep is not None:
         sweep_intro = (f"<p>Sweep <code>{html.escape(str(sweep_dir))}</code> of "
                        f"<code>{html.escape(str(sweep.get('config', '?')))}</code>.</p>")
