@@ -141,8 +141,27 @@ def sweep(
     def work() -> None:
         sweep_dir = run_sweep(config, list(set_), parse_grid(grid), out, row=row, trials=trials,
                               progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"))
-        console.print((sweep_dir / "sweep.md").read_text(), highlight=False)
+        console.print((sweep_dir / "sweep.md").read_text(), highlight=False, markup=False)
         console.print(f"sweep in [bold]{sweep_dir}[/]")
+
+    guarded(work)
+
+
+@app.command()
+def study(
+    config: Annotated[Path, typer.Argument(help="YAML config with a study section, or a shipped config name.")],
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds to repeat the run with (study.seeds).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a key.")] = [],  # noqa: B006
+    out: Annotated[Path, typer.Option("--out", help="Directory under which the study directory is created.")] = Path("runs"),
+) -> None:
+    """Tune every method on validation subjects only, over several seeds; report test scores once."""
+    from privkd.training.study import run_study
+
+    def work() -> None:
+        overrides = list(set_) + ([f"study.seeds={seeds}"] if seeds is not None else [])
+        study_dir = run_study(load_config(config, overrides), out, progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"))
+        console.print((study_dir / "study.md").read_text(), highlight=False, markup=False)
+        console.print(f"study in [bold]{study_dir}[/] (privkd report {study_dir} draws its table)")
 
     guarded(work)
 

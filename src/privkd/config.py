@@ -28,7 +28,7 @@ STUDENT_METHODS = METHOD_NAMES[2:7]
 ONLINE_METHODS = ("amid",)
 """Methods that train their own teacher together with the student."""
 
-SHARED_SECTIONS = ("data", "evaluation", "model", "teacher")
+SHARED_SECTIONS = ("data", "evaluation", "model", "teacher", "study")
 """Sections every row of a run shares; a variant may override any other section."""
 
 
@@ -264,6 +264,16 @@ class VariantConfig:
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    """``privkd study``: ``seeds`` repetitions of the run (seeds ``seed``, ``seed + 1``, ...), and
+    per method the candidate settings ``search.<method>.<section.key>: [values]`` (their grid),
+    of which each fold keeps the one with the best validation score."""
+
+    seeds: int = 3
+    search: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole experiment: data, folds, model, optimisation and the methods to compare."""
 
@@ -282,6 +292,7 @@ class RunConfig:
     p2p: PointToPointConfig = field(default_factory=PointToPointConfig)
     amid: AMIDConfig = field(default_factory=AMIDConfig)
     variants: dict[str, VariantConfig] = field(default_factory=dict)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def __post_init__(self) -> None:
         _check_cross_fields(self)
