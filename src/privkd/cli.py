@@ -117,10 +117,9 @@ def run(
         if config is not None or overrides or only:
             raise PrivkdError("--resume finishes a run exactly as it was configured",
                               "drop CONFIG, --set, --only and the scale options when resuming")
-        if not (resume / "config.yaml").is_file():
-            raise PrivkdError(f"{resume}: not a privkd run directory (it has no config.yaml)",
-                              "pass the run directory that `privkd run` printed (runs/<timestamp>-<name>)")
-        return load_config(resume / "config.yaml")
+        from privkd.training.crossval import run_config_path
+
+        return load_config(run_config_path(resume))
 
     cfg = guarded(configure)
     guarded(lambda: execute(cfg, out, resume))

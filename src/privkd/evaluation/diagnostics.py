@@ -11,25 +11,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from privkd.evaluation.metrics import evaluating
 from privkd.losses.structural import StructuralOTLoss, anchored_similarities
 from privkd.models.network import PrivilegedNet
 
 
-@torch.no_grad()
 def tnet_fidelity(teacher: PrivilegedNet, loader: DataLoader) -> dict[str, float]:
     """R² and mean cosine of the T-Net's privileged tokens against the real ones, per privileged modality and overall."""
-    teacher.eval()
     real: dict[str, list[torch.Tensor]] = {name: [] for name in teacher.tnet_outputs}
     fake: dict[str, list[torch.Tensor]] = {name: [] for name in teacher.tnet_outputs}
-    for batch in loader:
-        embeddings = teacher.encode(batch["inputs"])
-        for name, estimate in teacher.hallucinate(embeddings).items():
-            real[name].append(embeddings[name].flatten(0, 1))
-            fake[name].append(estimate.flatten(0, 1))
+    with evaluating(teacher):
+        for batch in loader:
+            embeddings = teacher.encode(batch["inputs"])
+            for name, estimate in teacher.hallucinate(embeddings).items():
+                real[name].append(embeddings[name].flatten(0, 1))
+                fake[name].append(estimate.flatten(0, 1))
     result = {}
     for name in teacher.tnet_outputs:
         target, estimate = torch.cat(real[name]), torch.cat(fake[name])
@@ -42,19 +44,20 @@ def tnet_fidelity(teacher: PrivilegedNet, loader: DataLoader) -> dict[str, float
     return result
 
 
-@torch.no_grad()
-def structure_gap(teacher: PrivilegedNet, student: PrivilegedNet, loader: DataLoader, ot_loss: StructuralOTLoss) -> dict[str, float]:
-    """Mean |X − Y| of teacher/student anchored similarity rows and the mean OT value over full test batches."""
-    teacher.eval()
-    was_training = student.training
-    student.eval()
-    differences, values = [], []
-    for batch in loader:
-        if len(batch["label"]) < 2:
-            continue
-        z_teacher, z_student = teacher(batch["inputs"]).embedding, student(batch["inputs"]).embedding
-        x, y = anchored_similarities(z_teacher, z_student, ot_loss.k)
-        differences.append(float((x - y).abs().mean()))
-        values.append(float(ot_loss.transport_loss(x, y)))
-    student.train(was_training)
-    return {"anchor_mad": sum(differences) / max(len(differences), 1), "ot": sum(values) / max(len(values), 1)}
+def structure_gaps(teacher: PrivilegedNet, students: Mapping[str, PrivilegedNet], loader: DataLoader,
+                   ot_loss: StructuralOTLoss) -> dict[str, dict[str, float]]:
+    """Per student: mean |X − Y| of teacher/student anchored similarity rows and the mean OT value
+    over the test batches (the teacher runs once per batch for all students)."""
+    differences: dict[str, list[float]] = {name: [] for name in students}
+    values: dict[str, list[float]] = {name: [] for name in students}
+    with evaluating(teacher, *students.values()):
+        for batch in loader:
+            if len(batch["label"]) < 2:
+                continue
+            z_teacher = teacher(batch["inputs"]).embedding
+            for name, student in students.items():
+                x, y = anchored_similarities(z_teacher, student(batch["inputs"]).embedding, ot_loss.k)
+                differences[name].append(float((x - y).abs().mean()))
+                values[name].append(float(ot_loss.transport_loss(x, y)))
+    return {name: {"anchor_mad": sum(differences[name]) / max(len(differences[name]), 1),
+                   "ot": sum(values[name]) / max(len(values[name]), 1)} for name in students}

@@ -9,7 +9,8 @@ recording/video group and averaged over groups.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,17 +86,28 @@ class Predictions:
     indices: Tensor
 
 
-@torch.no_grad()
+@contextmanager
+def evaluating(*nets: torch.nn.Module) -> Iterator[None]:
+    """``nets`` in eval mode and without gradient inside the block, their modes restored after it."""
+    modes = [net.training for net in nets]
+    for net in nets:
+        net.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for net, mode in zip(nets, modes):
+            net.train(mode)
+
+
 def predict(net: torch.nn.Module, loader: torch.utils.data.DataLoader) -> Predictions:
     """Predictions for every sample of ``loader`` (net in eval mode)."""
-    was_training = net.training
-    net.eval()
     outputs, embeddings, labels, indices = [], [], [], []
-    for batch in loader:
-        result = net(batch["inputs"])
-        outputs.append(result.logits)
-        embeddings.append(result.embedding)
-        labels.append(batch["label"])
-        indices.append(batch["index"])
-    net.train(was_training)
+    with evaluating(net):
+        for batch in loader:
+            result = net(batch["inputs"])
+            outputs.append(result.logits)
+            embeddings.append(result.embedding)
+            labels.append(batch["label"])
+            indices.append(batch["index"])
     return Predictions(torch.cat(outputs), torch.cat(embeddings), torch.cat(labels), torch.cat(indices))

@@ -40,7 +40,7 @@ from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
 from privkd.deploy import save_student, student_role
 from privkd.errors import ConfigError, PrivkdError, SplitError
-from privkd.evaluation.diagnostics import structure_gap, tnet_fidelity
+from privkd.evaluation.diagnostics import structure_gaps, tnet_fidelity
 from privkd.evaluation.metrics import Predictions, predict, retrieval_recall, score
 from privkd.evaluation.summary import aggregate, summary_markdown
 from privkd.losses.structural import StructuralOTLoss
@@ -241,11 +241,18 @@ def start_run(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: list
     return run_dir
 
 
+def run_config_path(run_dir: str | Path) -> Path:
+    """A run directory's resolved ``config.yaml``; refuses a directory that is not a run."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise PrivkdError(f"{run_dir}: not a privkd run directory (it has no config.yaml)",
+                          "pass the run directory that `privkd run` printed (runs/<timestamp>-<name>)")
+    return path
+
+
 def check_resumable(run_dir: Path, cfg: RunConfig, folds: list[Fold]) -> None:
     """The run to resume must be this config on these folds, or its finished results would mix with others."""
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise PrivkdError(f"{run_dir}: not a privkd run directory (no config.yaml)", "pass the directory that `privkd run` printed")
+    saved = run_config_path(run_dir)
     if yaml.safe_load(saved.read_text()) != config_to_dict(cfg):
         raise PrivkdError(f"{saved}: the config differs from the one being resumed",
                           "resume with `privkd run --resume RUN_DIR` alone, which reads the run's own config.yaml")
@@ -293,8 +300,7 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, sets: tuple[Dataset, Dataset
         record["tnet_test"] = tnet_fidelity(module.net, test_loader)
     if distilled:
         ot = StructuralOTLoss(k=row_cfg.structural.k, epsilon=row_cfg.structural.epsilon, mode=row_cfg.structural.ot_mode)
-        record["structure_test"] = {"before": structure_gap(teacher, initial_student, test_loader, ot),
-                                    "after": structure_gap(teacher, module.net, test_loader, ot)}
+        record["structure_test"] = structure_gaps(teacher, {"before": initial_student, "after": module.net}, test_loader, ot)
     if isinstance(module, MTPKDOTModule):
         record["teacher_selection"] = module.selection_history
     if isinstance(module, AMIDModule):

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from privkd.atomic import write_atomic
 from privkd.config import TrainingConfig
 from privkd.errors import SplitError
-from privkd.evaluation.metrics import SELECTION_METRIC
+from privkd.evaluation.metrics import SELECTION_METRIC, evaluating
 from privkd.methods.base import SELECTION_KEY, PrivkdModule
 from privkd.models.network import PrivilegedNet
 
@@ -83,14 +83,13 @@ def modality_batches(dataset: Dataset, name: str, batch_size: int = 512) -> Iter
         yield batch["inputs"][name]
 
 
-@torch.no_grad()
 def encode_dataset(net: PrivilegedNet, dataset: Dataset, batch_size: int = 512) -> dict[str, torch.Tensor]:
     """``net``'s token embeddings of its seen modalities for every sample of ``dataset``, in eval mode."""
-    net.eval()
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in net.seen}
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        for name, value in net.encode(batch["inputs"]).items():
-            chunks[name].append(value)
+    with evaluating(net):
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            for name, value in net.encode(batch["inputs"]).items():
+                chunks[name].append(value)
     return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from privkd.evaluation.metrics import evaluating
 from privkd.losses.structural import cosine_similarity_matrix
 from privkd.models.network import PrivilegedNet
 
@@ -37,25 +38,18 @@ def probe_batch(val_set: Dataset, size: int = PROBE_SIZE) -> dict[str, object]:
     return {"inputs": {k: v[order] for k, v in batch["inputs"].items()}, "label": labels[order], "index": batch["index"][order]}
 
 
-@torch.no_grad()
 def joint_similarity(net: PrivilegedNet, inputs: Mapping[str, Tensor]) -> np.ndarray:
     """Cosine-similarity matrix of ``net``'s joint embeddings (eval mode, restored afterwards)."""
-    was_training = net.training
-    net.eval()
-    matrix = cosine_similarity_matrix(net(inputs).embedding).numpy()
-    net.train(was_training)
-    return matrix
+    with evaluating(net):
+        return cosine_similarity_matrix(net(inputs).embedding).numpy()
 
 
-@torch.no_grad()
 def teacher_views(net: PrivilegedNet, inputs: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
     """The teacher's joint embedding and each adapter's view of the same samples."""
-    was_training = net.training
-    net.eval()
-    embeddings = net.encode(inputs)
-    views = {"joint": net.fuse(embeddings).embedding.numpy()}
-    views.update({name: view.embedding.numpy() for name, view in net.adapt(embeddings).items()})
-    net.train(was_training)
+    with evaluating(net):
+        embeddings = net.encode(inputs)
+        views = {"joint": net.fuse(embeddings).embedding.numpy()}
+        views.update({name: view.embedding.numpy() for name, view in net.adapt(embeddings).items()})
     return views
 
 
