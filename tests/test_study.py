@@ -8,11 +8,12 @@ import yaml
 from typer.testing import CliRunner
 
 from privkd.cli import app
-from privkd.config import config_from_dict
+from privkd.config import config_from_dict, load_config
 from privkd.errors import ConfigError
-from privkd.training.study import candidate_variants
+from privkd.training.study import candidate_variants, write_study
 
 STUDY = {"name": "tiny", "methods": ["baseline", "teacher", "pkdot"], "evaluation": {"max_folds": 1},
+         "variants": {"pkdot_zero": {"method": "pkdot", "set": {"pkdot.beta": 0.0}}},
          "training": {"epochs": 1, "progress_bar": False, "limit_train_batches": 3}, "teacher": {"tnet_refit_epochs": 1},
          "study": {"seeds": 2, "search": {"pkdot": {"pkdot.beta": [0.1, 2.0]}}}}
 
@@ -32,16 +33,26 @@ def test_study_chooses_on_validation_and_reports_the_chosen_test_score(tmp_path,
     config.write_text(yaml.safe_dump(STUDY, sort_keys=False))
     result = CliRunner().invoke(app, ["study", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
+    assert "pkdot[beta=2.0]" in result.output  # progress names the candidate (not eaten as rich markup)
     (study_dir,) = (tmp_path / "out").iterdir()
     summary = json.loads((study_dir / "summary.json").read_text())
     choices = json.loads((study_dir / "choices.json").read_text())
     assert summary["seeds"] == [0, 1] and len(summary["methods"]["pkdot"]["accuracy"]["per_run"]) == 2
     for seed, index in (("0", 0), ("1", 1)):
         (run_dir,) = (study_dir / f"seed_{seed}").iterdir()
-        records = [json.loads(p.read_text()) for p in run_dir.glob("fold_0/pkdot*/metrics.json")]
+        records = [json.loads(p.read_text()) for p in run_dir.glob("fold_0/pkdot[[]*/metrics.json")]
+        records.append(json.loads((run_dir / "fold_0/pkdot/metrics.json").read_text()))
         assert len(records) == 3  # the defaults and the two candidates
         best = max(records, key=lambda r: r["validation"]["val/f1"])
         (pick,) = choices[seed]["pkdot"]
         assert pick["row"] == best["row"] and pick["test"] == best["test"]
         assert summary["methods"]["pkdot"]["accuracy"]["per_run"][index] == best["test"]["accuracy"]
-    assert "settings chosen" in (study_dir / "study.md").read_text()
+        # the config's own variant is a row of its own, never one of pkdot's candidates
+        (zero_pick,) = choices[seed]["pkdot_zero"]
+        assert zero_pick["row"] == "pkdot_zero" and "structure_test" in zero_pick
+    study_md = (study_dir / "study.md").read_text()
+    assert "settings chosen" in study_md and "| pkdot[beta=0.1] |" in study_md and "| teacher | — |" in study_md
+    # the tables are a function of the finished runs: writing them again gives the same files
+    before = {name: (study_dir / name).read_text() for name in ("summary.json", "choices.json", "study.md")}
+    write_study(study_dir, load_config(study_dir / "config.yaml"))
+    assert before == {name: (study_dir / name).read_text() for name in before}

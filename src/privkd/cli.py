@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from privkd.config import RunConfig, load_config, packaged_config_path, restrict_rows
@@ -29,6 +30,13 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect and prepare datasets.
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 console = Console(width=None if sys.stdout.isatty() else 240)  # logs and pipes get the whole table unwrapped
+
+
+def show_progress(message: str) -> None:
+    """One progress line; escaped, because row names such as ``pkdot[beta=6.0]`` look like rich markup."""
+    console.print(f"[cyan]▶[/] {escape(message)}")
+
+
 T = TypeVar("T")
 
 QUICK_OVERRIDES = ["evaluation.max_folds=2", "training.epochs=3", "training.patience=3"]
@@ -74,7 +82,7 @@ def execute(cfg: RunConfig, out: Path, resume: Path | None = None) -> None:
     start = time.perf_counter()
     from privkd.training.run_dir import is_primary_process
 
-    result = run_experiment(cfg, out, progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"), resume=resume)
+    result = run_experiment(cfg, out, progress=show_progress, resume=resume)
     if is_primary_process():  # data-parallel workers stay silent
         print_summary(result.summary, result.run_dir, time.perf_counter() - start)
     if result.failures:
@@ -139,7 +147,7 @@ def sweep(
 
     def work() -> None:
         sweep_dir = run_sweep(config, list(set_), parse_grid(grid), out, row=row, trials=trials,
-                              progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"))
+                              progress=show_progress)
         console.print((sweep_dir / "sweep.md").read_text(), highlight=False, markup=False)
         console.print(f"sweep in [bold]{sweep_dir}[/]")
 
@@ -158,7 +166,7 @@ def study(
 
     def work() -> None:
         overrides = list(set_) + ([f"study.seeds={seeds}"] if seeds is not None else [])
-        study_dir = run_study(load_config(config, overrides), out, progress=lambda msg: console.print(f"[cyan]▶[/] {msg}"))
+        study_dir = run_study(load_config(config, overrides), out, progress=show_progress)
         console.print((study_dir / "study.md").read_text(), highlight=False, markup=False)
         console.print(f"study in [bold]{study_dir}[/] (privkd report {study_dir} draws its table)")
 

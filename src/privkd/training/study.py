@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from privkd.config import RunConfig, VariantConfig, row_method
+from privkd.config import RunConfig, VariantConfig, config_to_dict
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.evaluation.stats import format_p, format_percent, row_stats
@@ -48,20 +49,36 @@ def candidate_variants(cfg: RunConfig) -> dict[str, VariantConfig]:
     return variants
 
 
-def choose(run_dir: Path, cfg: RunConfig, task: str) -> dict[str, list[dict]]:
-    """Per method and fold: the candidate row with the best validation score, and its test metrics."""
+def seed_run_dir(study_dir: Path, seed: int) -> Path:
+    """The run directory of one seed (``seed_<s>/<timestamp>-<name>``)."""
+    runs = sorted(p for p in (study_dir / f"seed_{seed}").glob("*") if (p / "summary.json").is_file())
+    if not runs:
+        raise ConfigError(str(study_dir), f"seed {seed} has no finished run", "run the study again (or wait for it to finish)")
+    return runs[-1]
+
+
+def fold_records(run_dir: Path, cfg: RunConfig) -> list[dict[str, dict]]:
+    """Per fold (in order), every trained row's ``metrics.json``, keyed by row name in training order."""
+    folds = sorted(run_dir.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
+    return [{row: json.loads((fold / row / "metrics.json").read_text())
+             for row in rows_to_train(cfg) if (fold / row / "metrics.json").is_file()} for fold in folds]
+
+
+def choose(records: list[dict[str, dict]], task: str, candidates: Mapping[str, VariantConfig]) -> dict[str, list[dict]]:
+    """Per row and fold: among the row and its search ``candidates``, the one with the best
+    validation score, with its test metrics and held-out diagnostics. A config's own variants
+    are rows of their own (a control such as ``beta = 0`` must not compete with its method's
+    candidates)."""
     key = f"val/{SELECTION_METRIC[task]}"
     chosen: dict[str, list[dict]] = {}
-    for fold_dir in sorted(run_dir.glob("fold_*"), key=lambda p: int(p.name.split("_")[1])):
-        by_method: dict[str, list[dict]] = {}
-        for row in rows_to_train(cfg):  # the method's own row (its defaults) comes first and wins ties
-            path = fold_dir / row / "metrics.json"
-            if path.is_file():
-                by_method.setdefault(row_method(cfg, row), []).append(json.loads(path.read_text()))
-        for method, records in by_method.items():
-            best = max(records, key=lambda r: r["validation"][key])
-            chosen.setdefault(method, []).append({"fold": best["fold"], "row": best["row"],
-                                                  "validation": best["validation"][key], "test": best["test"]})
+    for fold in records:
+        by_row: dict[str, list[dict]] = {}
+        for row, record in fold.items():  # the row's own defaults come first and win ties
+            by_row.setdefault(candidates[row].method if row in candidates else row, []).append(record)
+        for row, options in by_row.items():
+            best = max(options, key=lambda r: r["validation"][key])
+            chosen.setdefault(row, []).append({"fold": best["fold"], "row": best["row"], "validation": best["validation"][key],
+                                               "test": best["test"], **{k: best[k] for k in DIAGNOSTICS if k in best}})
     return chosen
 
 
@@ -80,33 +97,57 @@ def study_summary(task: str, seeds: list[int], picks: Mapping[int, Mapping[str, 
 
 
 def run_study(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None) -> Path:
-    """Run every seed, choose each method's setting per fold on validation scores, write the study."""
-    variants = candidate_variants(cfg)
+    """Run every seed, then choose each method's setting per fold on validation scores and write the study."""
     study_dir = create_run_dir(out_root, f"{cfg.name}-study")
-    seeds = [cfg.seed + i for i in range(cfg.study.seeds)]
-    picks: dict[int, dict[str, list[dict]]] = {}
-    task = "classification"
+    write_text_atomic(study_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    seeds = study_seeds(cfg)
     for seed in seeds:
         progress(f"seed {seed} ({seeds.index(seed) + 1}/{len(seeds)})")
-        seed_cfg = dataclasses.replace(cfg, seed=seed, variants={**cfg.variants, **variants})
-        result = run_experiment(seed_cfg, study_dir / f"seed_{seed}", progress)
-        task = result.summary["task"]
-        picks[seed] = choose(result.run_dir, seed_cfg, task)
-    summary = study_summary(task, seeds, picks)
-    write_json_atomic(study_dir / "summary.json", summary)
-    write_json_atomic(study_dir / "choices.json", {str(seed): picks[seed] for seed in seeds})
-    write_text_atomic(study_dir / "study.md", study_markdown(cfg, summary, picks))
+        run_experiment(seed_config(cfg, seed), study_dir / f"seed_{seed}", progress)
+    write_study(study_dir, cfg)
     return study_dir
 
 
-def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping[str, list[dict]]]) -> str:
+def study_seeds(cfg: RunConfig) -> list[int]:
+    return [cfg.seed + i for i in range(cfg.study.seeds)]
+
+
+def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
+    """The run of one seed: the config with every search candidate as an extra row."""
+    return dataclasses.replace(cfg, seed=seed, variants={**cfg.variants, **candidate_variants(cfg)})
+
+
+def write_study(study_dir: Path, cfg: RunConfig) -> None:
+    """``summary.json``, ``choices.json`` and ``study.md`` from the seeds' finished runs on disk
+    (so a study's tables can be written again by newer code without training anything)."""
+    candidates = candidate_variants(cfg)
+    seeds = study_seeds(cfg)
+    records: dict[int, list[dict[str, dict]]] = {}
+    task = "classification"
+    for seed in seeds:
+        run_dir = seed_run_dir(study_dir, seed)
+        task = json.loads((run_dir / "summary.json").read_text())["task"]
+        records[seed] = fold_records(run_dir, seed_config(cfg, seed))
+    picks = {seed: choose(records[seed], task, candidates) for seed in seeds}
+    summary = study_summary(task, seeds, picks)
+    write_json_atomic(study_dir / "summary.json", summary)
+    write_json_atomic(study_dir / "choices.json", {str(seed): picks[seed] for seed in seeds})
+    write_text_atomic(study_dir / "study.md", study_markdown(cfg, summary, picks, records, task))
+
+
+DIAGNOSTICS = ("tnet_test", "structure_test")
+"""Held-out diagnostics a run records per (fold, row), carried into the study's choices."""
+
+
+def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping[str, list[dict]]],
+                   records: Mapping[int, list[dict[str, dict]]], task: str) -> str:
     stats = row_stats(summary)
     metric = stats[0].headline if stats else "accuracy"
     n = len(next(iter(summary["methods"].values()))[metric]["per_run"]) if summary["methods"] else 0
     lines = [f"# Study: {cfg.name}", "",
-             f"{len(summary['seeds'])} seed(s) × {n // max(len(summary['seeds']), 1)} subject-independent fold(s). "
-             "Each method's setting was chosen per fold on the validation subjects only; test subjects were "
-             "scored once with the chosen setting.", "",
+             (f"{len(summary['seeds'])} seed(s) × {n // max(len(summary['seeds']), 1)} subject-independent fold(s). "
+              "Each method's setting was chosen per fold on the validation subjects only; test subjects were "
+              "scored once with the chosen setting."), "",
              f"| method | {metric_label(metric)} (mean ± std over runs) | gap closed | Wilcoxon p | t-test p | settings chosen |",
              "|---|---|---|---|---|---|"]
     for row in stats:
@@ -116,5 +157,53 @@ def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping
         wilcoxon = format_p(row.test.wilcoxon_p) if row.test else "—"
         ttest = format_p(row.test.ttest_p) if row.test else "—"
         lines.append(f"| {row.row} | {mean:.4f} ± {std:.4f} | {format_percent(row.gap_closed)} | {wilcoxon} | {ttest} | {chosen} |")
-    lines += ["", "Paired tests against the baseline across (seed, fold) runs, two-sided, not corrected for multiple comparisons."]
+    lines += ["", "Paired tests against the baseline across (seed, fold) runs, two-sided, not corrected for multiple comparisons.",
+              "", *candidate_lines(picks, records, task, metric), "", *diagnostic_lines(picks)]
     return "\n".join(lines) + "\n"
+
+
+def candidate_lines(picks: Mapping[int, Mapping[str, list[dict]]], records: Mapping[int, list[dict[str, dict]]],
+                    task: str, metric: str) -> list[str]:
+    """Every trained row: its mean validation score (what the choice saw) and, for transparency
+    only, its mean test score had it always been chosen, with how often it was chosen."""
+    key = f"val/{SELECTION_METRIC[task]}"
+    validation: dict[str, list[float]] = {}
+    test: dict[str, list[float]] = {}
+    for folds in records.values():
+        for fold in folds:
+            for row, record in fold.items():
+                validation.setdefault(row, []).append(record["validation"][key])
+                test.setdefault(row, []).append(record["test"][metric])
+    chosen = Counter(pick["row"] for seed in picks for rows in picks[seed].values() for pick in rows)
+    lines = ["## Every candidate", "",
+             ("Mean over (seed, fold) runs. The choice saw only the validation column; the test column is shown "
+              "so a reader can see what tuning cost or gained, and was never used."), "",
+             f"| row | validation {metric_label(SELECTION_METRIC[task])} | test {metric_label(metric)} | chosen |", "|---|---|---|---|"]
+    lines += [f"| {row} | {np.mean(validation[row]):.4f} | {np.mean(test[row]):.4f} | {chosen[row]}/{len(test[row])} |"
+              for row in validation]
+    return lines
+
+
+def diagnostic_lines(picks: Mapping[int, Mapping[str, list[dict]]]) -> list[str]:
+    """T-Net fidelity and the teacher-student structure gap of the chosen runs, on test subjects."""
+    def mean(values: list[float]) -> str:
+        return f"{np.mean(values):.4f}" if values else "—"
+
+    runs: dict[str, list[dict]] = {}
+    for seed in picks:
+        for row, chosen in picks[seed].items():
+            runs.setdefault(row, []).extend(chosen)
+    lines = ["## Diagnostics (test subjects, chosen runs)", "",
+             "| row | anchor MAD before | anchor MAD after | OT before | OT after | T-Net R² | T-Net cosine |",
+             "|---|---|---|---|---|---|---|"]
+    for row, chosen in runs.items():
+        tnet = [run["tnet_test"] for run in chosen if "tnet_test" in run]
+        gaps = [run["structure_test"] for run in chosen if "structure_test" in run]
+        if tnet:
+            lines.append(f"| {row} | — | — | — | — | {mean([t['r2'] for t in tnet])} | {mean([t['cosine'] for t in tnet])} |")
+        if gaps:
+            cells = [mean([g[when][key] for g in gaps]) for key in ("anchor_mad", "ot") for when in ("before", "after")]
+            lines.append(f"| {row} | " + " | ".join(cells) + " | — | — |")
+    lines += ["", ("Anchor MAD: mean absolute teacher − student difference of the anchored similarity rows; OT: the structural loss "
+                   "on test batches; before = the student as initialised from the teacher, after = as trained.")]
+    return lines
