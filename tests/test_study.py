@@ -23,6 +23,8 @@ def test_candidates_are_the_search_grid():
     variants = candidate_variants(cfg)
     assert len(variants) == 4 and {v.method for v in variants.values()} == {"pkdot"}
     assert {"pkdot.beta": 2.0, "structural.k": 5} in [v.set for v in variants.values()]
+    shipped = candidate_variants(load_config("nested"))  # the README's study: every searched method has candidates
+    assert len(shipped) == 9 and {v.method for v in shipped.values()} == set(load_config("nested").study.search)
     with pytest.raises(ConfigError, match="study.search.amid"):
         candidate_variants(config_from_dict({**STUDY, "study": {"search": {"amid": {"amid.tau": [0.5]}}}}))
 
