@@ -217,6 +217,19 @@ def test_diagnostics_table_averages_each_folds_record(tiny_run, report_out):
     assert 'id="diagnostics"' in (report_out / "report.html").read_text()
 
 
+def test_a_study_draws_figures_from_its_first_seeds_run(tmp_path, tiny_run):
+    from privkd.evaluation.report import build_report, figure_run
+
+    study = tmp_path / "study"
+    for seed in (10, 2):  # numeric order, not the order of names
+        shutil.copytree(tiny_run, study / f"seed_{seed}" / tiny_run.name)
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    (study / "summary.json").write_text(json.dumps({**summary, "seeds": [2, 10]}))
+    assert figure_run(study) == study / "seed_2" / tiny_run.name and figure_run(tiny_run) == tiny_run
+    md = build_report(study).markdown.read_text()
+    assert "seeds [2, 10]" in md and "### Similarity matrices: pkdot" in md and "| structure: pkdot |" in md
+
+
 def test_missing_or_incomplete_run_dir(tmp_path, tiny_run):
     import typer
     from typer.testing import CliRunner

@@ -75,6 +75,16 @@ def fold_dirs(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def figure_run(run_dir: Path) -> Path:
+    """The run whose folds the figures and diagnostics come from: the run itself or, for a
+    ``privkd study`` directory (folds under ``seed_<s>/<run>/``), its first seed's run."""
+    if fold_dirs(run_dir):
+        return run_dir
+    runs = sorted((int(p.parent.parent.name.split("_")[1]), p.parent) for p in run_dir.glob("seed_*/*/fold_0")
+                  if p.parent.parent.name.split("_")[1].isdigit())
+    return runs[0][1] if runs else run_dir
+
+
 def load_summary(run_dir: Path) -> dict:
     """``summary.json`` of a finished run, or a :class:`PrivkdError` saying what is missing and what to do."""
     run_dir = Path(run_dir)
@@ -478,20 +488,22 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     figure_dir = run_dir / FIGURE_DIR
 
-    collector = collect_figures(run_dir, summary, sweep)
+    source = figure_run(run_dir)
+    collector = collect_figures(source, summary, sweep)
     for figure in collector.figures:
         figure.path = figure_dir / f"{figure.key}.png"
         write_bytes_atomic(figure.path, figure.png)
 
     name = run_name(run_dir)
     task = summary.get("task", "?")
-    n_folds = summary.get("folds", len(fold_dirs(run_dir)))
+    n_folds = summary.get("folds", len(fold_dirs(source)))
     header, rows, stats = results_table(summary)
     notes = _notes(summary, stats)
     gap_rows = _gap_per_fold_rows(stats)
     n_gap = max((len(r) - 1 for r in gap_rows), default=0)
     gap_header = ["Method", *[f"{'run' if _has_runs(summary) else 'fold'} {i}" for i in range(n_gap)]]
-    intro = f"Run `{run_dir}`; task: {task}; {n_folds} subject-independent test fold(s)."
+    study = f" per seed, seeds {summary['seeds']}; figures and diagnostics from `{source}`" if source != run_dir else ""
+    intro = f"Run `{run_dir}`; task: {task}; {n_folds} subject-independent test fold(s){study}."
 
     # markdown
     md = [f"# privkd report: {name}", "", intro, "", "## Results", "", *_md_table(header, rows), ""]
@@ -501,7 +513,7 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
     if gap_rows:
         md += [f"### Gap closed per fold ({metric_label(headline_metric(summary))})", "", gap_note, "",
                *_md_table(gap_header, gap_rows), ""]
-    diagnostics = _diagnostic_rows(run_dir)
+    diagnostics = _diagnostic_rows(source)
     if diagnostics[1]:
         md += ["## Diagnostics", "", DIAGNOSTICS_NOTE, "", *_md_table(*diagnostics), ""]
     if sweep is not None:
@@ -515,7 +527,7 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
 
     # html
     intro_html = (f"Run <code>{html.escape(str(run_dir))}</code>; task: {html.escape(str(task))}; "
-                  f"{html.escape(str(n_folds))} subject-independent test fold(s).")
+                  f"{html.escape(str(n_folds))} subject-independent test fold(s){html.escape(study)}.")
     body = [f"<h1>privkd report: {html.escape(name)}</h1>", f"<p>{intro_html}</p>", "<h2>Results</h2>",
             _html_table(header, rows, "results", row_ids=True),
             '<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
