@@ -23,7 +23,9 @@ def test_quick_demo_writes_summary_for_all_methods(tmp_path, monkeypatch, watch_
             assert 1 / 7 < metrics[name]["mean"] <= 1.0  # better than chance on 7 balanced classes
     assert "| pkdot |" in (run_dir / "summary.md").read_text()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["epochs"] == 3
-    assert json.loads((run_dir / "environment.json").read_text())["packages"]["torch"]
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert environment["packages"]["torch"]
+    assert environment["cpu"] and environment["cpu_capability"]  # what moves results across machines
     folds = json.loads((run_dir / "folds.json").read_text())
     assert all(not set(f["test"]) & set(f["train"] + f["val"]) for f in folds)
 

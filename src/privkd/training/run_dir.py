@@ -77,14 +77,33 @@ def _git_commit() -> str | None:
         return None
 
 
+def _cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo`` on Linux, where ``platform.processor()`` is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment() -> dict[str, Any]:
-    """What produced a run: interpreter, platform, key package versions, hardware, command."""
+    """What produced a run: interpreter, platform, key package versions, hardware, command.
+
+    The CPU and its instruction set are recorded because they change results: the same code,
+    seed and packages give other floating-point rounding in the convolution kernels on another
+    processor (or with ``ONEDNN_MAX_CPU_ISA`` set), and training amplifies it into different
+    numbers (README, "Deterministic on one machine")."""
     import torch
 
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "command": sys.argv,
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
