@@ -205,5 +205,6 @@ def diagnostic_lines(picks: Mapping[int, Mapping[str, list[dict]]]) -> list[str]
             cells = [mean([g[when][key] for g in gaps]) for key in ("anchor_mad", "ot") for when in ("before", "after")]
             lines.append(f"| {row} | " + " | ".join(cells) + " | — | — |")
     lines += ["", ("Anchor MAD: mean absolute teacher − student difference of the anchored similarity rows; OT: the structural loss "
-                   "on test batches; before = the student as initialised from the teacher, after = as trained.")]
+                   "on test batches; before = the student as initialised (with the teacher's weights unless "
+                   "student.init_from_teacher is false), after = as trained.")]
     return lines
