@@ -7,7 +7,7 @@ Three contracts are checked on generated inputs:
   (no file, no temporary file); an independent model of the format's rules says which.
 * ``select_anchors`` returns, per row, distinct non-self indices of the smallest teacher
   similarities, in increasing order.
-* ``sinkhorn_log`` returns a plan with exact column marginals and the row error it reports,
+* ``sinkhorn_stabilized`` returns a plan with exact column marginals and the row error it reports,
   and ``sinkhorn_divergence`` is finite, non-negative and zero between equal clouds.
 
 The writer bugs these properties found (NUL characters in strings and modality names that
@@ -36,7 +36,12 @@ from hypothesis.extra import numpy as hnp
 
 from privkd.data.h5format import MODALITY_KINDS, TASKS, validate_dataset, write_dataset
 from privkd.errors import DatasetError
-from privkd.losses.sinkhorn import sinkhorn_divergence, sinkhorn_log, squared_euclidean_cost
+from privkd.losses.ot import (
+    SinkhornOptions,
+    sinkhorn_divergence,
+    sinkhorn_stabilized,
+    squared_euclidean_cost,
+)
 from privkd.losses.structural import select_anchors
 
 _FAST = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -393,7 +398,7 @@ def test_sinkhorn_plan_has_the_requested_marginals(problem, epsilon: float) -> N
     row error < TOL and value == dual value asserted only when the solver stopped early (n_iter < MAX_ITER)."""
     cost, a, b = problem
     n, m = cost.shape
-    result = sinkhorn_log(cost, a, b, epsilon=epsilon, max_iter=MAX_ITER, tol=TOL)
+    result = sinkhorn_stabilized(cost, a, b, options=SinkhornOptions(epsilon=epsilon, max_iter=MAX_ITER, tol=TOL))
     a = torch.full((n,), 1 / n, dtype=cost.dtype) if a is None else a
     b = torch.full((m,), 1 / m, dtype=cost.dtype) if b is None else b
     plan = result.plan
@@ -435,15 +440,15 @@ def test_sinkhorn_divergence_is_finite_nonnegative_and_zero_on_equal_clouds(clou
     the unclamped debiased value OT(x,y) - (OT(x,x) + OT(y,y)) / 2 >= -1e-6 only when all three solves
     stopped before MAX_ITER."""
     x, y = clouds
-    options = dict(epsilon=epsilon, max_iter=MAX_ITER, tol=TOL)
-    s_xy = float(sinkhorn_divergence(x, y, **options))
-    s_xx = float(sinkhorn_divergence(x, x.clone(), **options))
+    options = SinkhornOptions(epsilon=epsilon, max_iter=MAX_ITER, tol=TOL)
+    s_xy = float(sinkhorn_divergence(x, y, options=options))
+    s_xx = float(sinkhorn_divergence(x, x.clone(), options=options))
     assert math.isfinite(s_xy) and s_xy >= -1e-6
     assert math.isfinite(s_xx) and abs(s_xx) <= 1e-6, f"S(x, x) = {s_xx}"
     # The public value is clamped at 0; recompute it unclamped from the three OT problems.
-    xy = sinkhorn_log(squared_euclidean_cost(x, y), **options)
-    xx = sinkhorn_log(squared_euclidean_cost(x, x), symmetric=True, **options)
-    yy = sinkhorn_log(squared_euclidean_cost(y, y), symmetric=True, **options)
+    xy = sinkhorn_stabilized(squared_euclidean_cost(x, y), options=options)
+    xx = sinkhorn_stabilized(squared_euclidean_cost(x, x), options=options, symmetric=True)
+    yy = sinkhorn_stabilized(squared_euclidean_cost(y, y), options=options, symmetric=True)
     raw = float(xy.value - 0.5 * (xx.value + yy.value))
     assert math.isfinite(raw)
     if max(xy.n_iter, xx.n_iter, yy.n_iter) < MAX_ITER:

@@ -1,7 +1,8 @@
-"""Log-domain Sinkhorn against POT and geomloss, in float64 unless stated."""
+"""Stabilised Sinkhorn and the Sinkhorn divergence against POT and geomloss, in float64 unless stated."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import ot
@@ -9,10 +10,20 @@ import pytest
 import torch
 from geomloss import SamplesLoss
 
-from privkd.losses.sinkhorn import SinkhornWarmStart, sinkhorn_divergence, sinkhorn_log, squared_euclidean_cost
+from privkd.losses.ot import (
+    SinkhornOptions,
+    SinkhornWarmStart,
+    sinkhorn_divergence,
+    sinkhorn_stabilized,
+    squared_euclidean_cost,
+)
 
 F64 = torch.float64
-TIGHT = dict(tol=1e-12, max_iter=100_000)
+
+
+def tight(epsilon: float, **settings) -> SinkhornOptions:
+    """Options that run the solver to round-off, so results compare with POT's at 1e-6 and below."""
+    return SinkhornOptions(epsilon=epsilon, tol=1e-12, max_iter=100_000, **settings)
 
 
 def random_simplex(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -32,7 +43,7 @@ def random_problem(n: int, m: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
 )
 def test_value_matches_pot_sinkhorn_log(n: int, m: int, eps: float, seed: int) -> None:
     cost, a, b = random_problem(n, m, seed)
-    ours = sinkhorn_log(cost, a, b, epsilon=eps, **TIGHT)
+    ours = sinkhorn_stabilized(cost, a, b, options=tight(eps))
     pot = ot.solve(cost, a, b, reg=eps, method="sinkhorn_log", tol=1e-12, max_iter=100_000)
     assert ours.value.item() == pytest.approx(pot.value.item(), rel=1e-6)
     assert ours.value_linear.item() == pytest.approx(pot.value_linear.item(), rel=1e-6)
@@ -41,7 +52,7 @@ def test_value_matches_pot_sinkhorn_log(n: int, m: int, eps: float, seed: int) -
 
 def test_uniform_marginals_are_the_default() -> None:
     cost, _, _ = random_problem(11, 6, seed=5)
-    ours = sinkhorn_log(cost, epsilon=0.05, **TIGHT)
+    ours = sinkhorn_stabilized(cost, options=tight(0.05))
     pot = ot.sinkhorn2(torch.full((11,), 1 / 11, dtype=F64), torch.full((6,), 1 / 6, dtype=F64), cost, 0.05,
                        method="sinkhorn_log", stopThr=1e-12, numItermax=100_000)
     # sinkhorn2 returns <P, C>; the entropic term is in ours.value only.
@@ -52,12 +63,12 @@ def test_envelope_gradient_wrt_cost_matches_finite_differences() -> None:
     cost, a, b = random_problem(6, 5, seed=6)
     eps, h = 0.1, 1e-6
     cost.requires_grad_(True)
-    result = sinkhorn_log(cost, a, b, epsilon=eps, **TIGHT)
+    result = sinkhorn_stabilized(cost, a, b, options=tight(eps))
     (grad,) = torch.autograd.grad(result.value, cost)
     torch.testing.assert_close(grad, result.plan, rtol=0, atol=0)  # d value / d C is the plan, bit for bit
 
     def value(c: torch.Tensor) -> float:
-        return sinkhorn_log(c, a, b, epsilon=eps, **TIGHT).value.item()
+        return sinkhorn_stabilized(c, a, b, options=tight(eps)).value.item()
 
     fd = torch.zeros_like(grad)
     base = cost.detach()
@@ -75,10 +86,10 @@ def test_envelope_gradient_wrt_marginal_matches_finite_differences() -> None:
     eps, h = 0.05, 1e-6
     direction = torch.tensor([1.0, -1.0, 0.0, 0.5, 0.0, -0.5], dtype=F64)
     a.requires_grad_(True)
-    (grad,) = torch.autograd.grad(sinkhorn_log(cost, a, b, epsilon=eps, **TIGHT).value, a)
+    (grad,) = torch.autograd.grad(sinkhorn_stabilized(cost, a, b, options=tight(eps)).value, a)
     a0 = a.detach()
-    plus = sinkhorn_log(cost, a0 + h * direction, b, epsilon=eps, **TIGHT).value.item()
-    minus = sinkhorn_log(cost, a0 - h * direction, b, epsilon=eps, **TIGHT).value.item()
+    plus = sinkhorn_stabilized(cost, a0 + h * direction, b, options=tight(eps)).value.item()
+    minus = sinkhorn_stabilized(cost, a0 - h * direction, b, options=tight(eps)).value.item()
     assert (grad @ direction).item() == pytest.approx((plus - minus) / (2 * h), rel=1e-5)
 
 
@@ -93,7 +104,7 @@ def test_small_epsilon_is_finite_and_satisfies_marginals(dtype: torch.dtype, eps
     x, y = torch.rand(40, 2, dtype=dtype, generator=gen), torch.rand(30, 2, dtype=dtype, generator=gen)
     cost = squared_euclidean_cost(x, y)
     assert 0 <= cost.min() and cost.max() <= 1
-    result = sinkhorn_log(cost, epsilon=eps, tol=tol, max_iter=20_000)
+    result = sinkhorn_stabilized(cost, options=SinkhornOptions(epsilon=eps, tol=tol, max_iter=20_000))
     assert result.n_iter < 20_000
     assert torch.isfinite(result.plan).all() and torch.isfinite(result.value)
     assert torch.isfinite(result.f).all() and torch.isfinite(result.g).all()
@@ -110,8 +121,8 @@ def test_epsilon_scaling_gives_the_same_answer(symmetric: bool) -> None:
     x = torch.rand(30, 2, dtype=F64, generator=gen)
     y = x if symmetric else torch.rand(25, 2, dtype=F64, generator=gen)
     cost = squared_euclidean_cost(x, y)
-    plain = sinkhorn_log(cost, epsilon=1e-2, symmetric=symmetric, **TIGHT)
-    annealed = sinkhorn_log(cost, epsilon=1e-2, scaling=0.7, symmetric=symmetric, **TIGHT)
+    plain = sinkhorn_stabilized(cost, options=tight(1e-2), symmetric=symmetric)
+    annealed = sinkhorn_stabilized(cost, options=tight(1e-2, scaling=0.7), symmetric=symmetric)
     assert annealed.value.item() == pytest.approx(plain.value.item(), rel=1e-10)
 
 
@@ -121,13 +132,13 @@ def test_symmetric_self_transport_matches_pot_and_converges_fast() -> None:
     gen = torch.Generator().manual_seed(15)
     x = torch.rand(40, 5, dtype=F64, generator=gen) * 2 - 1
     cost = squared_euclidean_cost(x, x)
-    ours = sinkhorn_log(cost, epsilon=0.05, symmetric=True, **TIGHT)
+    ours = sinkhorn_stabilized(cost, options=tight(0.05), symmetric=True)
     pot = ot.solve(cost, reg=0.05, method="sinkhorn_log", tol=1e-7, max_iter=100_000)
     assert ours.n_iter <= 100
     assert ours.value.item() == pytest.approx(pot.value.item(), rel=1e-7)
     torch.testing.assert_close(ours.f, ours.g)
     with pytest.raises(ValueError, match="symmetric"):
-        sinkhorn_log(cost, b=torch.full((40,), 1 / 40, dtype=F64), epsilon=0.05, symmetric=True)
+        sinkhorn_stabilized(cost, b=torch.full((40,), 1 / 40, dtype=F64), options=tight(0.05), symmetric=True)
 
 
 def test_batched_call_equals_per_problem_calls() -> None:
@@ -135,10 +146,10 @@ def test_batched_call_equals_per_problem_calls() -> None:
     cost = torch.rand(4, 9, 7, dtype=F64, generator=gen)
     a = torch.stack([random_simplex(9, gen) for _ in range(4)])
     b = torch.stack([random_simplex(7, gen) for _ in range(4)])
-    batched = sinkhorn_log(cost, a, b, epsilon=0.05, **TIGHT)
+    batched = sinkhorn_stabilized(cost, a, b, options=tight(0.05))
     assert batched.value.shape == (4,) and batched.plan.shape == (4, 9, 7)
     for i in range(4):
-        single = sinkhorn_log(cost[i], a[i], b[i], epsilon=0.05, **TIGHT)
+        single = sinkhorn_stabilized(cost[i], a[i], b[i], options=tight(0.05))
         assert batched.value[i].item() == pytest.approx(single.value.item(), rel=1e-10)
         torch.testing.assert_close(batched.plan[i], single.plan, rtol=1e-8, atol=1e-12)
     assert (batched.marginal_error < 1e-12).all()
@@ -149,7 +160,7 @@ def test_unrolled_and_envelope_gradients_agree_at_convergence() -> None:
     grads = {}
     for mode in ("envelope", "unrolled"):
         c = cost.clone().requires_grad_(True)
-        value = sinkhorn_log(c, a, b, epsilon=0.1, grad=mode, **TIGHT).value
+        value = sinkhorn_stabilized(c, a, b, options=tight(0.1, grad=mode)).value
         (grads[mode],) = torch.autograd.grad(value, c)
     torch.testing.assert_close(grads["unrolled"], grads["envelope"], rtol=1e-6, atol=1e-10)
 
@@ -161,7 +172,7 @@ def test_divergence_gradients_agree_between_modes() -> None:
     grads = {}
     for mode in ("envelope", "unrolled"):
         x = x0.clone().requires_grad_(True)
-        (grads[mode],) = torch.autograd.grad(sinkhorn_divergence(x, y, epsilon=0.1, grad=mode, **TIGHT), x)
+        (grads[mode],) = torch.autograd.grad(sinkhorn_divergence(x, y, options=tight(0.1, grad=mode)), x)
     torch.testing.assert_close(grads["unrolled"], grads["envelope"], rtol=1e-6, atol=1e-10)
 
 
@@ -180,7 +191,7 @@ def test_divergence_matches_geomloss(eps: float) -> None:
     gen = torch.Generator().manual_seed(13)
     x = torch.rand(3, 40, 5, dtype=F64, generator=gen) * 2 - 1
     y = torch.rand(3, 50, 5, dtype=F64, generator=gen) * 2 - 1
-    ours = sinkhorn_divergence(x, y, epsilon=eps, **TIGHT)
+    ours = sinkhorn_divergence(x, y, options=tight(eps))
     loss = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(eps), scaling=0.999, debias=True, backend="tensorized")
     torch.testing.assert_close(ours, loss(x, y), rtol=1e-4, atol=0)
 
@@ -188,8 +199,8 @@ def test_divergence_matches_geomloss(eps: float) -> None:
 def test_divergence_is_zero_on_identical_clouds_and_positive_otherwise() -> None:
     gen = torch.Generator().manual_seed(14)
     x = torch.randn(2, 16, 4, generator=gen)
-    assert torch.equal(sinkhorn_divergence(x, x.clone(), epsilon=0.01), torch.zeros(2))
-    shifted = sinkhorn_divergence(x, x + 0.5, epsilon=0.01)
+    assert torch.equal(sinkhorn_divergence(x, x.clone(), options=SinkhornOptions(epsilon=0.01)), torch.zeros(2))
+    shifted = sinkhorn_divergence(x, x + 0.5, options=SinkhornOptions(epsilon=0.01))
     # A translation by t costs |t|^2 / 2 = 4 * 0.25 / 2 = 0.5 in the unregularised limit.
     assert (shifted > 0.4).all() and (shifted < 0.55).all()
 
@@ -197,28 +208,30 @@ def test_divergence_is_zero_on_identical_clouds_and_positive_otherwise() -> None
 def test_divergence_handles_unbatched_clouds_and_checks_shapes() -> None:
     x = torch.zeros(5, 2, dtype=F64)
     y = torch.ones(7, 2, dtype=F64)
-    assert sinkhorn_divergence(x, y, epsilon=0.1).shape == ()
-    assert sinkhorn_divergence(x, y, epsilon=0.1).item() == pytest.approx(1.0, rel=1e-6)  # |(1,1)|^2 / 2
+    options = SinkhornOptions(epsilon=0.1)
+    assert sinkhorn_divergence(x, y, options=options).shape == ()
+    assert sinkhorn_divergence(x, y, options=options).item() == pytest.approx(1.0, rel=1e-6)  # |(1,1)|^2 / 2
     with pytest.raises(ValueError, match="same batch axes"):
-        sinkhorn_divergence(x, torch.ones(7, 3, dtype=F64), epsilon=0.1)
+        sinkhorn_divergence(x, torch.ones(7, 3, dtype=F64), options=options)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"epsilon": 0.0}, "epsilon"), ({"epsilon": 0.1, "grad": "implicit"}, "grad"),
-     ({"epsilon": 0.1, "scaling": 1.5}, "scaling"), ({"epsilon": 0.1, "max_iter": 0}, "max_iter")],
+     ({"epsilon": 0.1, "scaling": 1.5}, "scaling"), ({"epsilon": 0.1, "max_iter": 0}, "max_iter"),
+     ({"epsilon": 0.1, "relaxation": 2.0}, "relaxation")],
 )
-def test_invalid_arguments_raise(kwargs: dict, message: str) -> None:
+def test_invalid_options_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        sinkhorn_log(torch.rand(3, 3), **kwargs)
+        SinkhornOptions(**kwargs)
 
 
 @pytest.mark.parametrize("relaxation", [1.0, 1.5, "auto"])
 def test_over_relaxation_gives_the_same_answer(relaxation: float | str) -> None:
     """The over-relaxed iteration has the same fixed point; the returned plan still has exact columns."""
     cost, a, b = random_problem(30, 20, seed=16)
-    plain = sinkhorn_log(cost, a, b, epsilon=0.01, relaxation=1.0, **TIGHT)
-    relaxed = sinkhorn_log(cost, a, b, epsilon=0.01, relaxation=relaxation, **TIGHT)
+    plain = sinkhorn_stabilized(cost, a, b, options=tight(0.01, relaxation=1.0))
+    relaxed = sinkhorn_stabilized(cost, a, b, options=tight(0.01, relaxation=relaxation))
     assert relaxed.value.item() == pytest.approx(plain.value.item(), rel=1e-10)
     torch.testing.assert_close(relaxed.plan.sum(0), b, rtol=0, atol=1e-14)
     assert relaxed.marginal_error.item() < 1e-12
@@ -229,17 +242,18 @@ def test_auto_relaxation_saves_iterations_on_a_slow_problem() -> None:
     x = torch.randn(60, 3, dtype=F64, generator=gen) * 0.3
     y = torch.randn(50, 3, dtype=F64, generator=gen) * 0.3 + 0.2
     cost = squared_euclidean_cost(x, y)
-    plain = sinkhorn_log(cost, epsilon=0.005, tol=1e-9, max_iter=10_000, relaxation=1.0)
-    auto = sinkhorn_log(cost, epsilon=0.005, tol=1e-9, max_iter=10_000)
+    options = SinkhornOptions(epsilon=0.005, tol=1e-9, max_iter=10_000)  # relaxation="auto"
+    plain = sinkhorn_stabilized(cost, options=dataclasses.replace(options, relaxation=1.0))
+    auto = sinkhorn_stabilized(cost, options=options)
     assert auto.n_iter < plain.n_iter
     assert auto.value.item() == pytest.approx(plain.value.item(), rel=1e-8)
 
 
 def test_init_potential_gives_the_same_answer() -> None:
     cost, a, b = random_problem(25, 15, seed=18)
-    cold = sinkhorn_log(cost, a, b, epsilon=0.02, **TIGHT)
-    warm = sinkhorn_log(cost * 1.01, a, b, epsilon=0.02, **TIGHT)
-    restarted = sinkhorn_log(cost * 1.01, a, b, epsilon=0.02, init=cold.f, **TIGHT)
+    cold = sinkhorn_stabilized(cost, a, b, options=tight(0.02))
+    warm = sinkhorn_stabilized(cost * 1.01, a, b, options=tight(0.02))
+    restarted = sinkhorn_stabilized(cost * 1.01, a, b, options=tight(0.02), init=cold.f)
     assert restarted.value.item() == pytest.approx(warm.value.item(), rel=1e-10)
     assert restarted.n_iter <= warm.n_iter
 
@@ -249,8 +263,10 @@ def test_float32_absorption_at_tiny_epsilon_matches_float64() -> None:
     scalings must be absorbed (and rows re-stabilised) many times; the value must still agree."""
     gen = torch.Generator().manual_seed(19)
     x, y = torch.rand(50, 2, generator=gen) * 4, torch.rand(40, 2, generator=gen) * 4
-    r32 = sinkhorn_log(squared_euclidean_cost(x, y), epsilon=1e-3, tol=1e-4, max_iter=20_000)
-    r64 = sinkhorn_log(squared_euclidean_cost(x.double(), y.double()), epsilon=1e-3, tol=1e-10, max_iter=100_000)
+    options32 = SinkhornOptions(epsilon=1e-3, tol=1e-4, max_iter=20_000)
+    options64 = SinkhornOptions(epsilon=1e-3, tol=1e-10, max_iter=100_000)
+    r32 = sinkhorn_stabilized(squared_euclidean_cost(x, y), options=options32)
+    r64 = sinkhorn_stabilized(squared_euclidean_cost(x.double(), y.double()), options=options64)
     assert torch.isfinite(r32.plan).all() and r32.marginal_error.item() < 1e-4
     assert r32.value.item() == pytest.approx(r64.value.item(), rel=1e-4)
 
@@ -264,7 +280,7 @@ def test_divergence_closed_form_gradient_matches_unrolled_for_both_clouds(n: int
     grads = {}
     for mode in ("envelope", "unrolled"):
         x, y = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
-        value = sinkhorn_divergence(x, y, epsilon=0.1, grad=mode, **TIGHT)
+        value = sinkhorn_divergence(x, y, options=tight(0.1, grad=mode))
         grads[mode] = torch.autograd.grad((value * torch.tensor([1.0, 2.0, -0.5], dtype=F64)).sum(), (x, y))
     for unrolled, envelope in zip(grads["unrolled"], grads["envelope"]):
         torch.testing.assert_close(envelope, unrolled, rtol=1e-6, atol=1e-10)
@@ -274,15 +290,15 @@ def test_warm_start_reuses_potentials_and_keeps_the_answer() -> None:
     gen = torch.Generator().manual_seed(21)
     x = torch.randn(40, 5, dtype=F64, generator=gen)
     y = torch.randn(40, 5, dtype=F64, generator=gen) + 0.5
-    cache = SinkhornWarmStart()
-    sinkhorn_divergence(x, y, epsilon=0.5, tol=1e-10, warm_start=cache)
+    cache, options = SinkhornWarmStart(), SinkhornOptions(epsilon=0.5, tol=1e-10)
+    sinkhorn_divergence(x, y, options=options, warm_start=cache)
     cold_iters = cache.n_iter
     assert cold_iters < 1000  # converged, so both answers below are at tolerance
     assert cache.potentials is not None
     moved = y + 1e-3 * torch.randn(40, 5, dtype=F64, generator=gen)
-    warm = sinkhorn_divergence(x, moved, epsilon=0.5, tol=1e-10, warm_start=cache)
-    cold = sinkhorn_divergence(x, moved, epsilon=0.5, tol=1e-10)
+    warm = sinkhorn_divergence(x, moved, options=options, warm_start=cache)
+    cold = sinkhorn_divergence(x, moved, options=options)
     assert warm.item() == pytest.approx(cold.item(), rel=1e-8)
     assert cache.n_iter < cold_iters
     # A different shape ignores the stored potentials instead of failing.
-    sinkhorn_divergence(x[:30], y[:30], epsilon=0.5, warm_start=cache)
+    sinkhorn_divergence(x[:30], y[:30], options=SinkhornOptions(epsilon=0.5), warm_start=cache)

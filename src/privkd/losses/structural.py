@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from privkd.losses.sinkhorn import sinkhorn_divergence
+from privkd.losses.ot import SinkhornOptions, sinkhorn_divergence
 
 __all__ = ["StructuralOTLoss", "anchored_similarities", "cosine_similarity_matrix", "select_anchors"]
 
@@ -160,12 +160,12 @@ class StructuralOTLoss(nn.Module):
 
     def transport_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """OT part alone, for anchored similarities ``x`` (teacher) and ``y`` (student), ``b x k``."""
-        options = dict(epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol, scaling=self.scaling)
+        options = SinkhornOptions(epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol, scaling=self.scaling)
         with full_precision(y.device):
             x, y = at_least_float32(x), at_least_float32(y)
             if self.mode == "paper":
-                return sinkhorn_divergence(x, y, **options)
-            return sinkhorn_divergence(x.unsqueeze(-1), y.unsqueeze(-1), **options).mean()
+                return sinkhorn_divergence(x, y, options=options)
+            return sinkhorn_divergence(x.unsqueeze(-1), y.unsqueeze(-1), options=options).mean()
 
     def extra_repr(self) -> str:
         return f"k={self.k}, epsilon={self.epsilon}, mode={self.mode!r}, tol={self.tol}, max_iter={self.max_iter}"
