@@ -1,0 +1,252 @@
+"""The format's rules, shared by the writer (on arrays) and the validator (on a file).
+
+Both sides bring their data into one :class:`_Content` and run
+:func:`_check_content` on it, so a file written by
+:func:`~privkd.data.h5format.write_dataset` always validates and the two can
+never disagree about what a valid dataset is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from privkd.data.h5format.spec import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MODALITY_KINDS,
+    TASKS,
+    DatasetInfo,
+    ModalityInfo,
+)
+from privkd.errors import DatasetError
+
+__all__: list[str] = []  # package-private: used by validation and writing only
+
+# Value scans read at most this many bytes at a time, so a video dataset is
+# checked for NaN/inf without ever being loaded whole.
+_SCAN_BYTES = 16 * 2**20
+_REIMPORT = "re-create the file with privkd.data.write_dataset or a privkd importer"
+
+
+class _ArrayLike(Protocol):
+    """What the shared checks need from an array: numpy arrays and h5py datasets both fit."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __getitem__(self, key: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class _Content:
+    """Everything the rules inspect, read from a file or about to be written.
+
+    ``modalities`` is ``None`` when there is no ``/modalities`` group; string
+    columns are already decoded to object arrays of ``str``.
+    """
+
+    file: Path
+    attrs: Mapping[str, Any]
+    modalities: Mapping[str, tuple[_ArrayLike, Mapping[str, Any]]] | None
+    labels: np.ndarray | None
+    subjects: np.ndarray | None
+    groups: np.ndarray | None
+    splits: np.ndarray | None
+
+
+
+def _as_text(value: Any) -> str | None:
+    """Decode a string attribute whichever way the writing tool stored it."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, (str, np.str_)):
+        return str(value)
+    return None
+
+
+def _json_names(file: Path, field: str, raw: Any) -> list[str] | None:
+    """Parse a JSON list of names attribute, ``None`` when absent."""
+    if raw is None:
+        return None
+    text = _as_text(raw)
+    try:
+        names = json.loads(text) if text is not None else None
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise DatasetError(file, field, f"expected a JSON list of non-empty strings, found {raw!r}",
+                           'store it as json.dumps(["name", ...])')
+    if len(set(names)) != len(names):
+        raise DatasetError(file, field, f"names are not unique: {names}", "give every entry its own name")
+    return names
+
+
+def _check_format(file: Path, attrs: Mapping[str, Any]) -> None:
+    found = _as_text(attrs.get("format"))
+    if found != FORMAT_NAME:
+        state = "is missing" if found is None else f"is {found!r}"
+        raise DatasetError(file, "/@format", f"root attribute 'format' {state}, expected {FORMAT_NAME!r}",
+                           f"{_REIMPORT} (`privkd data import ...`); privkd reads only its own format")
+    version = attrs.get("format_version")
+    if not isinstance(version, (int, np.integer)) or not 1 <= int(version) <= FORMAT_VERSION:
+        raise DatasetError(file, "/@format_version",
+                           f"format_version is {version!r}, this privkd reads version {FORMAT_VERSION}",
+                           f"{_REIMPORT} with this privkd version, or upgrade privkd if the file is newer")
+
+
+def _check_task(file: Path, attrs: Mapping[str, Any]) -> str:
+    task = _as_text(attrs.get("task"))
+    if task not in TASKS:
+        raise DatasetError(file, "/@task", f"task is {task!r}, expected one of {list(TASKS)}",
+                           "set the root attribute 'task' to 'classification' (integer class ids) "
+                           "or 'regression' (continuous targets)")
+    return task
+
+
+def _check_modality(file: Path, name: str, array: _ArrayLike, attrs: Mapping[str, Any]) -> ModalityInfo:
+    """Check one modality's structure and attributes (not its values)."""
+    field = f"/modalities/{name}"
+    if len(array.shape) < 1 or min(array.shape[1:], default=1) < 1:
+        raise DatasetError(file, field, f"shape {tuple(array.shape)} has no sample axis or an empty axis",
+                           "store an array whose first axis is the sample, e.g. (N, channels, time)")
+    kind = _as_text(attrs.get("kind"))
+    if kind not in MODALITY_KINDS:
+        raise DatasetError(file, f"{field}@kind", f"kind is {kind!r}, expected one of {list(MODALITY_KINDS)}",
+                           "give the modality one of the known kinds (modality_kinds= in write_dataset)")
+    if not (np.issubdtype(array.dtype, np.floating) or (kind == "video" and array.dtype == np.uint8)):
+        raise DatasetError(file, field, f"dtype is {array.dtype}, expected a float array (or uint8 for video)",
+                           "convert the data to float32 before writing; video frames may stay uint8 (0-255)")
+    rate = _sampling_rate(file, field, kind, attrs.get("sampling_rate"))
+    channels = _json_names(file, f"{field}@channel_names", attrs.get("channel_names"))
+    if channels is not None and (len(array.shape) < 2 or len(channels) != array.shape[1]):
+        raise DatasetError(file, f"{field}@channel_names",
+                           f"{len(channels)} channel names for shape {tuple(array.shape)}",
+                           "give one name per entry of axis 1 (the channel axis, right after the sample axis)")
+    return ModalityInfo(name=name, kind=kind, sampling_rate=rate, sample_shape=tuple(int(s) for s in array.shape[1:]),
+                        channel_names=None if channels is None else tuple(channels))
+
+
+def _sampling_rate(file: Path, field: str, kind: str, raw: Any) -> float | None:
+    """A positive rate in Hz; absent/NaN is allowed only for time-less features."""
+    try:
+        rate = None if raw is None else float(raw)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if rate is None or math.isnan(rate):
+        if kind == "features":
+            return None
+    elif math.isfinite(rate) and rate > 0:
+        return rate
+    raise DatasetError(file, f"{field}@sampling_rate", f"sampling_rate is {raw!r} for a {kind} modality",
+                       "give the sampling rate in Hz (frames per second for video); "
+                       "only 'features' modalities may leave it out")
+
+
+def _check_counts(c: _Content, n_by_modality: Mapping[str, int]) -> int:
+    """All first axes agree with the label count; returns that count."""
+    if c.labels is None:
+        raise DatasetError(c.file, "/labels", "no /labels array", "write one label per sample to /labels")
+    if c.subjects is None:
+        raise DatasetError(c.file, "/subjects", "no /subjects array",
+                           "write the subject id (a string) of every sample to /subjects; "
+                           "privkd splits folds by subject")
+    n = int(c.labels.shape[0]) if c.labels.ndim else 0
+    if n == 0:
+        raise DatasetError(c.file, "/labels", "the dataset has no samples", "write at least one sample")
+    for name, count in n_by_modality.items():
+        if count != n:
+            raise DatasetError(c.file, "/labels", f"{n} labels but {count} samples in /modalities/{name}",
+                               "write one label per sample (first axis)")
+    for field, column in (("/subjects", c.subjects), ("/groups", c.groups), ("/splits", c.splits)):
+        if column is not None and column.shape != (n,):
+            raise DatasetError(c.file, field, f"shape {column.shape} but there are {n} labels (samples)",
+                               f"write one entry per sample to {field}, a 1-D array of strings")
+    return n
+
+
+def _check_labels(c: _Content, task: str) -> tuple[list[str] | None, list[str] | None]:
+    """Check label dtype/shape/range against the names; returns (class_names, target_names)."""
+    labels = c.labels
+    assert labels is not None  # _check_counts ran first
+    if task == "classification":
+        class_names = _json_names(c.file, "/@class_names", c.attrs.get("class_names"))
+        if class_names is None:
+            raise DatasetError(c.file, "/@class_names", "classification dataset without class_names",
+                               "store the class names as a JSON list, index i naming class id i")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise DatasetError(c.file, "/labels", f"{labels.dtype} labels of shape {labels.shape}, "
+                               "expected integer class ids of shape (N,)",
+                               "store class ids 0..n_classes-1 as int64; map class names to ids first")
+        outside = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
+        if outside.size:
+            i = int(outside[0])
+            raise DatasetError(c.file, "/labels", f"label {int(labels[i])} at sample {i} is outside "
+                               f"[0, {len(class_names)}) given {len(class_names)} class_names",
+                               "remap the labels to 0..n_classes-1, or add the missing class names")
+        return class_names, None
+    target_names = _json_names(c.file, "/@target_names", c.attrs.get("target_names"))
+    if labels.ndim not in (1, 2) or not np.issubdtype(labels.dtype, np.floating):
+        raise DatasetError(c.file, "/labels", f"{labels.dtype} labels of shape {labels.shape}, "
+                           "expected float targets of shape (N,) or (N, T)", "store the targets as float32")
+    n_targets = 1 if labels.ndim == 1 else labels.shape[1]
+    if target_names is not None and len(target_names) != n_targets:
+        raise DatasetError(c.file, "/@target_names", f"{len(target_names)} target names for {n_targets} targets",
+                           "give one name per label column")
+    _check_finite(c.file, "/labels", labels)
+    return None, target_names or [f"target_{i}" for i in range(n_targets)]
+
+
+def _rows_within(shape: tuple[int, ...], budget: int) -> int:
+    """How many float32 samples of ``shape`` fit in ``budget`` bytes (at least one)."""
+    return max(1, budget // max(4 * math.prod(shape[1:]), 1))
+
+
+def _check_finite(file: Path, field: str, array: _ArrayLike) -> None:
+    """Scan ``array`` block by block (never whole) for NaN or inf.
+
+    Values are checked as float32, the stored precision, so float64 input
+    that would overflow to inf when written is caught too.
+    """
+    if array.dtype == np.uint8:
+        return  # integers cannot be NaN or inf
+    step = _rows_within(tuple(array.shape), _SCAN_BYTES)
+    for start in range(0, array.shape[0], step):
+        with np.errstate(over="ignore"):
+            block = np.asarray(array[start:start + step], dtype=np.float32)
+        bad = ~np.isfinite(block.reshape(len(block), -1))
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size:
+            row = int(rows[0])
+            value = block.reshape(len(block), -1)[row][bad[row]][0]
+            what = "NaN" if np.isnan(value) else "inf"
+            raise DatasetError(file, field, f"{what} value in sample {start + row}",
+                               "replace or drop non-finite values before writing "
+                               "(interpolate short gaps, drop the affected samples)")
+
+
+def _check_content(c: _Content, *, check_values: bool) -> DatasetInfo:
+    """The rules, shared by the writer (on arrays) and the validator (on a file)."""
+    _check_format(c.file, c.attrs)
+    task = _check_task(c.file, c.attrs)
+    if not c.modalities:
+        state = "has no /modalities group" if c.modalities is None else "/modalities is empty"
+        raise DatasetError(c.file, "/modalities", f"the file {state}",
+                           "write at least one modality array to /modalities/<name>")
+    modalities = {name: _check_modality(c.file, name, array, attrs) for name, (array, attrs) in c.modalities.items()}
+    n = _check_counts(c, {name: int(array.shape[0]) for name, (array, _) in c.modalities.items()})
+    class_names, target_names = _check_labels(c, task)
+    if check_values:
+        for name, (array, _) in c.modalities.items():
+            _check_finite(c.file, f"/modalities/{name}", array)
+    assert c.subjects is not None  # _check_counts ran first
+    return DatasetInfo(path=c.file, task=task, n_samples=n, modalities=modalities, class_names=class_names,
+                       target_names=target_names, subjects=sorted(set(c.subjects.tolist())),
+                       description=_as_text(c.attrs.get("description")) or "",
+                       source=_as_text(c.attrs.get("source")) or "")

@@ -1,0 +1,60 @@
+"""What the format is called and allows, and what a validated file is described as.
+
+The bottom layer of :mod:`privkd.data.h5format`: plain constants and frozen
+dataclasses that the rules, the reader, the writer and the summary all build on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MODALITY_KINDS",
+    "TASKS",
+    "DatasetInfo",
+    "ModalityInfo",
+]
+
+FORMAT_NAME = "privkd-dataset"
+FORMAT_VERSION = 1
+MODALITY_KINDS = ("signal", "spectrogram", "video", "features")
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class ModalityInfo:
+    """Description of one modality; ``sample_shape`` excludes the sample axis."""
+
+    name: str
+    kind: str
+    sampling_rate: float | None
+    sample_shape: tuple[int, ...]
+    channel_names: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a validated dataset file holds, without its arrays."""
+
+    path: Path
+    task: str
+    n_samples: int
+    modalities: dict[str, ModalityInfo]
+    class_names: list[str] | None
+    target_names: list[str] | None
+    subjects: list[str]
+    description: str
+    source: str
+
+    @property
+    def n_classes(self) -> int | None:
+        """Number of classes for classification, ``None`` for regression."""
+        return None if self.class_names is None else len(self.class_names)
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of a model's output: one logit per class, or one value per regression target."""
+        return self.n_classes if self.class_names is not None else len(self.target_names or [])
