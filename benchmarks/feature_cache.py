@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from privkd.config import config_from_dict
+from privkd.config.loading import config_from_dict
 from privkd.data import read_info, write_streamed_dataset
+from privkd.data.loaders import make_loader
+from privkd.data.opening import open_dataset
 from privkd.methods.registry import build_module
-from privkd.training.crossval import open_dataset
-from privkd.training.fit import make_loader, seed_everything
+from privkd.training.feature_cache import frozen_backbone_tokens
+from privkd.training.fit import seed_everything
 
 
 def clip_dataset(path: Path, clips: int, frames: int, size: int) -> Path:
@@ -50,7 +52,7 @@ def epoch_times(data: Path, cache: bool, epochs: int, batch_size: int) -> tuple[
     })
     info = read_info(data)
     start = time.perf_counter()
-    dataset = open_dataset(cfg, info, data, progress=lambda _: None)
+    dataset = open_dataset(cfg, info, data, frozen_backbone_tokens(cfg, info, data, progress=lambda _: None))
     opened = time.perf_counter() - start
     seed_everything(0)
     module = build_module("baseline", cfg, info)

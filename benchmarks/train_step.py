@@ -22,9 +22,14 @@ from collections.abc import Callable
 
 import torch
 
-from privkd.config import config_from_dict
+from privkd.config.loading import config_from_dict
 from privkd.data import MultimodalDataset, embedded_dataset_path, read_info
-from privkd.losses.structural import StructuralOTLoss, cosine_similarity_matrix, select_anchors
+from privkd.data.dataset import Batch
+from privkd.losses.structural import (
+    StructuralOTLoss,
+    cosine_similarity_matrix,
+    select_anchors,
+)
 from privkd.methods.registry import build_module
 
 METHODS = ("baseline", "pkdot", "mtpkdot", "amid")
@@ -44,8 +49,8 @@ def method_steps(batch_size: int, steps: int) -> dict[str, float]:
     path = embedded_dataset_path()
     info = read_info(path)
     data = MultimodalDataset(path, ["accelerometer", "gyroscope"], indices=range(batch_size), in_memory=True)
-    batch = {"inputs": {m: torch.stack([data[i]["inputs"][m] for i in range(batch_size)]) for m in ("accelerometer", "gyroscope")},
-             "label": torch.as_tensor(data.labels)}
+    batch = Batch({m: torch.stack([data[i].inputs[m] for i in range(batch_size)]) for m in ("accelerometer", "gyroscope")},
+                  torch.as_tensor(data.labels))
     cfg = config_from_dict({"amid": {"warmup_epochs": 0}, "training": {"batch_size": batch_size}})
     torch.manual_seed(0)
     teacher = build_module("teacher", cfg, info).net.eval()

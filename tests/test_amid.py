@@ -4,7 +4,8 @@ import json
 
 import torch
 
-from privkd.config import config_from_dict
+from privkd.config.loading import config_from_dict
+from privkd.data.dataset import Batch
 from privkd.methods.registry import build_module
 
 
@@ -29,7 +30,7 @@ def test_adversarial_step_changes_student_not_teacher():
     torch.manual_seed(0)
     module = amid_module()
     module.weights.update(task=0.0, jsd=0.0, mi_s=0.0, mi_a=0.0, adv=1.0)
-    batch = {"inputs": {m: torch.randn(8, 3, 20) for m in FakeInfo.modalities}, "label": torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])}
+    batch = Batch({m: torch.randn(8, 3, 20) for m in FakeInfo.modalities}, torch.tensor([0, 0, 1, 1, 2, 2, 0, 1]))
     teacher_only = {n: p.detach().clone() for n, p in module.teacher.named_parameters() if not n.startswith("encoders.accelerometer")}
     student_only = {n: p.detach().clone() for n, p in module.net.fusion.named_parameters()}
     main_optimizer, _ = module.configure_optimizers()
@@ -47,7 +48,7 @@ def test_adversarial_step_changes_student_not_teacher():
 
 def test_warmup_trains_only_classification_and_jsd():
     module = amid_module(warmup_epochs=5)
-    batch = {"inputs": {m: torch.randn(6, 3, 20) for m in FakeInfo.modalities}, "label": torch.tensor([0, 1, 2, 0, 1, 2])}
+    batch = Batch({m: torch.randn(6, 3, 20) for m in FakeInfo.modalities}, torch.tensor([0, 1, 2, 0, 1, 2]))
     assert set(module.loss_terms(batch)) == {"task", "jsd"}
 
 

@@ -20,7 +20,11 @@ from privkd.losses.amid import (
     label_aware_contrastive_mi,
     repeated_class_mask,
 )
-from privkd.models.discriminators import Discriminator, enhanced_discriminator, fundamental_discriminator
+from privkd.models.discriminators import (
+    Discriminator,
+    enhanced_discriminator,
+    fundamental_discriminator,
+)
 
 F64 = torch.float64
 LABELS = [0, 0, 1, 1, 2, 0]

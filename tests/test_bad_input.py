@@ -15,10 +15,10 @@ import yaml
 from typer.testing import CliRunner
 
 from privkd.cli import app
-from privkd.config import config_from_dict
+from privkd.config.loading import config_from_dict
 from privkd.data import read_info, write_dataset
 from privkd.deploy import save_student
-from privkd.methods.registry import build_net
+from privkd.models.build import build_net
 
 
 def small_dataset(path: Path, *, subjects: int = 6, per_subject: int = 8, classes: int = 2,
@@ -253,9 +253,6 @@ def test_the_catalogue_covers_at_least_twenty_cases():
     assert len(CASES) >= 20
 
 
-def test_debug_shows_the_traceback(tmp_path, monkeypatch):
-    import privkd.cli
-
-    monkeypatch.setitem(privkd.cli._state, "debug", False)  # restored after the test: --debug sets it process-wide
+def test_debug_shows_the_traceback(tmp_path):
     result = CliRunner().invoke(app, ["--debug", *missing_dataset(tmp_path)])
     assert result.exit_code != 0 and result.exception is not None

@@ -2,16 +2,15 @@
 
 import pytest
 
-from privkd.config import (
+from privkd.config.loading import (
     apply_overrides,
     config_from_dict,
-    config_to_dict,
     load_config,
     packaged_config_path,
-    restrict_rows,
-    row_method,
     variant_config,
 )
+from privkd.config.parse import config_to_dict
+from privkd.config.rows import restrict_rows, row_method
 from privkd.errors import ConfigError
 
 
@@ -82,7 +81,7 @@ def test_only_keeps_the_named_rows_and_rejects_unknown_ones():
 def test_shipped_configs_all_load():
     from pathlib import Path
 
-    import privkd.config
+    import privkd
 
-    for path in (Path(privkd.config.__file__).parent / "configs").glob("*.yaml"):
+    for path in (Path(privkd.__file__).parent / "configs").glob("*.yaml"):
         assert load_config(path).name

@@ -10,22 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from privkd.config import config_from_dict
+from privkd.cli import app
+from privkd.config.loading import config_from_dict
 from privkd.data import read_info, write_dataset
-from privkd.deploy import (
-    export_onnx,
-    load_student,
-    onnx_metadata,
-    predict_file,
-    save_student,
-    student_role,
-)
+from privkd.deploy import export_onnx, load_student, onnx_metadata, predict_file, save_student
 from privkd.deploy.student import CARD_FILE, STUDENT_FILE, WEIGHTS_FILE
 from privkd.errors import DatasetError, PrivkdError
-from privkd.methods.registry import build_net
+from privkd.methods.registry import method_spec
+from privkd.models.build import build_net
 
 N_SAMPLES = 40
 SMALL_MODEL = {"embed_dim": 16, "fusion_dim": 24, "tnet_hidden": 32, "tnet_bottleneck": 8}
@@ -187,7 +181,8 @@ def test_save_refuses_networks_that_need_privileged_inputs_or_another_role(tmp_p
     with pytest.raises(ValueError, match="does not match build_net"):
         save_student(tmp_path / "b", build_net("baseline", cfg, info), cfg, info, row="pkdot", method="pkdot",
                      role="student", fold=0, test_metrics={}, train_subjects=[])
-    assert [student_role(m) for m in ("baseline", "teacher", "pkdot", "mtpkdot", "p2p_kl", "amid")] == \
+    assert [method_spec(m).role if method_spec(m).deployable else None
+            for m in ("baseline", "teacher", "pkdot", "mtpkdot", "p2p_kl", "amid")] == \
         ["baseline", None, "student", "student", "student", "baseline"]
 
 
@@ -342,11 +337,6 @@ def test_onnx_torchscript_fallback(tmp_path, watch, monkeypatch):
 
 
 def test_cli_predict_and_export(tmp_path, watch):
-    from privkd.deploy_cli import export, predict
-
-    app = typer.Typer()
-    app.command("predict")(predict)
-    app.command("export")(export)
     runner = CliRunner()
     _, directory = _save(tmp_path, "student", _config(), watch[0])
     only_acc = _write_h5(tmp_path / "acc.h5", watch, ["accelerometer"])

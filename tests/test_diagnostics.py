@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from privkd.data.dataset import Batch
 from privkd.evaluation.diagnostics import structure_gaps, tnet_fidelity
 from privkd.losses.structural import StructuralOTLoss, anchored_similarities
 from privkd.models.network import ModalitySpec, PrivilegedNet
@@ -20,7 +21,7 @@ def teacher_net() -> PrivilegedNet:
 def loader(n: int = 40, batch: int = 10) -> DataLoader:
     generator = torch.Generator().manual_seed(1)
     acc, gyro = torch.randn(n, 6, generator=generator), torch.randn(n, 6, generator=generator)
-    data = [{"inputs": {"acc": a, "gyro": g}, "label": torch.tensor(i % 3)} for i, (a, g) in enumerate(zip(acc, gyro))]
+    data = [Batch({"acc": a, "gyro": g}, torch.tensor(i % 3), "s", i) for i, (a, g) in enumerate(zip(acc, gyro))]
     return DataLoader(data, batch_size=batch)
 
 
@@ -30,7 +31,7 @@ def test_tnet_fidelity_matches_a_numpy_r2_and_cosine():
     with torch.no_grad():
         real, fake = [], []
         for batch in loader():
-            emb = teacher.encode(batch["inputs"])
+            emb = teacher.encode(batch.inputs)
             real.append(emb["gyro"][:, 0].numpy())
             fake.append(teacher.hallucinate(emb)["gyro"][:, 0].numpy())
     real, fake = np.concatenate(real), np.concatenate(fake)
@@ -61,8 +62,8 @@ def test_structure_gap_is_zero_for_the_teacher_itself_and_matches_the_loss_other
     mads, values = [], []
     with torch.no_grad():
         for batch in loader():
-            x, y = anchored_similarities(teacher(batch["inputs"]).embedding, other(batch["inputs"]).embedding, 4)
+            x, y = anchored_similarities(teacher(batch.inputs).embedding, other(batch.inputs).embedding, 4)
             mads.append(float((x - y).abs().mean()))
-            values.append(float(ot(teacher(batch["inputs"]).embedding, other(batch["inputs"]).embedding)))
+            values.append(float(ot(teacher(batch.inputs).embedding, other(batch.inputs).embedding)))
     assert gap["anchor_mad"] == pytest.approx(np.mean(mads), rel=1e-6) and gap["anchor_mad"] > 0.01
     assert gap["ot"] == pytest.approx(np.mean(values), rel=1e-5) and gap["ot"] > 0

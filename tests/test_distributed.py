@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from privkd.config import config_from_dict
+from privkd.config.loading import config_from_dict
+from privkd.data.dataset import Batch
 from privkd.methods.registry import build_module
 
 BATCH = 16
@@ -42,12 +43,12 @@ def make_module(method: str) -> torch.nn.Module:
 def global_batch() -> dict:
     generator = torch.Generator().manual_seed(2)
     inputs = {m: torch.randn(BATCH, 6, generator=generator) for m in FakeInfo.modalities}
-    return {"inputs": inputs, "label": torch.randint(0, 3, (BATCH,), generator=generator)}
+    return Batch(inputs, torch.randint(0, 3, (BATCH,), generator=generator))
 
 
 def shard(batch: dict, rank: int) -> dict:
     rows = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-    return {"inputs": {m: x[rows] for m, x in batch["inputs"].items()}, "label": batch["label"][rows]}
+    return Batch({m: x[rows] for m, x in batch.inputs.items()}, batch.label[rows])
 
 
 class TotalLoss(nn.Module):

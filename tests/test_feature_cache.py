@@ -19,7 +19,7 @@ def test_cache_holds_the_backbone_tokens_and_is_computed_once(watch_path, tmp_pa
     rows = [0, 17, 4676]
     raw = MultimodalDataset(watch_path, ["accelerometer"], indices=rows, in_memory=True)
     with torch.no_grad():
-        expected = backbone(torch.stack([raw[i]["inputs"]["accelerometer"] for i in range(3)]))
+        expected = backbone(torch.stack([raw[i].inputs["accelerometer"] for i in range(3)]))
     np.testing.assert_allclose(tokens[rows], expected.numpy(), rtol=1e-5, atol=1e-6)
 
     def fail(*args, **kwargs):
@@ -67,9 +67,9 @@ def test_training_on_cached_tokens_equals_recomputing_them(run_config, monkeypat
 
 
 def test_a_network_gives_the_same_outputs_from_cached_tokens_as_from_raw_inputs(watch_path):
-    from privkd.config import config_from_dict
+    from privkd.config.loading import config_from_dict
     from privkd.data import read_info
-    from privkd.methods.registry import build_net, reference_backbone
+    from privkd.models.build import build_net, reference_backbone
     from privkd.models.network import TOKENS_SUFFIX
 
     cfg = config_from_dict({"model": {"frozen_backbones": ["accelerometer"]}})
@@ -79,7 +79,7 @@ def test_a_network_gives_the_same_outputs_from_cached_tokens_as_from_raw_inputs(
     assert not any(p.requires_grad for p in teacher.encoders["accelerometer"].backbone.parameters())
     assert all(p.requires_grad for p in teacher.encoders["accelerometer"].project.parameters())
     rows = MultimodalDataset(watch_path, ["accelerometer", "gyroscope"], indices=range(8), in_memory=True)
-    raw = {name: torch.stack([rows[i]["inputs"][name] for i in range(8)]) for name in ("accelerometer", "gyroscope")}
+    raw = {name: torch.stack([rows[i].inputs[name] for i in range(8)]) for name in ("accelerometer", "gyroscope")}
     with torch.no_grad():
         tokens = reference_backbone(cfg, info, "accelerometer")(raw["accelerometer"])
         cached = teacher({"accelerometer" + TOKENS_SUFFIX: tokens, "gyroscope": raw["gyroscope"]})

@@ -10,7 +10,13 @@ import h5py
 import numpy as np
 import pytest
 
-from privkd.data.h5format import FORMAT_NAME, describe, read_info, validate_dataset, write_dataset
+from privkd.data.h5format import (
+    FORMAT_NAME,
+    describe,
+    read_info,
+    validate_dataset,
+    write_dataset,
+)
 from privkd.errors import DatasetError
 
 N = 12

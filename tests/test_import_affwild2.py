@@ -63,7 +63,7 @@ def test_clips_targets_subjects_splits(imported):
 
 def test_frames_and_audio_match_an_independent_computation(imported):
     data = MultimodalDataset(imported)
-    video = data[1]["inputs"]["video"].numpy() * 255  # clip of frames 5..8; frame 6 (index 5) is missing
+    video = data[1].inputs["video"].numpy() * 255  # clip of frames 5..8; frame 6 (index 5) is missing
     levels = video.mean(axis=(0, 2, 3))
     # missing 00006.jpg is filled with the nearest frame, 00005 (tie with 00007 -> the earlier one)
     expected = [frame_level("1-30-1280x720", n) for n in (5, 5, 7, 8)]
@@ -75,9 +75,9 @@ def test_frames_and_audio_match_an_independent_computation(imported):
     available = audio[start:start + len(segment)]
     segment[:len(available)] = available
     expected_mel = log_mel_spectrogram(segment, SR, n_mels=32, n_fft=400, hop_length=160, n_frames=14, fmax=8000)
-    np.testing.assert_allclose(data[1]["inputs"]["audio"].numpy()[0], expected_mel, atol=1e-4)
+    np.testing.assert_allclose(data[1].inputs["audio"].numpy()[0], expected_mel, atol=1e-4)
     # the _left video uses the shared video10.wav: its spectrogram differs from the other videos'
-    assert not np.allclose(data[3]["inputs"]["audio"].numpy(), data[0]["inputs"]["audio"].numpy(), atol=0.1)
+    assert not np.allclose(data[3].inputs["audio"].numpy(), data[0].inputs["audio"].numpy(), atol=0.1)
 
 
 def test_frame_step_overlap_and_sets(layout, tmp_path):

@@ -64,8 +64,8 @@ def test_values_match_an_independent_computation(imported):
             # 2.0-5.0 s = samples 1024..2560, as written (6 decimals) and stored (float32)
             window = np.round(signals[2 * FS:5 * FS, column], 6).astype(np.float32)
             expected = log_spectrogram(window, FS, nperseg=64, noverlap=48, nfft=128)
-            np.testing.assert_allclose(item["inputs"][name].numpy()[0], expected, atol=1e-4)
-        video = item["inputs"]["video"].numpy() * 255  # 4 frames of a 3 s clip: 2 in each half
+            np.testing.assert_allclose(item.inputs[name].numpy()[0], expected, atol=1e-4)
+        video = item.inputs["video"].numpy() * 255  # 4 frames of a 3 s clip: 2 in each half
         means = video.mean(axis=(0, 2, 3))
         np.testing.assert_allclose(means, [level, level, level + 60, level + 60], atol=2.5)
 
@@ -80,7 +80,7 @@ def test_raw_signals_and_signal_only(layout, tmp_path):
     assert data.labels.tolist() == [1, 1, 0, 0] * 3  # index in the given class order
     _, stem, _ = list(stems())[2]
     expected = np.round(clip_signals(stem, 2816, PART_B)[256:768, 0], 6)
-    np.testing.assert_allclose(data[2]["inputs"]["eda"].numpy()[0], expected, atol=1e-5)
+    np.testing.assert_allclose(data[2].inputs["eda"].numpy()[0], expected, atol=1e-5)
 
 
 def test_video_window_selects_the_span(layout, tmp_path):
@@ -89,7 +89,7 @@ def test_video_window_selects_the_span(layout, tmp_path):
     data = MultimodalDataset(out)
     assert set(data.info.modalities) == {"video"}
     level = next(iter(stems()))[2]
-    np.testing.assert_allclose(data[0]["inputs"]["video"].numpy().mean(axis=(0, 2, 3)) * 255, level + 60, atol=2.5)
+    np.testing.assert_allclose(data[0].inputs["video"].numpy().mean(axis=(0, 2, 3)) * 255, level + 60, atol=2.5)
 
 
 def assert_fails_cleanly(root: Path, out: Path, match: str, error=DatasetError, **options) -> DatasetError:

@@ -45,7 +45,7 @@ def test_folder_with_kind_and_rate_options(tmp_path):
     assert result.exit_code == 0, result.output
     ds = MultimodalDataset(tmp_path / "f.h5")
     assert ds.info.modalities["ecg"].sampling_rate == 256.0 and ds.info.modalities["ecg"].kind == "signal"
-    np.testing.assert_allclose(ds[5]["inputs"]["ecg"].numpy(), np.sin(np.arange(64) * 6 / 10.0)[None], rtol=1e-6)
+    np.testing.assert_allclose(ds[5].inputs["ecg"].numpy(), np.sin(np.arange(64) * 6 / 10.0)[None], rtol=1e-6)
 
 
 def test_malformed_option_and_missing_source_exit_2_without_traceback(tmp_path):

@@ -42,11 +42,11 @@ def test_mean_pooling_labels_subjects_groups(layout, tmp_path):
     for i in (0, 7, 19):
         uid = frame.utterance_id[i]
         item = ds[i]
-        np.testing.assert_allclose(item["inputs"]["audio"].numpy(), arrays["audio"][uid].mean(axis=0), rtol=1e-6)
-        np.testing.assert_allclose(item["inputs"]["text"].numpy(), arrays["text"][uid], rtol=1e-6)
-        np.testing.assert_allclose(item["inputs"]["visual"].numpy(), arrays["visual"][uid].mean(axis=0), rtol=1e-6)
-        assert info.class_names[int(item["label"])] == frame.label[i]
-        assert item["subject"] == frame.session[i]
+        np.testing.assert_allclose(item.inputs["audio"].numpy(), arrays["audio"][uid].mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(item.inputs["text"].numpy(), arrays["text"][uid], rtol=1e-6)
+        np.testing.assert_allclose(item.inputs["visual"].numpy(), arrays["visual"][uid].mean(axis=0), rtol=1e-6)
+        assert info.class_names[int(item.label)] == frame.label[i]
+        assert item.subject == frame.session[i]
     assert ds.subjects.tolist() == frame.session.tolist()
     assert ds.groups.tolist() == frame.speaker.tolist()
 
@@ -76,7 +76,7 @@ def test_pad_and_crop_to_length(layout, tmp_path):
     short, long = 0, 4  # T = 3 (padded) and T = 7 (cropped)
     for i in (short, long):
         source = arrays["audio"][frame.utterance_id[i]]
-        stored = ds[i]["inputs"]["audio"].numpy()
+        stored = ds[i].inputs["audio"].numpy()
         t = min(5, len(source))
         np.testing.assert_allclose(stored[:, :t], source[:t].T, rtol=1e-6)
         assert np.all(stored[:, t:] == 0)
@@ -88,7 +88,7 @@ def test_pad_default_length_is_longest_sequence(layout, tmp_path):
     root, frame, arrays = layout
     dst = import_features(root, tmp_path / "pad.h5", modalities=["audio"], sequence="pad", progress=False)
     assert validate_dataset(dst).modalities["audio"].sample_shape == (4, 7)
-    stored = MultimodalDataset(dst)[4]["inputs"]["audio"].numpy()
+    stored = MultimodalDataset(dst)[4].inputs["audio"].numpy()
     np.testing.assert_allclose(stored, arrays["audio"][frame.utterance_id[4]].T, rtol=1e-6)
 
 

@@ -72,11 +72,11 @@ def test_import_kinds_rates_values(layout, tmp_path):
 
     ds = MultimodalDataset(dst)
     for i in (0, 6, 9):
-        inputs = ds[i]["inputs"]
+        inputs = ds[i].inputs
         for name in ("eeg", "feat", "spec"):
             np.testing.assert_allclose(inputs[name].numpy(), arrays[name][i], rtol=1e-6)
         np.testing.assert_allclose(inputs["video"].numpy(), arrays["video"][i] / 255.0, rtol=1e-6)
-        assert info.class_names[int(ds[i]["label"])] == manifest.label[i]
+        assert info.class_names[int(ds[i].label)] == manifest.label[i]
     assert ds.subjects.tolist() == manifest.subject.tolist()
     assert ds.groups.tolist() == manifest.group.tolist()
 
@@ -89,8 +89,8 @@ def test_regression_targets_and_kind_override(layout, tmp_path):
     assert ds.info.task == "regression" and ds.info.target_names == ["valence", "arousal"]
     np.testing.assert_allclose(ds.labels, manifest[["valence", "arousal"]].to_numpy(), rtol=1e-6)
     assert {m.kind for m in ds.info.modalities.values()} == {"features"}
-    np.testing.assert_allclose(ds[4]["inputs"]["eeg"].numpy(), arrays["eeg"][4], rtol=1e-6)
-    np.testing.assert_allclose(ds[4]["inputs"]["video"].numpy(), arrays["video"][4], rtol=1e-6)  # float copy
+    np.testing.assert_allclose(ds[4].inputs["eeg"].numpy(), arrays["eeg"][4], rtol=1e-6)
+    np.testing.assert_allclose(ds[4].inputs["video"].numpy(), arrays["video"][4], rtol=1e-6)  # float copy
 
 
 def test_missing_manifest(layout, tmp_path):

@@ -52,11 +52,11 @@ def test_csv_classification_by_prefix(tmp_path):
     ds = MultimodalDataset(dst)
     for i in (0, 5, 11):
         item = ds[i]
-        np.testing.assert_allclose(item["inputs"]["eda"].numpy(), frame.loc[i, ["eda.mean", "eda.slope"]].to_numpy(
+        np.testing.assert_allclose(item.inputs["eda"].numpy(), frame.loc[i, ["eda.mean", "eda.slope"]].to_numpy(
             dtype=float), rtol=1e-6)
-        np.testing.assert_allclose(item["inputs"]["face"].numpy(),
+        np.testing.assert_allclose(item.inputs["face"].numpy(),
                                    frame.loc[i, ["face.au12", "face.au04.r"]].to_numpy(dtype=float), rtol=1e-6)
-        assert info.class_names[int(item["label"])] == frame.label[i]
+        assert info.class_names[int(item.label)] == frame.label[i]
     assert ds.subjects.tolist() == frame.subject.tolist()
     assert ds.groups.tolist() == frame.video.tolist()
     with h5py.File(dst) as h5:
@@ -89,9 +89,9 @@ def test_parquet_regression_several_targets_and_patterns(tmp_path):
     assert ds.info.target_names == ["valence", "arousal"]
     assert ds.labels.shape == (N, 2)
     np.testing.assert_allclose(ds.labels, frame[["valence", "arousal"]].to_numpy(), rtol=1e-6)
-    np.testing.assert_allclose(ds[3]["inputs"]["eda"].numpy(), frame.loc[3, ["gsr_phasic", "gsr_tonic"]].to_numpy(
+    np.testing.assert_allclose(ds[3].inputs["eda"].numpy(), frame.loc[3, ["gsr_phasic", "gsr_tonic"]].to_numpy(
         dtype=float), rtol=1e-6)
-    np.testing.assert_allclose(ds[3]["inputs"]["face"].numpy(), [frame.au12[3]], rtol=1e-6)
+    np.testing.assert_allclose(ds[3].inputs["face"].numpy(), [frame.au12[3]], rtol=1e-6)
     assert ds.subjects.tolist() == frame.participant.tolist()
 
 

@@ -3,13 +3,16 @@
 import torch
 import torch.nn.functional as F
 
-from privkd.config import config_from_dict
+from privkd.config.loading import config_from_dict
+from privkd.config.schema import MTPKDOTConfig, StructuralConfig
 from privkd.data import MultimodalDataset, read_info, subject_folds
-from privkd.losses.structural import StructuralOTLoss
+from privkd.data.dataset import Batch
 from privkd.methods.mt_pkdot import MTPKDOTModule
-from privkd.methods.registry import build_module, build_net
+from privkd.methods.registry import build_module
+from privkd.models.build import build_net
+from privkd.models.inference import encode_dataset
 from privkd.models.network import NetOutput
-from privkd.training.fit import fit, seed_everything, encode_dataset
+from privkd.training.fit import fit, seed_everything
 
 
 def held_out_alignment(watch_path, tmp_path, align_weight):
@@ -49,7 +52,8 @@ def rigged_student(pool_logits):
     info = type("Info", (), {"modalities": {m: type("M", (), {"kind": "signal", "sample_shape": (3, 20)})() for m in ("accelerometer", "gyroscope")}, "n_outputs": 3})()
     teacher, student = build_net("teacher", cfg, info), build_net("student", cfg, info)
     module = RiggedPool(
-        student, teacher, ot_loss=StructuralOTLoss(k=3), alpha=1.0, beta=1.0, gamma=1.0, task="classification", n_outputs=3, lr=1e-3, weight_decay=0.0
+        student, teacher, settings=MTPKDOTConfig(alpha=1.0, beta=1.0, gamma=1.0), structural=StructuralConfig(k=3, ot_mode="paper"),
+        task="classification", n_outputs=3, lr=1e-3, weight_decay=0.0,
     )
     module.pool_logits = pool_logits
     return module
@@ -59,7 +63,7 @@ def test_student_distils_from_lowest_loss_teacher_and_counts_it():
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     right, wrong = F.one_hot(labels, 3).float() * 10, F.one_hot((labels + 1) % 3, 3).float() * 10
     module = rigged_student({"joint": wrong, "accelerometer": wrong * 0.1, "gyroscope": right})
-    batch = {"inputs": {"accelerometer": torch.randn(6, 3, 20)}, "label": labels}
+    batch = Batch({"accelerometer": torch.randn(6, 3, 20)}, labels, ["s"] * 6, torch.arange(6))
     module.train()
     terms = module.loss_terms(batch)
     assert set(terms) == {"task", "ot", "centroid"}
@@ -74,7 +78,7 @@ def test_joint_teacher_kept_when_no_modality_teacher_beats_it():
     right = F.one_hot(labels, 3).float() * 10
     module = rigged_student({"joint": right, "accelerometer": right, "gyroscope": right * 0.5})
     module.train()
-    module.loss_terms({"inputs": {"accelerometer": torch.randn(4, 3, 20)}, "label": labels})
+    module.loss_terms(Batch({"accelerometer": torch.randn(4, 3, 20)}, labels))
     assert module._epoch_selection == {"joint": 1}
 
 
@@ -82,7 +86,7 @@ def test_switched_off_terms_are_not_computed():
     labels = torch.tensor([0, 1, 2, 0])
     module = rigged_student({"joint": F.one_hot(labels, 3).float()})
     module.weights.update(ot=0.0, centroid=0.0)
-    terms = module.loss_terms({"inputs": {"accelerometer": torch.randn(4, 3, 20)}, "label": labels})
+    terms = module.loss_terms(Batch({"accelerometer": torch.randn(4, 3, 20)}, labels))
     assert set(terms) == {"task"}
 
 

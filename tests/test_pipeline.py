@@ -56,7 +56,8 @@ def test_unknown_modality_names_dataset_fields(run_config):
 def test_compare_config_trains_every_paper_row(run_config):
     """The shipped comparison (MT-PKDOT Tables II and VI) on one fold and one epoch: every row
     trains through the same CLI and lands in the summary."""
-    from privkd.config import config_to_dict, load_config
+    from privkd.config.loading import load_config
+    from privkd.config.parse import config_to_dict
 
     values = config_to_dict(load_config("compare"))
     values["evaluation"]["max_folds"] = 1

@@ -5,11 +5,11 @@ one fold, with the recipe's own backbones, fusion, anchors and loss weights."""
 import json
 
 import pytest
+from layouts import make_affwild2_layout, make_biovid_layout, make_features_layout
 from typer.testing import CliRunner
 
-from layouts import make_affwild2_layout, make_biovid_layout, make_features_layout
 from privkd.cli import app
-from privkd.config import load_config
+from privkd.config.loading import load_config
 
 SMOKE = ["training.epochs=1", "training.limit_train_batches=1", "training.batch_size=4", "structural.k=2",
          "training.progress_bar=false",

@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from privkd.data import read_info
-from privkd.data.embedded import REGRESSION_TARGETS, embedded_dataset_path, load_watch_recordings
+from privkd.data.embedded import (
+    REGRESSION_TARGETS,
+    embedded_dataset_path,
+    load_watch_recordings,
+)
 from privkd.evaluation.metrics import score
 
 

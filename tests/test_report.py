@@ -92,7 +92,7 @@ def test_row_stats_on_a_summary():
         "teacher": {"accuracy": entry([0.8, 0.8, 0.9])},
         "pkdot": {"accuracy": entry([0.7, 0.7, 0.8])},
     }}
-    rows = {r.row: r for r in stats.row_stats(summary)}
+    rows = {r.row: r for r in stats.row_stats(summary, baseline="baseline", teacher="teacher")}
     assert list(rows) == ["baseline", "teacher", "pkdot"]
     assert rows["baseline"].test is None and math.isnan(rows["baseline"].gap_closed)
     assert rows["pkdot"].gap_closed == pytest.approx(50.0)
@@ -111,7 +111,7 @@ def test_gap_against_amids_own_teacher_without_a_teacher_row():
         "baseline": {"accuracy": entry([0.6, 0.7])},
         "amid": {"accuracy": entry([0.7, 0.8]), "teacher_accuracy": entry([0.8, 0.9])},
     }}
-    amid = stats.row_stats(summary)[1]
+    amid = stats.row_stats(summary, baseline="baseline", teacher="teacher")[1]
     assert amid.gap_reference == "teacher_accuracy" and amid.gap_closed == pytest.approx(50.0)
 
 
@@ -144,6 +144,84 @@ def test_sweep_amid_and_regression_figures():
     assert plots.similarity_evolution(sim, np.stack([sim] * 3), targets, "pkdot") is not None
 
 
+def test_results_table_marks_the_reference_rows_it_is_given():
+    from privkd.report import tables
+
+    def entry(values):
+        return {"mean": float(np.mean(values)), "std": 0.0, "per_fold": values}
+
+    summary = {"task": "classification", "methods": {
+        "low": {"accuracy": entry([0.6, 0.7])}, "high": {"accuracy": entry([0.8, 0.9])},
+        "student": {"accuracy": entry([0.7, 0.8])},
+    }}
+    table, _ = tables.results_table(summary, baseline="low", teacher="high")
+    gap = table.header.index("Gap closed (Accuracy)")
+    assert [row[gap] for row in table.rows] == ["—", "—", "50.0 %"]
+    online = {"task": "classification", "methods": {
+        "low": {"accuracy": entry([0.6, 0.7])},
+        "student": {"accuracy": entry([0.7, 0.8]), "teacher_accuracy": entry([0.8, 0.9])},
+    }}
+    table, row_stats = tables.results_table(online, baseline="low", teacher="high")
+    assert table.rows[1][table.header.index("Gap closed (Accuracy)")] == "50.0 % †"
+    assert any(n.startswith("No teacher row") and "teacher_accuracy" in n
+               for n in tables.notes(online, row_stats, baseline="low", teacher="high"))
+    assert any(n.startswith("No baseline row") for n in tables.notes(online, row_stats, baseline=None, teacher=None))
+
+
+def _hand_written_run(root: Path, methods: dict[str, str]) -> Path:
+    """A finished run of one fold with no arrays: each row's ``metrics.json`` names its method."""
+    run = root / "run"
+    for row, method in methods.items():
+        (run / "fold_0" / row).mkdir(parents=True)
+        (run / "fold_0" / row / "metrics.json").write_text(json.dumps({"fold": 0, "row": row, "method": method}))
+    scores = {"accuracy": {"mean": 0.5, "std": 0.0, "per_fold": [0.5]}}
+    (run / "summary.json").write_text(json.dumps({"task": "classification", "folds": 1,
+                                                  "methods": {row: scores for row in methods}}))
+    return run
+
+
+def test_a_registered_methods_figures_are_drawn_for_its_rows(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from privkd.evaluation.artifacts import FigureSpec
+    from privkd.methods import registry
+    from privkd.methods.base import PrivkdModule
+    from privkd.report import build_report
+
+    registry.specs()  # the built-in methods register before the registry is swapped for a copy
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    drawn_for = []
+
+    def draw(rows, context):
+        drawn_for.append(([row.row for row in rows], [row.method() for row in rows], context.task))
+        fig = Figure(figsize=(2, 2))
+        fig.add_subplot().plot([0, 1], [0, 1])
+        return fig
+
+    together = FigureSpec("probe_all", "Probe figure", "Both probe rows.", draw, "nothing to draw")
+    each = FigureSpec("probe", "Probe per row", "One probe row.", draw, "nothing to draw", per_row=True)
+    empty = FigureSpec("probe_empty", "Probe nothing", "Never drawn.", lambda rows, context: None,
+                       "the probe recorded nothing")
+    orphan = FigureSpec("orphan", "Orphan figure", "No row feeds it.", draw, "no orphan records")
+    registry.register_method("report_test_probe", role="baseline", figures=(together, each, empty))(PrivkdModule)
+    registry.register_method("report_test_orphan", role="baseline", figures=(orphan,))(PrivkdModule)
+    run = _hand_written_run(tmp_path, {"probe_a": "report_test_probe", "other": "not_registered",
+                                       "probe_b": "report_test_probe"})
+
+    paths = build_report(run)
+    md = paths.markdown.read_text()
+    probe = ["report_test_probe"]
+    assert drawn_for == [(["probe_a", "probe_b"], probe * 2, "classification"),
+                         (["probe_a"], probe, "classification"), (["probe_b"], probe, "classification")]
+    assert {p.name for p in paths.figures} == {"probe_all.png", "probe_probe_a.png", "probe_probe_b.png"}
+    for title in ("Probe figure", "Probe per row: probe_a", "Probe per row: probe_b"):
+        assert f"### {title}" in md
+    not_drawn = md.split("### Figures not drawn", 1)[1]
+    assert "- Probe nothing: the probe recorded nothing" in not_drawn and "### Probe nothing" not in md
+    assert "- Orphan figure: no orphan records (no report_test_orphan row in the run)" in not_drawn
+    assert paths.html.read_text().count('src="data:image/png;base64,') == 3
+
+
 # --------------------------------------------------------------------------- a tiny real run
 
 METHODS = ["baseline", "teacher", "pkdot", "mtpkdot"]
@@ -151,8 +229,8 @@ METHODS = ["baseline", "teacher", "pkdot", "mtpkdot"]
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, watch_path) -> Path:
-    from privkd.config import config_from_dict
-    from privkd.training.crossval import run_experiment
+    from privkd.config.loading import config_from_dict
+    from privkd.training.experiment import run_experiment
 
     cfg = config_from_dict({
         "name": "tiny-report", "methods": METHODS, "evaluation": {"max_folds": 2},
@@ -168,15 +246,12 @@ def tiny_run(tmp_path_factory, watch_path) -> Path:
 @pytest.fixture(scope="module")
 def report_out(tiny_run, tmp_path_factory) -> Path:
     """The report written through the CLI command into a separate directory."""
-    import typer
     from typer.testing import CliRunner
 
-    from privkd.report_cli import report
+    from privkd.cli import app
 
-    app = typer.Typer()
-    app.command()(report)
     out = tmp_path_factory.mktemp("report")
-    result = CliRunner().invoke(app, [str(tiny_run), "--out", str(out)])
+    result = CliRunner().invoke(app, ["report", str(tiny_run), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "report.md" in result.output and "report.html" in result.output
     return out
@@ -218,7 +293,7 @@ def test_diagnostics_table_averages_each_folds_record(tiny_run, report_out):
 
 
 def test_a_study_draws_figures_from_its_first_seeds_run(tmp_path, tiny_run):
-    from privkd.evaluation.report import build_report, figure_run
+    from privkd.report import build_report, figure_run
 
     study = tmp_path / "study"
     for seed in (10, 2):  # numeric order, not the order of names
@@ -231,11 +306,10 @@ def test_a_study_draws_figures_from_its_first_seeds_run(tmp_path, tiny_run):
 
 
 def test_missing_or_incomplete_run_dir(tmp_path, tiny_run):
-    import typer
     from typer.testing import CliRunner
 
-    from privkd.evaluation.report import build_report
-    from privkd.report_cli import report
+    from privkd.cli import app
+    from privkd.report import build_report
 
     with pytest.raises(PrivkdError, match="not found"):
         build_report(tmp_path / "nowhere")
@@ -247,9 +321,7 @@ def test_missing_or_incomplete_run_dir(tmp_path, tiny_run):
     assert "Fix:" in str(err.value)
     with pytest.raises(PrivkdError, match=r"sweep\.json is missing"):
         build_report(tiny_run, sweep_dir=tmp_path)
-    app = typer.Typer()
-    app.command()(report)
-    result = CliRunner().invoke(app, [str(partial)])
+    result = CliRunner().invoke(app, ["report", str(partial)])
     assert result.exit_code == 2 and "summary.json" in result.output
 
 

@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from privkd.cli import app
-from privkd.config import config_from_dict, load_config
+from privkd.config.loading import config_from_dict, load_config
 from privkd.errors import ConfigError
 from privkd.training.study import candidate_variants, write_study
 

@@ -2,11 +2,12 @@
 
 import torch
 
-from privkd.config import config_from_dict
+from privkd.config.loading import config_from_dict
 from privkd.data import MultimodalDataset, read_info, subject_folds
+from privkd.methods.base import FoldData
 from privkd.methods.registry import build_module
-from privkd.training.crossval import refit_tnet_on_fold
-from privkd.training.fit import encode_dataset, fit, seed_everything
+from privkd.models.inference import encode_dataset
+from privkd.training.fit import fit, seed_everything
 
 
 def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
@@ -21,11 +22,11 @@ def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
     dataset = MultimodalDataset(watch_path, modalities=["accelerometer", "gyroscope"], in_memory=True)
     fold = subject_folds(dataset.subjects, n_folds=5, n_val_subjects=1, seed=0)[0]
     seed_everything(0)  # the teacher's initialisation must not depend on which tests ran before
-    teacher = fit(
-        build_module("teacher", cfg, info), dataset.subset(fold.train), dataset.subset(fold.val), cfg.training, tmp_path, seed=0
-    ).module.net
-    report = refit_tnet_on_fold(teacher, dataset.subset(fold.train), dataset.subset(fold.val), cfg)
-    assert report["tnet_val_after_refit"] < report["tnet_val_before_refit"]
+    parts = FoldData(*(dataset.subset(idx) for idx in (fold.train, fold.val, fold.test)), cfg.training)
+    module = fit(build_module("teacher", cfg, info), parts.train, parts.val, cfg.training, tmp_path, seed=0).module
+    record = module.fold_record(parts)
+    assert record["tnet"]["tnet_val_after_refit"] < record["tnet"]["tnet_val_before_refit"]
+    teacher = module.net
 
     train = encode_dataset(teacher, dataset.subset(fold.train))
     test = encode_dataset(teacher, dataset.subset(fold.test))

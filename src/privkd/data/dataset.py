@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -22,7 +22,25 @@ from torch.utils.data import Dataset
 from privkd.data.h5format import DatasetInfo, read_info
 from privkd.errors import DatasetError
 
-__all__ = ["MultimodalDataset", "as_float"]
+TOKENS_SUFFIX = "@tokens"
+"""``inputs[name + TOKENS_SUFFIX]`` carries a frozen backbone's precomputed tokens for ``name``."""
+
+__all__ = ["Batch", "MultimodalDataset", "as_float"]
+
+
+class Batch(NamedTuple):
+    """One sample of a :class:`MultimodalDataset`, or a batch of them once collated (a
+    DataLoader collates a named tuple field by field into the same type).
+
+    ``inputs`` maps each loaded modality (and each frozen backbone's cached tokens) to a
+    float32 tensor; ``label`` is the class id or the regression targets; ``subject`` the
+    subject id (a list of them in a batch); ``index`` the row in the file (both may be left
+    out of a batch made by hand for a loss, which never reads them)."""
+
+    inputs: dict[str, torch.Tensor]
+    label: torch.Tensor
+    subject: Any = None
+    index: Any = None
 
 
 def as_float(stored: np.ndarray) -> np.ndarray:
@@ -136,7 +154,7 @@ class MultimodalDataset(Dataset):
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> Batch:
         row = int(self._rows[i])
         if self._memory is not None:
             inputs = {name: tensor[i] for name, tensor in self._memory.items()}
@@ -144,8 +162,7 @@ class MultimodalDataset(Dataset):
             group = self._handle()["modalities"]
             inputs = {name: torch.from_numpy(as_float(group[name][row])) for name in self.modalities}
             inputs.update({key: torch.from_numpy(np.asarray(array[row], dtype=np.float32)) for key, array in self.extra.items()})
-        return {"inputs": inputs, "label": torch.as_tensor(self._labels[i]),
-                "subject": str(self._subjects[i]), "index": row}
+        return Batch(inputs, torch.as_tensor(self._labels[i]), str(self._subjects[i]), row)
 
     def check_values(self) -> None:
         """Refuse NaN or inf in a loaded modality, and channels constant over every sample (a

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from privkd.config.schema import EvaluationConfig
+from privkd.data.dataset import MultimodalDataset
 from privkd.errors import SplitError
 
-__all__ = ["Fold", "official_split_fold", "subject_folds"]
+__all__ = ["Fold", "check_fold", "make_folds", "official_split_fold", "subject_folds"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: fields are arrays, whose == is elementwise
@@ -133,3 +135,36 @@ def official_split_fold(
                 val=np.flatnonzero(in_train_split & np.isin(subjects, val)), test=np.flatnonzero(splits == test_name),
                 train_subjects=tuple(sorted(train.tolist())), val_subjects=tuple(sorted(val.tolist())),
                 test_subjects=tuple(sorted(np.unique(subjects[splits == test_name]).tolist())))
+
+
+def make_folds(evaluation: EvaluationConfig, dataset: MultimodalDataset, seed: int) -> list[Fold]:
+    """A run's folds: subject-independent ones, or the one fold of the dataset's official
+    split; each checked (:func:`check_fold`) before anything trains."""
+    if evaluation.protocol == "splits":
+        folds = [official_split_fold(dataset.subjects, dataset.splits, evaluation.n_val_subjects, seed=seed)]
+    else:
+        folds = subject_folds(dataset.subjects, n_folds=evaluation.n_folds, n_val_subjects=evaluation.n_val_subjects,
+                              seed=seed)
+        folds = folds[: evaluation.max_folds]
+    for fold in folds:
+        check_fold(fold, dataset)
+    return folds
+
+
+MIN_VALIDATION_SAMPLES = 2
+
+
+def check_fold(fold: Fold, dataset: MultimodalDataset) -> None:
+    """Refuse, before anything trains, a fold whose training part lacks a class (its test
+    samples could never be predicted) or whose validation part is too small to select on."""
+    if len(fold.val) < MIN_VALIDATION_SAMPLES:
+        raise SplitError(f"fold {fold.index}: the validation subjects {list(fold.val_subjects)} have {len(fold.val)} "
+                         f"sample(s), fewer than {MIN_VALIDATION_SAMPLES} to select an epoch on",
+                         "raise evaluation.n_val_subjects, or drop subjects with too few samples from the dataset")
+    names = dataset.info.class_names
+    if names is not None:
+        missing = sorted(set(range(len(names))) - set(dataset.labels[fold.train].tolist()))
+        if missing:
+            raise SplitError(f"fold {fold.index}: class(es) {[names[c] for c in missing]} have no training sample "
+                             f"(training subjects {list(fold.train_subjects)}), so their test samples cannot be learnt",
+                             "use fewer folds or a different seed, or leave classes no subject shows out of the dataset")

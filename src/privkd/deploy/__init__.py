@@ -2,21 +2,14 @@
 predictions on new data (privkd ``.h5`` or CSV / Parquet tables) and ONNX export.
 
 A student needs only the prevalent modalities at test time; nothing here ever asks for the
-privileged ones.
+privileged ones, nor imports the training stack.
 """
 
 from privkd.deploy.export import export_onnx, onnx_metadata
 from privkd.deploy.predict import predict_arrays, predict_file
-from privkd.deploy.student import (
-    DEPLOYABLE_ROLES,
-    LoadedStudent,
-    load_student,
-    save_student,
-    student_role,
-)
+from privkd.deploy.student import LoadedStudent, load_student, save_student
 
 __all__ = [
-    "DEPLOYABLE_ROLES",
     "LoadedStudent",
     "export_onnx",
     "load_student",
@@ -24,5 +17,4 @@ __all__ = [
     "predict_arrays",
     "predict_file",
     "save_student",
-    "student_role",
 ]

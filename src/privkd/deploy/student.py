@@ -11,11 +11,13 @@ Layout of a student directory::
                      sampling rate, channel names), the privileged modalities it never needs,
                      the training data and fold, the fold's test metrics, and the sha256 of
                      weights.pt (so a weights file from another model is refused)
-    model_card.md    the same, for people
+    model_card.md    the same, for people (:mod:`privkd.deploy.card`)
 
-Only networks that see nothing but the prevalent modalities can be deployed: the
-``baseline`` role (baseline, AMID's student) and the ``student`` role (PKDOT, MT-PKDOT and the
-point-to-point students, which fuse T-Net hallucinations of the privileged modalities).
+Only networks of a role that sees nothing but the prevalent modalities
+(:data:`~privkd.models.build.DEPLOYABLE_ROLES`) can be deployed; the method registry says which
+method trains one, and the caller passes its role. Loading rebuilds the network with
+:func:`~privkd.models.build.build_net` from the schema alone, so ``privkd predict`` and
+``privkd export`` never import the training stack.
 """
 
 from __future__ import annotations
@@ -34,19 +36,20 @@ import torch
 from torch import nn
 
 from privkd.atomic import write_atomic, write_text_atomic
-from privkd.config import STUDENT_METHODS, RunConfig, config_from_dict, config_to_dict
+from privkd.config import RunConfig
+from privkd.config.parse import build_config, config_to_dict
 from privkd.data.h5format import DatasetInfo, ModalityInfo
+from privkd.deploy.card import model_card
 from privkd.errors import PrivkdError
+from privkd.models.build import DEPLOYABLE_ROLES, build_net
 
 __all__ = [
     "CARD_FILE",
-    "DEPLOYABLE_ROLES",
     "STUDENT_FILE",
     "WEIGHTS_FILE",
     "LoadedStudent",
     "load_student",
     "save_student",
-    "student_role",
 ]
 
 STUDENT_FORMAT = "privkd-student"
@@ -54,19 +57,6 @@ STUDENT_FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
 STUDENT_FILE = "student.json"
 CARD_FILE = "model_card.md"
-
-DEPLOYABLE_ROLES = ("baseline", "student")
-"""build_net roles whose network sees only the prevalent modalities."""
-
-
-def student_role(method: str) -> str | None:
-    """The build_net role of the network a method trains, or ``None`` when it cannot be
-    deployed without the privileged modalities (the teacher)."""
-    if method in ("baseline", "amid"):
-        return "baseline"  # AMID's student is a baseline-role net sharing the online teacher's modules
-    if method in STUDENT_METHODS:
-        return "student"
-    return None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -142,12 +132,9 @@ def _info_from_card(card: Mapping[str, Any]) -> DatasetInfo:
 
 def _build(card: Mapping[str, Any]) -> nn.Module:
     """A freshly initialised network of the architecture ``card`` describes (the global RNG is
-    left untouched)."""
-    from privkd.methods.registry import (
-        build_net,  # heavy (Lightning) import, only when needed
-    )
-
-    cfg = _deploy_config(config_from_dict(card["config"]))
+    left untouched). The config is only parsed, not validated again: it was validated when
+    the student was trained, and validating asks the method registry (the training stack)."""
+    cfg = _deploy_config(build_config(card["config"]))
     with torch.random.fork_rng(devices=[]):
         return build_net(card["role"], cfg, _info_from_card(card))
 
@@ -246,113 +233,6 @@ def save_student(
     write_text_atomic(directory / STUDENT_FILE, json.dumps(card, indent=2) + "\n")
     write_text_atomic(directory / CARD_FILE, model_card(card, directory))
     return directory
-
-
-# ----------------------------------------------------------------------------- the card
-
-
-def _shape(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
-
-
-def _input_line(name: str, entry: Mapping[str, Any]) -> str:
-    rate = entry.get("sampling_rate")
-    rate_text = "no sampling rate" if rate is None or (isinstance(rate, float) and math.isnan(rate)) else f"{rate:g} Hz"
-    text = f"- **{name}**: {entry['kind']}, shape per sample {_shape(entry['sample_shape'])} (batch: (N, " \
-           f"{', '.join(str(s) for s in entry['sample_shape'])})), {rate_text}"
-    if entry.get("channel_names"):
-        text += f", channels {', '.join(entry['channel_names'])}"
-    if entry.get("feature_columns"):
-        columns = entry["feature_columns"]
-        shown = ", ".join(columns[:12]) + (f", ... ({len(columns) - 12} more)" if len(columns) > 12 else "")
-        text += f", table columns {shown}"
-    if entry["kind"] == "video":
-        text += "; video frames as float in [0, 1] (uint8 / 255)"
-    return text
-
-
-def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -> str:
-    """The human-readable model card of a student description (the content of student.json)."""
-    training = card["training"]
-    inputs, privileged = card["inputs"], card.get("privileged") or {}
-    cfg = card["config"]
-    names = card.get("class_names") if card["task"] == "classification" else card.get("target_names")
-    lines = [
-        f"# privkd student: {card['row']} (fold {training['fold']})",
-        "",
-        f"- Method: `{card['method']}`" + (f" (results row `{card['row']}`)" if card["row"] != card["method"] else ""),
-        f"- Network role: `{card['role']}` "
-        + ("(sees and fuses the prevalent modalities)" if card["role"] == "baseline"
-           else "(sees the prevalent modalities and fuses them with its frozen T-Net's estimates of the privileged ones)"),
-        f"- Task: {card['task']}",
-        (f"- Fusion: {cfg['model']['fusion']}, embedding size {cfg['model']['embed_dim']}, "
-        f"{card.get('weights', {}).get('parameters', '?')} parameters"),
-        "",
-        "## Inputs",
-        "",
-        "One array per prevalent modality, samples along the first axis:",
-        "",
-        *[_input_line(name, entry) for name, entry in inputs.items()],
-        "",
-        ("Preprocessing: per-channel standardisation ((x - mean) / std, per channel = axis 1 of a batch) with "
-        "statistics fitted on the training subjects only. The statistics are stored in the weights (`weights.pt`, "
-        "and the exported ONNX graph), so give the model raw values, as stored in the privkd dataset."),
-        "",
-    ]
-    if privileged:
-        lines += ["## Never needed", "",
-                  "The privileged modalities were used only while training (by the teacher); this model never needs them:",
-                  ""]
-        for name, entry in privileged.items():
-            detail = f": {entry['kind']}, shape per sample {_shape(entry['sample_shape'])}" if entry else ""
-            lines.append(f"- **{name}**{detail}: not needed")
-        lines.append("")
-    lines += ["## Outputs", ""]
-    if card["task"] == "classification":
-        lines += [f"{len(names or [])} classes (one logit each; softmax gives the probabilities), in this order:", ""]
-        lines += [f"{i}. {name}" for i, name in enumerate(names or [])]
-    else:
-        lines += [f"{len(names or [])} regression targets, in this order: {', '.join(names or [])}"]
-    lines += [
-        "",
-        "## Training data",
-        "",
-        f"- Dataset: `{training['dataset']}` (config `data.path: {training['data_path']}`)",
-    ]
-    if training.get("description"):
-        lines.append(f"- Description: {training['description']}")
-    if training.get("source"):
-        lines.append(f"- Source: {training['source']}")
-    lines += [
-        f"- Cross-validation fold: {training['fold']}",
-        f"- Training subjects ({len(training['train_subjects'])}): {', '.join(training['train_subjects'])}",
-        "",
-        "## Test metrics",
-        "",
-        f"On the unseen test subjects of fold {training['fold']} (subject-independent):",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {name} | {'n/a' if value is None else (f'{value:.4f}' if isinstance(value, float) else value)} |"
-          for name, value in card.get("test_metrics", {}).items()],
-        "",
-        "## How to run it",
-        "",
-        "```",
-        f"privkd predict {directory} INPUT.h5 --out predictions.csv   # a privkd dataset holding {', '.join(inputs)}",
-    ]
-    if all(e["kind"] == "features" and len(e["sample_shape"]) == 1 for e in inputs.values()):
-        lines.append(f"privkd predict {directory} INPUT.csv --out predictions.csv  # or .parquet, columns <modality>.<feature>")
-    lines += [
-        f"privkd export {directory} --onnx model.onnx",
-        "```",
-        "",
-        ("From Python: `privkd.deploy.load_student(dir).net({name: tensor, ...}).logits`. "
-        "Files: `weights.pt` (state_dict, load with `torch.load(..., weights_only=True)`), "
-        "`student.json` (config and description used to rebuild the network)."),
-        "",
-    ]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- loading

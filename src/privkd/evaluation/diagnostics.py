@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from privkd.evaluation.metrics import evaluating
 from privkd.losses.structural import StructuralOTLoss, anchored_similarities
+from privkd.models.inference import evaluating
 from privkd.models.network import PrivilegedNet
 
 
@@ -28,7 +28,7 @@ def tnet_fidelity(teacher: PrivilegedNet, loader: DataLoader) -> dict[str, float
     fake: dict[str, list[torch.Tensor]] = {name: [] for name in teacher.tnet_outputs}
     with evaluating(teacher):
         for batch in loader:
-            embeddings = teacher.encode(batch["inputs"])
+            embeddings = teacher.encode(batch.inputs)
             for name, estimate in teacher.hallucinate(embeddings).items():
                 real[name].append(embeddings[name].flatten(0, 1))
                 fake[name].append(estimate.flatten(0, 1))
@@ -52,11 +52,11 @@ def structure_gaps(teacher: PrivilegedNet, students: Mapping[str, PrivilegedNet]
     values: dict[str, list[float]] = {name: [] for name in students}
     with evaluating(teacher, *students.values()):
         for batch in loader:
-            if len(batch["label"]) < 2:
+            if len(batch.label) < 2:
                 continue
-            z_teacher = teacher(batch["inputs"]).embedding
+            z_teacher = teacher(batch.inputs).embedding
             for name, student in students.items():
-                x, y = anchored_similarities(z_teacher, student(batch["inputs"]).embedding, ot_loss.k)
+                x, y = anchored_similarities(z_teacher, student(batch.inputs).embedding, ot_loss.k)
                 differences[name].append(float((x - y).abs().mean()))
                 values[name].append(float(ot_loss.transport_loss(x, y)))
     return {name: {"anchor_mad": sum(differences[name]) / max(len(differences[name]), 1),

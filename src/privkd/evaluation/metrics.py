@@ -9,9 +9,7 @@ recording/video group and averaged over groups.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -74,40 +72,3 @@ def retrieval_recall(
     nearest = similarity.topk(min(max(ks), len(gallery)), dim=1).indices
     hits = gallery_labels[nearest] == query_labels[:, None]
     return {f"recall@{k}": float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
-
-
-@dataclass
-class Predictions:
-    """A network's outputs on a dataset, with its joint embeddings, the labels and file rows."""
-
-    outputs: Tensor
-    embeddings: Tensor
-    labels: Tensor
-    indices: Tensor
-
-
-@contextmanager
-def evaluating(*nets: torch.nn.Module) -> Iterator[None]:
-    """``nets`` in eval mode and without gradient inside the block, their modes restored after it."""
-    modes = [net.training for net in nets]
-    for net in nets:
-        net.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for net, mode in zip(nets, modes):
-            net.train(mode)
-
-
-def predict(net: torch.nn.Module, loader: torch.utils.data.DataLoader) -> Predictions:
-    """Predictions for every sample of ``loader`` (net in eval mode)."""
-    outputs, embeddings, labels, indices = [], [], [], []
-    with evaluating(net):
-        for batch in loader:
-            result = net(batch["inputs"])
-            outputs.append(result.logits)
-            embeddings.append(result.embedding)
-            labels.append(batch["label"])
-            indices.append(batch["index"])
-    return Predictions(torch.cat(outputs), torch.cat(embeddings), torch.cat(labels), torch.cat(indices))

@@ -1,7 +1,7 @@
 """The report's figures (matplotlib, Agg backend), one function per figure.
 
 Every function takes plain arrays and mappings (the loading lives in
-:mod:`privkd.evaluation.report`) and returns a :class:`~matplotlib.figure.Figure`, or ``None``
+:mod:`privkd.report`) and returns a :class:`~matplotlib.figure.Figure`, or ``None``
 when it is given nothing to draw, so that the report skips a figure whose data the run lacks.
 """
 

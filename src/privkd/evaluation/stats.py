@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+__all__ = ["ALPHA", "HEADLINE_METRICS", "PairedTest", "RowStats", "format_p", "format_percent", "gap_closed",
+           "gap_closed_per_fold", "headline_metric", "mean_std", "min_wilcoxon_p", "paired_test", "row_stats",
+           "run_values"]
+
 HEADLINE_METRICS = {"classification": "accuracy", "regression": "ccc"}
 """The metric of the gap-closed column and of the paired tests, per task."""
 
-BASELINE_ROW = "baseline"
-TEACHER_ROW = "teacher"
 ALPHA = 0.05
 
 
@@ -146,8 +148,8 @@ class RowStats:
     gap_closed_per_fold: list[float] = field(default_factory=list)
     test: PairedTest | None = None
     gap_reference: str = ""
-    """What the gap is measured to: ``"teacher"`` (the teacher row) or ``"teacher_<metric>"`` (the
-    row's own online teacher, e.g. AMID's, when the run has no teacher row)."""
+    """What the gap is measured to: the teacher row's name, or ``"teacher_<metric>"`` (the row's
+    own online teacher, e.g. AMID's, when the run has no teacher row); empty when not measured."""
 
     @property
     def n_runs(self) -> int:
@@ -162,9 +164,11 @@ def headline_metric(summary: Mapping) -> str:
     return next((name for m in summary["methods"].values() for name in m), metric)
 
 
-def row_stats(summary: Mapping, baseline: str = BASELINE_ROW, teacher: str = TEACHER_ROW) -> list[RowStats]:
+def row_stats(summary: Mapping, *, baseline: str | None, teacher: str | None) -> list[RowStats]:
     """Statistics of every row of ``summary.json``, in its order.
 
+    ``baseline`` and ``teacher`` name the reference rows (the method registry's lower and upper
+    bounds; ``None`` when there is none), so that this module knows no method by name.
     The gap closed is computed for rows other than the baseline and the teacher when both are
     present; without a teacher row, a row that scores its own online teacher (AMID's
     ``teacher_<metric>``) is measured against that teacher instead (``gap_reference`` says which).
@@ -172,8 +176,11 @@ def row_stats(summary: Mapping, baseline: str = BASELINE_ROW, teacher: str = TEA
     """
     methods = summary["methods"]
     metric = headline_metric(summary)
-    base = run_values(methods[baseline][metric]) if metric in methods.get(baseline, {}) else None
-    top = run_values(methods[teacher][metric]) if metric in methods.get(teacher, {}) else None
+
+    def headline_values(row: str | None) -> np.ndarray | None:
+        return run_values(methods[row][metric]) if row is not None and metric in methods.get(row, {}) else None
+
+    base, top = headline_values(baseline), headline_values(teacher)
     out = []
     for row, metrics in methods.items():
         values = {name: run_values(entry) for name, entry in metrics.items()}

@@ -23,10 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import lightning as L
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
-from privkd.config import AMIDConfig
+from privkd.config.schema import AMIDConfig, RunConfig
+from privkd.data.dataset import Batch
+from privkd.data.h5format import DatasetInfo
+from privkd.evaluation.method_figures import AMID_GAP, SIMILARITY_EVOLUTION
+from privkd.evaluation.metrics import score
 from privkd.losses.amid import (
     AlignmentMeter,
     DynamicDiscriminatorWeights,
@@ -37,18 +43,29 @@ from privkd.losses.amid import (
     label_aware_contrastive_mi,
 )
 from privkd.losses.task import task_loss
-from privkd.methods.base import PrivkdModule
+from privkd.methods.base import FoldData, PrivkdModule, common_arguments
+from privkd.methods.distributed import gather, gather_with_grad
+from privkd.methods.probes import SimilarityRecorder, probe_batch
+from privkd.methods.registry import register_method
+from privkd.models.build import build_net
 from privkd.models.discriminators import (
     enhanced_discriminator,
     fundamental_discriminator,
 )
+from privkd.models.inference import predict
 from privkd.models.network import NetOutput, PrivilegedNet
-from privkd.training.distributed import gather, gather_with_grad
 
 D1_ONLY_WEIGHTS = (1.0, 0.0)
 FIXED_WEIGHTS = (0.5, 0.5)
 
 
+def _teacher(cfg: RunConfig) -> str | None:
+    """AMID trains its teacher online; its fixed-teacher ablation distils from the fold's teacher."""
+    return None if cfg.amid.online_teacher else "teacher"
+
+
+@register_method("amid", role="baseline", teacher=_teacher, tasks=("classification",), sections=("amid",),
+                 needs_privileged=True, figures=(AMID_GAP, SIMILARITY_EVOLUTION))
 class AMIDModule(PrivkdModule):
     """Online teacher-student-auxiliary training with AMID's losses; ``self.net`` is the student.
 
@@ -75,6 +92,36 @@ class AMIDModule(PrivkdModule):
         self.weights.update(jsd=1.0, mi_s=settings.alpha_mi_s, mi_a=settings.alpha_mi_a, adv=settings.alpha_adv)
         self.gap_history: list[dict[str, float]] = []
         self._epoch_correct = {"teacher": 0, "student": 0, "total": 0}
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> AMIDModule:
+        """AMID's three models with shared extractors and classifier, or, for the fixed-teacher
+        ablation, a fresh student against the fold's pre-trained ``teacher``."""
+        student = build_net("baseline", cfg, info)
+        common = common_arguments(cfg, info)
+        if not cfg.amid.online_teacher:
+            if teacher is None:
+                raise ValueError("AMID with a fixed teacher needs the fold's trained teacher")
+            return cls(student, teacher, None, settings=cfg.amid, **common)
+        online_teacher = build_net("amid_teacher", cfg, info)
+        student.share_modules(online_teacher)
+        auxiliary = build_net("auxiliary", cfg, info)
+        auxiliary.share_modules(online_teacher, head=False)
+        return cls(student, online_teacher, auxiliary, settings=cfg.amid, **common)
+
+    def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:
+        """The student's similarity matrix beside its teacher's, per epoch."""
+        return {"similarity.npz": SimilarityRecorder(probe_batch(val_set), self.net, self.teacher)}
+
+    def fold_record(self, fold: FoldData) -> dict:
+        """Training accuracy of teacher and student per epoch (AMID Fig. 4)."""
+        return {"teacher_student_gap": self.gap_history}
+
+    def extra_test_metrics(self, loader: DataLoader) -> dict[str, float]:
+        """The teacher's scores on the test subjects beside the student's (AMID Table 4)."""
+        teacher = predict(self.teacher, loader)
+        scores = score(self.task, teacher.outputs, teacher.labels, n_outputs=self.n_outputs)
+        return {f"teacher_{name}": value for name, value in scores.items()}
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [] if self.settings.online_teacher else [self.teacher]
@@ -112,13 +159,13 @@ class AMIDModule(PrivkdModule):
             teacher = self.teacher(inputs)
         return teacher, self.net(inputs)
 
-    def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
-        teacher, student = self.forward_models(batch["inputs"])
+    def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
+        teacher, student = self.forward_models(batch.inputs)
         return self.generator_terms(batch, teacher, student)
 
-    def generator_terms(self, batch: Mapping[str, object], teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
+    def generator_terms(self, batch: Batch, teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
         """Unweighted terms of Eq. 17 for the teacher/student/auxiliary step."""
-        labels = batch["label"]
+        labels = batch.label
         online = self.settings.online_teacher
         terms = {"task": task_loss(self.task, student.logits, labels)}
         if online:
@@ -132,7 +179,7 @@ class AMIDModule(PrivkdModule):
         if self.weights["mi_s"]:
             terms["mi_s"] = self.contrastive(teacher_embedding, student_embedding, labels)  # Eq. 8
         if online and self.auxiliary is not None and self.weights["mi_a"]:
-            auxiliary = gather_with_grad(self.auxiliary(batch["inputs"]).embedding)
+            auxiliary = gather_with_grad(self.auxiliary(batch.inputs).embedding)
             terms["mi_a"] = self.contrastive(teacher_embedding, auxiliary, labels)  # Eq. 9
         if self.weights["adv"]:
             terms["adv"] = amid_adversarial_loss(self.d1, self._d2, student_embedding, labels, self.discriminator_weights)
@@ -152,11 +199,11 @@ class AMIDModule(PrivkdModule):
         disc_optimizer.step()
         return loss
 
-    def training_step(self, batch: Mapping[str, object], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Generator step on Eq. 17, then (after warm-up) the discriminator step on Eq. 13."""
         main_optimizer, _ = self.optimizers()
-        labels = batch["label"]
-        teacher, student = self.forward_models(batch["inputs"])
+        labels = batch.label
+        teacher, student = self.forward_models(batch.inputs)
         self._count_correct(teacher.logits, student.logits, labels)
         terms = self.generator_terms(batch, teacher, student)
         total = self.weighted_total(terms)

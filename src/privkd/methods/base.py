@@ -3,22 +3,35 @@
 A method only says which loss terms it optimises (``loss_terms``) and with which weights;
 optimisation, validation metrics and logging are the same for all, so a difference between
 two rows of a results table comes from the training signal and nothing else.
+
+Besides training, a method answers the experiment runner through a few hooks, so that the
+runner never needs to know which method it trains: ``from_config`` builds it from the run's
+config, ``probe_recorders`` names what it records during training for the report,
+``fold_record`` adds what it learnt about the fold to the row's record, and
+``extra_test_metrics`` scores anything besides its network on the test subjects.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
+from privkd.config.schema import RunConfig, TrainingConfig
+from privkd.data.dataset import Batch
+from privkd.data.h5format import DatasetInfo
+from privkd.data.loaders import make_loader
 from privkd.evaluation.metrics import SELECTION_METRIC, score
 from privkd.losses.task import task_loss
+from privkd.methods.distributed import gather
 from privkd.models.network import PrivilegedNet
-from privkd.training.distributed import gather
+
 
 def random_state() -> dict:
     """Python, NumPy and torch (CPU) random states as plain lists and tensors, which
@@ -44,6 +57,25 @@ validation subjects), or :data:`UNSELECTABLE` for epochs a method rules out."""
 UNSELECTABLE = -1.0  # below any macro-F1 or CCC
 
 
+@dataclass(frozen=True)
+class FoldData:
+    """The subjects of one fold as a method's record hooks see them."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    training: TrainingConfig
+
+    def loader(self, dataset: Dataset) -> DataLoader:
+        """An evaluation loader (every sample, in file order) over one of the fold's parts."""
+        return make_loader(dataset, self.training, train=False)
+
+
+def common_arguments(cfg: RunConfig, info: DatasetInfo) -> dict[str, object]:
+    """What every method's constructor takes from the run: the task and the optimiser settings."""
+    return dict(task=info.task, n_outputs=info.n_outputs, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+
+
 class PrivkdModule(L.LightningModule):
     """Trains ``net`` on ``Σ weights[name] * loss_terms()[name]`` and scores it on validation data."""
 
@@ -57,12 +89,30 @@ class PrivkdModule(L.LightningModule):
         self.weights: dict[str, float] = {"task": 1.0}
         self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> PrivkdModule:
+        """The module a row of ``method`` trains, from the row's whole config; ``teacher`` is the
+        fold's trained network of the method this one distils from (``None`` when it needs none)."""
+        raise NotImplementedError(f"{cls.__name__} does not say how to build itself from a config")
+
+    def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:
+        """Callbacks that record what the report draws, by the file each saves to in the row's directory."""
+        return {}
+
+    def fold_record(self, fold: FoldData) -> dict:
+        """What the trained method learnt about the fold beyond its scores, for the row's record."""
+        return {}
+
+    def extra_test_metrics(self, loader: DataLoader) -> dict[str, float]:
+        """Test-subject scores of anything besides ``net`` the method trained (an online teacher)."""
+        return {}
+
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         return self.net(inputs).logits
 
-    def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
+    def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         """Unweighted loss terms for a training batch; the base trains the task loss only."""
-        return {"task": task_loss(self.task, self.net(batch["inputs"]).logits, batch["label"])}
+        return {"task": task_loss(self.task, self.net(batch.inputs).logits, batch.label)}
 
     def weighted_total(self, terms: Mapping[str, Tensor]) -> Tensor:
         """``Σ weights[name] * term`` over the terms whose weight is not zero.
@@ -73,10 +123,10 @@ class PrivkdModule(L.LightningModule):
         """
         return sum(self.weights[name] * value for name, value in terms.items() if self.weights[name] != 0)
 
-    def training_step(self, batch: Mapping[str, object], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         terms = self.loss_terms(batch)
         total = self.weighted_total(terms)
-        self.log_training_terms(terms, total, batch_size=len(batch["label"]))
+        self.log_training_terms(terms, total, batch_size=len(batch.label))
         return total
 
     def log_training_terms(self, terms: Mapping[str, Tensor], total: Tensor, batch_size: int) -> None:
@@ -86,9 +136,9 @@ class PrivkdModule(L.LightningModule):
         self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size,
                  sync_dist=True)
 
-    def validation_step(self, batch: Mapping[str, object], batch_idx: int) -> None:
-        outputs = self.net(batch["inputs"]).logits
-        self._val_outputs.append((outputs, batch["label"], batch["index"]))
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        outputs = self.net(batch.inputs).logits
+        self._val_outputs.append((outputs, batch.label, batch.index))
 
     def on_validation_epoch_end(self) -> None:
         """Validation metrics over the whole validation set (CCC is not a mean of batch CCCs).

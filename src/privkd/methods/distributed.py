@@ -15,12 +15,11 @@ global batch; a test with two gloo processes checks it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from privkd.data.dataset import Batch
 from privkd.models.network import NetOutput
 
 
@@ -73,6 +72,6 @@ def gather_output(output: NetOutput) -> NetOutput:
     return NetOutput(gather_with_grad(output.logits), gather_with_grad(output.embedding))
 
 
-def global_batch(batch: Mapping[str, object]) -> dict[str, object]:
+def global_batch(batch: Batch) -> Batch:
     """The batch's labels over all ranks (inputs stay local: terms take gathered outputs)."""
-    return {**batch, "label": gather(batch["label"])}
+    return batch._replace(label=gather(batch.label))

@@ -15,16 +15,25 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from privkd.config.schema import MTPKDOTConfig, RunConfig
+from privkd.data.dataset import Batch
+from privkd.data.h5format import DatasetInfo
+from privkd.errors import ConfigError
+from privkd.evaluation.method_figures import SIMILARITY_EVOLUTION, TEACHER_SELECTION
 from privkd.losses.distillation import centroid_loss, select_teacher
-from privkd.losses.structural import StructuralOTLoss, anchored_similarities
+from privkd.losses.structural import anchored_similarities
 from privkd.losses.task import task_loss
-from privkd.methods.student import StudentModule
+from privkd.methods.base import FoldData, common_arguments
+from privkd.methods.distributed import gather, gather_output, gather_with_grad
+from privkd.methods.registry import register_method
+from privkd.methods.student import StudentModule, build_student
 from privkd.models.network import NetOutput, PrivilegedNet
-from privkd.training.distributed import gather, gather_output, gather_with_grad
 
 JOINT = "joint"
 
 
+@register_method("mtpkdot", role="student", teacher="teacher", sections=("mtpkdot", "structural", "student"),
+                 needs_privileged=True, figures=(TEACHER_SELECTION, SIMILARITY_EVOLUTION))
 class MTPKDOTModule(StudentModule):
     """Structural OT + centroid distillation from a per-batch selected teacher.
 
@@ -32,14 +41,22 @@ class MTPKDOTModule(StudentModule):
     paper's Fig. 6), saved with the run.
     """
 
-    def __init__(
-        self, student: PrivilegedNet, teacher: PrivilegedNet, *, ot_loss: StructuralOTLoss, alpha: float, beta: float, gamma: float, **kwargs: object
-    ) -> None:
+    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, settings: MTPKDOTConfig, **kwargs: object) -> None:
         super().__init__(student, teacher, **kwargs)
-        self.ot_loss = ot_loss
-        self.weights.update(task=alpha, ot=beta, centroid=gamma)
+        self.weights.update(task=settings.alpha, ot=settings.beta, centroid=settings.gamma)
         self.selection_history: list[dict[str, int]] = []
         self._epoch_selection: Counter[str] = Counter()
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> MTPKDOTModule:
+        student = build_student(cfg, info, teacher)
+        if not teacher.adapters:
+            raise ConfigError("teacher.align_weight", "mtpkdot needs a teacher with modality adapters", "set align_weight > 0")
+        return cls(student, teacher, settings=cfg.mtpkdot, structural=cfg.structural, **common_arguments(cfg, info))
+
+    def fold_record(self, fold: FoldData) -> dict:
+        """The structure gaps, and how often each teacher was chosen per epoch (MT-PKDOT Fig. 6)."""
+        return {**super().fold_record(fold), "teacher_selection": self.selection_history}
 
     def teacher_pool(self, inputs: Mapping[str, Tensor]) -> dict[str, NetOutput]:
         """The joint teacher and every adapter view, for one batch (no gradient)."""
@@ -47,20 +64,20 @@ class MTPKDOTModule(StudentModule):
             embeddings = self.teacher.encode(inputs)
             return {JOINT: self.teacher.fuse(embeddings), **self.teacher.adapt(embeddings)}
 
-    def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
+    def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         """Teacher selection, anchors, OT and centroid over the global batch (all ranks)."""
-        pool = {name: gather_output(view) for name, view in self.teacher_pool(batch["inputs"]).items()}
-        labels = gather(batch["label"])
+        pool = {name: gather_output(view) for name, view in self.teacher_pool(batch.inputs).items()}
+        labels = gather(batch.label)
         losses = {name: task_loss(self.task, view.logits, labels) for name, view in pool.items()}
         chosen = select_teacher(losses, fallback=JOINT)
         if self.training:
             self._epoch_selection[chosen] += 1
-        student = self.net(batch["inputs"])
+        student = self.net(batch.inputs)
         teacher_rows, student_rows = anchored_similarities(pool[chosen].embedding, gather_with_grad(student.embedding),
-                                                           self.ot_loss.k)
-        terms = {"task": task_loss(self.task, student.logits, batch["label"])}
+                                                           self.structure.k)
+        terms = {"task": task_loss(self.task, student.logits, batch.label)}
         if self.weights["ot"]:
-            terms["ot"] = self.ot_loss.transport_loss(teacher_rows, student_rows)
+            terms["ot"] = self.structure.transport_loss(teacher_rows, student_rows)
         if self.weights["centroid"]:
             terms["centroid"] = centroid_loss(teacher_rows, student_rows)
         return terms

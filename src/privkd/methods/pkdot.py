@@ -7,22 +7,31 @@ embedding with the frozen teacher's over the teacher's top-k most dissimilar anc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from torch import Tensor
 
-from privkd.losses.structural import StructuralOTLoss
-from privkd.methods.student import StudentModule
+from privkd.config.schema import RunConfig
+from privkd.data.dataset import Batch
+from privkd.data.h5format import DatasetInfo
+from privkd.evaluation.method_figures import SIMILARITY_EVOLUTION
+from privkd.methods.base import common_arguments
+from privkd.methods.registry import register_method
+from privkd.methods.student import StudentModule, build_student
 from privkd.models.network import NetOutput, PrivilegedNet
 
 
+@register_method("pkdot", role="student", teacher="teacher", sections=("pkdot", "structural", "student"),
+                 needs_privileged=True, figures=(SIMILARITY_EVOLUTION,))
 class PKDOTModule(StudentModule):
     """Distils the joint teacher's relational structure into a prevalent-only student."""
 
-    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, ot_loss: StructuralOTLoss, beta: float, **kwargs: object) -> None:
+    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, beta: float, **kwargs: object) -> None:
         super().__init__(student, teacher, **kwargs)
-        self.ot_loss = ot_loss
         self.weights["ot"] = beta
 
-    def distillation_terms(self, batch: Mapping[str, object], teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
-        return {"ot": self.ot_loss(teacher.embedding, student.embedding)}
+    @classmethod
+    def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> PKDOTModule:
+        return cls(build_student(cfg, info, teacher), teacher, beta=cfg.pkdot.beta, structural=cfg.structural,
+                   **common_arguments(cfg, info))
+
+    def distillation_terms(self, batch: Batch, teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
+        return {"ot": self.structure(teacher.embedding, student.embedding)}

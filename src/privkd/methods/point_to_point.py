@@ -10,10 +10,12 @@ its own teacher sample, with no batch structure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from torch import Tensor
 
+from privkd.config.schema import RunConfig
+from privkd.data.dataset import Batch
+from privkd.data.h5format import DatasetInfo
+from privkd.evaluation.method_figures import SIMILARITY_EVOLUTION
 from privkd.losses.distillation import (
     confidence_weight,
     cosine_matching,
@@ -21,12 +23,20 @@ from privkd.losses.distillation import (
     softened_kl,
 )
 from privkd.losses.task import task_loss
-from privkd.methods.student import StudentModule
+from privkd.methods.base import common_arguments
+from privkd.methods.registry import register_method
+from privkd.methods.student import StudentModule, build_student
 from privkd.models.network import NetOutput, PrivilegedNet
 
 KINDS = ("cosine", "mse", "kl")
 
+_facts = dict(role="student", teacher="teacher", sections=("p2p", "student"), needs_privileged=True,
+              figures=(SIMILARITY_EVOLUTION,))
 
+
+@register_method("p2p_kl", tasks=("classification",), **_facts)  # decorators run bottom-up: cosine registers first
+@register_method("p2p_mse", **_facts)
+@register_method("p2p_cosine", **_facts)
 class PointToPointModule(StudentModule):
     """``task + beta * match`` with one of the :data:`KINDS` of matching."""
 
@@ -40,9 +50,14 @@ class PointToPointModule(StudentModule):
         self.temperature = temperature
         self.weights["match"] = beta
 
-    def distillation_terms(self, batch: Mapping[str, object], teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
+    @classmethod
+    def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> PointToPointModule:
+        return cls(build_student(cfg, info, teacher), teacher, kind=method.removeprefix("p2p_"), beta=cfg.p2p.beta,
+                   temperature=cfg.p2p.temperature, structural=cfg.structural, **common_arguments(cfg, info))
+
+    def distillation_terms(self, batch: Batch, teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
         if self.kind == "cosine":
-            weight = confidence_weight(task_loss(self.task, teacher.logits, batch["label"]))
+            weight = confidence_weight(task_loss(self.task, teacher.logits, batch.label))
             return {"match": weight * cosine_matching(teacher.embedding, student.embedding)}
         if self.kind == "mse":
             return {"match": mse_matching(teacher.embedding, student.embedding)}

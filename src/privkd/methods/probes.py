@@ -21,21 +21,23 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from privkd.evaluation.metrics import evaluating
+from privkd.data.dataset import Batch
 from privkd.losses.structural import cosine_similarity_matrix
+from privkd.models.inference import evaluating
 from privkd.models.network import PrivilegedNet
 
 PROBE_SIZE = 48
 
 
-def probe_batch(val_set: Dataset, size: int = PROBE_SIZE) -> dict[str, object]:
+def probe_batch(val_set: Dataset, size: int = PROBE_SIZE) -> Batch:
     """Up to ``size`` validation samples spread evenly over the set, sorted by label."""
     n = len(val_set)
     rows = np.unique(np.linspace(0, n - 1, num=min(size, n)).round().astype(int))
     batch = next(iter(DataLoader(torch.utils.data.Subset(val_set, rows.tolist()), batch_size=len(rows))))
-    labels = batch["label"]
+    labels = batch.label
     order = torch.argsort(labels if labels.dim() == 1 else labels[:, 0], stable=True)
-    return {"inputs": {k: v[order] for k, v in batch["inputs"].items()}, "label": labels[order], "index": batch["index"][order]}
+    return Batch({k: v[order] for k, v in batch.inputs.items()}, labels[order], [batch.subject[i] for i in order.tolist()],
+                 batch.index[order])
 
 
 def joint_similarity(net: PrivilegedNet, inputs: Mapping[str, Tensor]) -> np.ndarray:
@@ -56,13 +58,13 @@ def teacher_views(net: PrivilegedNet, inputs: Mapping[str, Tensor]) -> dict[str,
 class SimilarityRecorder(L.Callback):
     """Student and teacher similarity matrices on the probe batch, before training and after each epoch."""
 
-    def __init__(self, probe: Mapping[str, object], student: PrivilegedNet, teacher: PrivilegedNet) -> None:
+    def __init__(self, probe: Batch, student: PrivilegedNet, teacher: PrivilegedNet) -> None:
         self.probe, self.student, self.teacher = probe, student, teacher
         self.epochs: list[np.ndarray] = []
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not self.epochs:  # a resumed run carries the epochs recorded before the interruption
-            self.epochs = [joint_similarity(self.student, self.probe["inputs"])]
+            self.epochs = [joint_similarity(self.student, self.probe.inputs)]
 
     def state_dict(self) -> dict:
         return {"epochs": [torch.from_numpy(matrix) for matrix in self.epochs]}
@@ -71,24 +73,24 @@ class SimilarityRecorder(L.Callback):
         self.epochs = [matrix.numpy() for matrix in state_dict["epochs"]]
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.epochs.append(joint_similarity(self.student, self.probe["inputs"]))
+        self.epochs.append(joint_similarity(self.student, self.probe.inputs))
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, teacher=joint_similarity(self.teacher, self.probe["inputs"]),
-                            student=np.stack(self.epochs), labels=self.probe["label"].numpy(),
-                            indices=self.probe["index"].numpy())
+        np.savez_compressed(path, teacher=joint_similarity(self.teacher, self.probe.inputs),
+                            student=np.stack(self.epochs), labels=self.probe.label.numpy(),
+                            indices=self.probe.index.numpy())
 
 
 class AlignmentRecorder(L.Callback):
     """The teacher's joint and adapter views of the probe batch before training (MT-PKDOT Fig. 5, left)."""
 
-    def __init__(self, probe: Mapping[str, object], teacher: PrivilegedNet) -> None:
+    def __init__(self, probe: Batch, teacher: PrivilegedNet) -> None:
         self.probe, self.teacher = probe, teacher
         self.before: dict[str, np.ndarray] = {}
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not self.before:  # a resumed run carries the views recorded before the interruption
-            self.before = teacher_views(self.teacher, self.probe["inputs"])
+            self.before = teacher_views(self.teacher, self.probe.inputs)
 
     def state_dict(self) -> dict:
         return {"before": {name: torch.from_numpy(view) for name, view in self.before.items()}}
@@ -98,6 +100,6 @@ class AlignmentRecorder(L.Callback):
 
     def save(self, path: Path) -> None:
         """Before and after (the selected weights, now loaded) views, keys ``before/<view>``, ``after/<view>``."""
-        after = teacher_views(self.teacher, self.probe["inputs"])
+        after = teacher_views(self.teacher, self.probe.inputs)
         arrays = {f"before/{k}": v for k, v in self.before.items()} | {f"after/{k}": v for k, v in after.items()}
-        np.savez_compressed(path, labels=self.probe["label"].numpy(), **arrays)
+        np.savez_compressed(path, labels=self.probe.label.numpy(), **arrays)

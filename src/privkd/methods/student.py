@@ -8,39 +8,77 @@ statistics of the teacher must not drift with the student's batches.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
 
+import lightning as L
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
+from privkd.config.schema import RunConfig, StructuralConfig
+from privkd.data.dataset import Batch
+from privkd.data.h5format import DatasetInfo
+from privkd.evaluation.diagnostics import structure_gaps
+from privkd.losses.structural import StructuralOTLoss
 from privkd.losses.task import task_loss
-from privkd.methods.base import PrivkdModule
+from privkd.methods.base import FoldData, PrivkdModule
+from privkd.methods.distributed import gather_output, global_batch
+from privkd.methods.probes import SimilarityRecorder, probe_batch
+from privkd.models.build import build_net
 from privkd.models.network import NetOutput, PrivilegedNet
-from privkd.training.distributed import gather_output, global_batch
+
+
+def build_student(cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None) -> PrivilegedNet:
+    """The prevalent-only network of a distilled student, started from the teacher's weights
+    when ``student.init_from_teacher`` says so."""
+    if teacher is None:
+        raise ValueError("a distilled student needs the fold's trained teacher")
+    student = build_net("student", cfg, info)
+    if cfg.student.init_from_teacher:
+        student.load_shared_weights(teacher)
+    return student
 
 
 class StudentModule(PrivkdModule):
-    """Trains ``student`` on ``task + Σ weighted distillation terms`` against a frozen ``teacher``."""
+    """Trains ``student`` on ``task + Σ weighted distillation terms`` against a frozen ``teacher``.
 
-    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, **kwargs: object) -> None:
+    ``structure`` is the structural OT loss of the run's ``structural`` settings: the
+    structural methods train with it, and every student is measured with it on the test
+    subjects (:func:`~privkd.evaluation.diagnostics.structure_gaps`), as initialised and as
+    trained.
+    """
+
+    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, structural: StructuralConfig, **kwargs: object) -> None:
         super().__init__(student, **kwargs)
         self.teacher = teacher.requires_grad_(False).eval()
         if student.tnet is not None:
             student.tnet.requires_grad_(False)
+        self.structure = StructuralOTLoss(k=structural.k, epsilon=structural.epsilon, mode=structural.ot_mode)
+        self._initial = (copy.deepcopy(student),)  # a tuple: kept out of the module's parameters and checkpoints
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.teacher] + ([self.net.tnet] if self.net.tnet is not None else [])
 
-    def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
+    def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         with torch.no_grad():
-            teacher = self.teacher(batch["inputs"])
-        student = self.net(batch["inputs"])
-        terms = {"task": task_loss(self.task, student.logits, batch["label"])}
+            teacher = self.teacher(batch.inputs)
+        student = self.net(batch.inputs)
+        terms = {"task": task_loss(self.task, student.logits, batch.label)}
         terms.update(self.distillation_terms(global_batch(batch), gather_output(teacher), gather_output(student)))
         return terms
 
-    def distillation_terms(self, batch: Mapping[str, object], teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
+    def distillation_terms(self, batch: Batch, teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
         """Unweighted distillation terms on the global batch (all data-parallel ranks'
-        outputs and labels, see :mod:`privkd.training.distributed`); their weights live in
+        outputs and labels, see :mod:`privkd.methods.distributed`); their weights live in
         ``self.weights``."""
         raise NotImplementedError
+
+    def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:
+        """The student's similarity matrix beside the teacher's, per epoch (MT-PKDOT Fig. 4)."""
+        return {"similarity.npz": SimilarityRecorder(probe_batch(val_set), self.net, self.teacher)}
+
+    def fold_record(self, fold: FoldData) -> dict:
+        """How far the student's anchored similarity structure is from the teacher's on the
+        test subjects, before and after distillation."""
+        students = {"before": self._initial[0], "after": self.net}
+        return {"structure_test": structure_gaps(self.teacher, students, fold.loader(fold.test), self.structure)}

@@ -5,16 +5,29 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Dataset
 
+from privkd.config.schema import RunConfig, TeacherConfig
+from privkd.data.dataset import Batch
+from privkd.data.h5format import DatasetInfo
+from privkd.evaluation.diagnostics import tnet_fidelity
+from privkd.evaluation.method_figures import ALIGNMENT_TSNE
 from privkd.losses.mmd import gaussian_mmd2
 from privkd.losses.task import task_loss
-from privkd.methods.base import PrivkdModule
+from privkd.methods.base import FoldData, PrivkdModule, common_arguments
+from privkd.methods.probes import AlignmentRecorder, probe_batch
+from privkd.methods.registry import register_method
+from privkd.models.build import build_net
+from privkd.models.inference import encode_dataset
 from privkd.models.network import PrivilegedNet
 
 
+@register_method("teacher", role="teacher", provides_teacher=True, bound="upper", sections=("teacher",),
+                 needs_privileged=True, figures=(ALIGNMENT_TSNE,))
 class TeacherModule(PrivkdModule):
     """Fused model over prevalent + privileged modalities, its T-Net and its modality adapters.
 
@@ -26,27 +39,41 @@ class TeacherModule(PrivkdModule):
     backbones, which is the self-distillation of the joint representation into earlier layers.
     """
 
-    def __init__(
-        self, net: PrivilegedNet, *, tnet_loss: str, tnet_weight: float, align_weight: float, adapter_task_weight: float, **kwargs: object
-    ) -> None:
+    def __init__(self, net: PrivilegedNet, *, settings: TeacherConfig, **kwargs: object) -> None:
         super().__init__(net, **kwargs)
         if net.tnet is None:
             raise ValueError("the teacher network needs a T-Net (privileged modalities to hallucinate)")
-        self.tnet_loss = tnet_loss
-        self.weights.update(tnet=tnet_weight, align=align_weight, adapter_task=adapter_task_weight)
+        self.settings = settings
+        self.weights.update(tnet=settings.tnet_weight, align=settings.align_weight, adapter_task=settings.adapter_task_weight)
 
-    def loss_terms(self, batch: Mapping[str, object]) -> dict[str, Tensor]:
-        embeddings = self.net.encode(batch["inputs"])
+    @classmethod
+    def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> TeacherModule:
+        return cls(build_net("teacher", cfg, info), settings=cfg.teacher, **common_arguments(cfg, info))
+
+    def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:
+        """The adapters' views before and after alignment (MT-PKDOT Fig. 5)."""
+        return {"alignment.npz": AlignmentRecorder(probe_batch(val_set), self.net)} if self.net.adapters else {}
+
+    def fold_record(self, fold: FoldData) -> dict:
+        """The T-Net refitted on the selected teacher, and its fidelity on the test subjects."""
+        batch_size = fold.training.batch_size
+        refit = refit_tnet(self.net, encode_dataset(self.net, fold.train, batch_size), encode_dataset(self.net, fold.val, batch_size),
+                           loss=self.settings.tnet_loss, epochs=self.settings.tnet_refit_epochs,
+                           lr=self.settings.tnet_refit_lr, batch_size=batch_size)
+        return {"tnet": refit, "tnet_test": tnet_fidelity(self.net, fold.loader(fold.test))}
+
+    def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
+        embeddings = self.net.encode(batch.inputs)
         output = self.net.fuse(embeddings)
         hallucinated = self.net.hallucinate({k: v.detach() for k, v in embeddings.items()})
         terms = {
-            "task": task_loss(self.task, output.logits, batch["label"]),
-            "tnet": tnet_objective(self.tnet_loss, hallucinated, embeddings),
+            "task": task_loss(self.task, output.logits, batch.label),
+            "tnet": tnet_objective(self.settings.tnet_loss, hallucinated, embeddings),
         }
         views = self.net.adapt(embeddings)
         if views:
             terms["align"] = alignment_loss([view.embedding for view in views.values()], output.embedding)
-            terms["adapter_task"] = sum(task_loss(self.task, view.logits, batch["label"]) for view in views.values())
+            terms["adapter_task"] = sum(task_loss(self.task, view.logits, batch.label) for view in views.values())
         return terms
 
 

@@ -21,12 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from privkd.data.dataset import TOKENS_SUFFIX
 from privkd.models.backbones import ModalityEncoder
 from privkd.models.encoder_decoder import EncoderDecoder
 from privkd.models.fusion import build_fusion
-
-TOKENS_SUFFIX = "@tokens"
-"""``inputs[name + TOKENS_SUFFIX]`` carries a frozen backbone's precomputed tokens for ``name``."""
 
 
 @dataclass

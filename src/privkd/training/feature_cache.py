@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from privkd.data.dataset import MultimodalDataset
+from privkd.config.schema import RunConfig
+from privkd.data.dataset import TOKENS_SUFFIX, MultimodalDataset
 from privkd.data.embedded import default_cache_dir
+from privkd.data.h5format import DatasetInfo
 from privkd.data.importers.common import progress as progress_bar
+from privkd.models.build import reference_backbone
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -59,7 +63,7 @@ def compute_tokens(data_path: str | Path, modality: str, backbone: nn.Module, *,
     chunks = []
     batches = DataLoader(dataset, batch_size=batch_size)
     for batch in progress_bar(batches, f"caching {modality} features", enabled=show_progress):
-        chunks.append(backbone(batch["inputs"][modality]).float().numpy())
+        chunks.append(backbone(batch.inputs[modality]).float().numpy())
     return np.concatenate(chunks)
 
 
@@ -78,3 +82,18 @@ def cached_tokens(data_path: str | Path, modality: str, backbone: nn.Module, *, 
         finally:
             tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
+
+
+def frozen_backbone_tokens(cfg: RunConfig, info: DatasetInfo, data_path: Path,
+                           progress: Callable[[str], None]) -> dict[str, np.ndarray]:
+    """The cached tokens of every frozen backbone of the run (``<modality>@tokens``), or none
+    when ``model.cache_features`` is off."""
+    if not cfg.model.cache_features:
+        return {}
+    tokens = {}
+    for name in cfg.model.frozen_backbones:
+        progress(f"features of the frozen {name} backbone (computed once, then cached)")
+        tokens[name + TOKENS_SUFFIX] = cached_tokens(data_path, name, reference_backbone(cfg, info, name),
+                                                     batch_size=cfg.training.batch_size,
+                                                     show_progress=cfg.training.progress_bar)
+    return tokens

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,14 +13,14 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from privkd.atomic import write_atomic
-from privkd.config import TrainingConfig
+from privkd.config.schema import TrainingConfig
+from privkd.data.loaders import make_loader, modality_batches
 from privkd.errors import SplitError
-from privkd.evaluation.metrics import SELECTION_METRIC, evaluating
+from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.methods.base import SELECTION_KEY, PrivkdModule
-from privkd.models.network import PrivilegedNet
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
@@ -37,60 +37,6 @@ LAST_CHECKPOINT = "last.ckpt"
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (and DataLoader workers) for a reproducible step."""
     L.seed_everything(seed, workers=True, verbose=False)
-
-
-class EpochShuffler(Sampler[int]):
-    """A random order that depends only on ``(seed, epoch)``.
-
-    A shared generator would make epoch ``e``'s order depend on how many epochs this process
-    has drawn; here a run resumed at epoch ``e`` replays exactly the orders of an
-    uninterrupted one. Lightning calls :meth:`set_epoch` before every epoch.
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
-
-
-def make_loader(dataset: Dataset, cfg: TrainingConfig, *, train: bool, seed: int = 0) -> DataLoader:
-    """Training loaders shuffle by :class:`EpochShuffler` and drop a ragged last batch, so every
-    structural loss sees full batches; evaluation loaders keep every sample in order. The
-    loader's own generator only seeds worker processes, so iterating never draws from the
-    global random state that dropout uses."""
-    return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=EpochShuffler(len(dataset), seed) if train else None,
-        drop_last=train and len(dataset) > cfg.batch_size,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-    )
-
-
-def modality_batches(dataset: Dataset, name: str, batch_size: int = 512) -> Iterator[torch.Tensor]:
-    """The samples of modality ``name`` in ``dataset``, a batch at a time (never all at once)."""
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        yield batch["inputs"][name]
-
-
-def encode_dataset(net: PrivilegedNet, dataset: Dataset, batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """``net``'s token embeddings of its seen modalities for every sample of ``dataset``, in eval mode."""
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in net.seen}
-    with evaluating(net):
-        for batch in DataLoader(dataset, batch_size=batch_size):
-            for name, value in net.encode(batch["inputs"]).items():
-                chunks[name].append(value)
-    return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
 def epoch_log_path(out_dir: Path) -> Path:

@@ -1,21 +1,48 @@
-"""Run directories that never overwrite each other, and files written atomically."""
+"""Run directories: created so they never overwrite each other, resumed only by the run
+that made them, and holding what every (fold, row) finished or why it failed.
+
+Layout: ``config.yaml``, ``environment.json`` and ``folds.json`` at the top, written before
+anything trains; one ``fold_<i>/<row>/`` per (fold, row), whose ``metrics.json`` marks it
+finished (written last) and whose ``failed.json`` says why it failed.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import traceback
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from privkd.atomic import write_json_atomic, write_text_atomic
+from privkd.config.parse import config_to_dict
+from privkd.config.schema import RunConfig
+from privkd.data.folds import Fold
 from privkd.errors import PrivkdError
 
-__all__ = ["create_run_dir", "environment", "is_primary_process", "open_run_dir", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "FAILED_FILE",
+    "check_resumable",
+    "create_run_dir",
+    "environment",
+    "finished_record",
+    "is_primary_process",
+    "open_run_dir",
+    "record_failure",
+    "row_dir",
+    "run_config_path",
+    "start_run",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def create_run_dir(root: str | Path, name: str) -> Path:
@@ -111,3 +138,62 @@ def environment() -> dict[str, Any]:
         "git_commit": _git_commit(),
         "started": datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def fold_records(folds: list[Fold]) -> list[dict]:
+    """``folds.json``: the subjects of every fold."""
+    return [{"fold": f.index, "train": list(f.train_subjects), "val": list(f.val_subjects), "test": list(f.test_subjects)}
+            for f in folds]
+
+
+def start_run(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: list[Fold], primary: bool) -> Path:
+    """A new run directory with the resolved config, the environment and the folds."""
+    run_dir = open_run_dir(out_root, cfg.name)
+    if primary:
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
+        write_json_atomic(run_dir / "folds.json", fold_records(folds))
+    return run_dir
+
+
+def run_config_path(run_dir: str | Path) -> Path:
+    """A run directory's resolved ``config.yaml``; refuses a directory that is not a run."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise PrivkdError(f"{run_dir}: not a privkd run directory (it has no config.yaml)",
+                          "pass the run directory that `privkd run` printed (runs/<timestamp>-<name>)")
+    return path
+
+
+def check_resumable(run_dir: Path, cfg: RunConfig, folds: list[Fold]) -> None:
+    """The run to resume must be this config on these folds, or its finished results would mix with others."""
+    saved = run_config_path(run_dir)
+    if yaml.safe_load(saved.read_text()) != config_to_dict(cfg):
+        raise PrivkdError(f"{saved}: the config differs from the one being resumed",
+                          "resume with `privkd run --resume RUN_DIR` alone, which reads the run's own config.yaml")
+    folds_file = run_dir / "folds.json"
+    if folds_file.is_file() and json.loads(folds_file.read_text()) != fold_records(folds):
+        raise PrivkdError(f"{folds_file}: the dataset now gives other folds than the interrupted run",
+                          "resume against the same dataset file, or start a new run")
+
+
+def row_dir(run_dir: Path, fold: Fold, row: str) -> Path:
+    """Where one (fold, row) keeps its checkpoints, logs and results."""
+    return run_dir / f"fold_{fold.index}" / row
+
+
+def finished_record(directory: Path) -> dict | None:
+    """The metrics of a (fold, row) a previous attempt finished, else ``None``."""
+    path = directory / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+FAILED_FILE = "failed.json"
+
+
+def record_failure(directory: Path, fold: Fold, row: str, error: BaseException, primary: bool) -> dict:
+    """What failed, kept beside the results (``failed.json``) and listed in the summary."""
+    failure = {"fold": fold.index, "row": row, "error": f"{type(error).__name__}: {error}"}
+    if primary:
+        write_json_atomic(directory / FAILED_FILE, {**failure, "traceback": traceback.format_exc()})
+    return failure

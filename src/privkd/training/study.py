@@ -22,12 +22,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from privkd.config import RunConfig, VariantConfig, config_to_dict
+from privkd.config.parse import config_to_dict
+from privkd.config.schema import RunConfig, VariantConfig
+from privkd.config.validation import validate
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.evaluation.stats import format_p, format_percent, row_stats
 from privkd.evaluation.summary import metric_label
-from privkd.training.crossval import rows_to_train, run_experiment
+from privkd.methods.registry import bound_row
+from privkd.training.experiment import rows_to_train, run_experiment
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -114,7 +117,7 @@ def study_seeds(cfg: RunConfig) -> list[int]:
 
 def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
     """The run of one seed: the config with every search candidate as an extra row."""
-    return dataclasses.replace(cfg, seed=seed, variants={**cfg.variants, **candidate_variants(cfg)})
+    return validate(dataclasses.replace(cfg, seed=seed, variants={**cfg.variants, **candidate_variants(cfg)}))
 
 
 def write_study(study_dir: Path, cfg: RunConfig) -> None:
@@ -141,7 +144,7 @@ DIAGNOSTICS = ("tnet_test", "structure_test")
 
 def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping[str, list[dict]]],
                    records: Mapping[int, list[dict[str, dict]]], task: str) -> str:
-    stats = row_stats(summary)
+    stats = row_stats(summary, baseline=bound_row("lower"), teacher=bound_row("upper"))
     metric = stats[0].headline if stats else "accuracy"
     n = len(next(iter(summary["methods"].values()))[metric]["per_run"]) if summary["methods"] else 0
     lines = [f"# Study: {cfg.name}", "",

@@ -19,18 +19,15 @@ from typing import Any
 
 import yaml
 
-from privkd.config import (
-    RunConfig,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    load_config,
-)
+from privkd.config.loading import apply_overrides, config_from_dict, load_config
+from privkd.config.parse import config_to_dict
+from privkd.config.schema import RunConfig
 from privkd.data import read_info
+from privkd.data.opening import resolve_data_path
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.evaluation.summary import metric_label
-from privkd.training.crossval import resolve_data_path, rows_to_train, run_experiment
+from privkd.training.experiment import row_spec, rows_to_train, run_experiment
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -78,7 +75,7 @@ def objective_row(cfg: RunConfig, row: str | None) -> str:
         if row not in rows:
             raise ConfigError("--row", f"{row!r} is not a row of this config", f"use one of {rows}")
         return row
-    candidates = [r for r in rows if r not in ("baseline", "teacher")] or rows
+    candidates = [r for r in rows if row_spec(cfg, r).bound is None] or rows
     if len(candidates) > 1:
         raise ConfigError("--row", f"several rows could be the objective: {candidates}", "name one with --row")
     return candidates[0]

@@ -1,8 +1,8 @@
-"""``privkd data import FORMAT SRC DST.h5``: one subcommand per supported layout.
+"""``privkd data info`` and ``privkd data import FORMAT SRC DST.h5`` (one subcommand per supported layout).
 
-Each command only parses options and calls its importer in :mod:`privkd.data.importers`;
+Each import command only parses options and calls its importer in :mod:`privkd.data.importers`;
 every layout problem surfaces as a :class:`~privkd.errors.DatasetError` naming the source
-file, printed by the CLI's error guard without a traceback.
+file, which the app prints as one message without a traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +13,25 @@ from typing import Annotated
 
 import typer
 
+from privkd.cli.console import console
 from privkd.errors import PrivkdError
 
+__all__ = ["data_app", "import_app", "parse_pairs", "parse_window"]
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and prepare datasets.")
 import_app = typer.Typer(no_args_is_help=True, help="Convert a dataset layout into a privkd HDF5 file.")
+data_app.add_typer(import_app, name="import")
+
+
+@data_app.command("info")
+def info(path: Annotated[Path, typer.Argument(help="A privkd HDF5 dataset, or 'embedded'.")]) -> None:
+    """Print a dataset's modalities, shapes, classes and subjects (after validating it)."""
+    from privkd.data import describe, validate_dataset
+    from privkd.data.embedded import embedded_dataset_path
+
+    resolved = embedded_dataset_path() if str(path) == "embedded" else path
+    console.print(describe(validate_dataset(resolved)), highlight=False)
+
 
 Src = Annotated[Path, typer.Argument(help="Root folder (or file) of the layout to import.")]
 Dst = Annotated[Path, typer.Argument(help="The privkd HDF5 file to write (written atomically).")]
@@ -48,8 +64,8 @@ def parse_window(option: str, text: str | None) -> tuple[float, float] | None:
     return start, end
 
 
-def finished(dst: Path) -> None:
-    from privkd.cli import console
+def _finished(dst: Path) -> None:
+    """Print what was written, as ``privkd data info`` would."""
     from privkd.data import describe, read_info
 
     console.print(describe(read_info(dst)), highlight=False)
@@ -71,17 +87,13 @@ def biovid(
     no_progress: NoProgress = False,
 ) -> None:
     """BioVid Heat Pain parts A/B: video/<subject>/*.mp4 and biosignals_filtered/<subject>/*_bio.csv."""
-    from privkd.cli import guarded
     from privkd.data.importers.biovid import import_biovid
 
-    def work() -> None:
-        import_biovid(src, dst, classes=classes.split(","), signals=signals.split(","),
-                      signal_window=parse_window("--signal-window", signal_window), signal_format=signal_format,
-                      video=video, frames=frames, frame_size=frame_size, sampling_rate=sampling_rate,
-                      progress=not no_progress)
-        finished(dst)
-
-    guarded(work)
+    import_biovid(src, dst, classes=classes.split(","), signals=signals.split(","),
+                  signal_window=parse_window("--signal-window", signal_window), signal_format=signal_format,
+                  video=video, frames=frames, frame_size=frame_size, sampling_rate=sampling_rate,
+                  progress=not no_progress)
+    _finished(dst)
 
 
 @import_app.command("affwild2")
@@ -97,15 +109,11 @@ def affwild2(
     no_progress: NoProgress = False,
 ) -> None:
     """Affwild2 valence/arousal: cropped_aligned/, annotations/VA_Estimation_Challenge/, audio/<video>.wav."""
-    from privkd.cli import guarded
     from privkd.data.importers.affwild2 import import_affwild2
 
-    def work() -> None:
-        import_affwild2(src, dst, clip_frames=clip_frames, frame_step=frame_step, clip_hop=clip_hop,
-                        frame_size=frame_size, fps=fps, n_mels=n_mels, progress=not no_progress)
-        finished(dst)
-
-    guarded(work)
+    import_affwild2(src, dst, clip_frames=clip_frames, frame_step=frame_step, clip_hop=clip_hop,
+                    frame_size=frame_size, fps=fps, n_mels=n_mels, progress=not no_progress)
+    _finished(dst)
 
 
 @import_app.command("features")
@@ -122,16 +130,12 @@ def features(
     no_progress: NoProgress = False,
 ) -> None:
     """Pre-extracted features, IEMOCAP style: <modality>/<utterance>.npy and labels.csv."""
-    from privkd.cli import guarded
     from privkd.data.importers.features import import_features
 
-    def work() -> None:
-        import_features(src, dst, id_column=id_column, subject_column=subject_column, label_column=label_column,
-                        sequence=sequence, length=length, classes=classes.split(",") if classes else None,
-                        merge=parse_pairs("--merge", merge) or None, progress=not no_progress)
-        finished(dst)
-
-    guarded(work)
+    import_features(src, dst, id_column=id_column, subject_column=subject_column, label_column=label_column,
+                    sequence=sequence, length=length, classes=classes.split(",") if classes else None,
+                    merge=parse_pairs("--merge", merge) or None, progress=not no_progress)
+    _finished(dst)
 
 
 @import_app.command("table")
@@ -147,16 +151,12 @@ def table(
     no_progress: NoProgress = False,
 ) -> None:
     """Any user's table: feature columns named <modality>.<feature> (eda.mean, face.au12, ...)."""
-    from privkd.cli import guarded
     from privkd.data.importers.table import import_table
 
-    def work() -> None:
-        import_table(src, dst, subject_column=subject_column, label_columns=tuple(label), task=task,
-                     modality_patterns=parse_pairs("--modality", modality) or None, group_column=group_column,
-                     split_column=split_column, progress=not no_progress)
-        finished(dst)
-
-    guarded(work)
+    import_table(src, dst, subject_column=subject_column, label_columns=tuple(label), task=task,
+                 modality_patterns=parse_pairs("--modality", modality) or None, group_column=group_column,
+                 split_column=split_column, progress=not no_progress)
+    _finished(dst)
 
 
 @import_app.command("folder")
@@ -171,13 +171,9 @@ def folder(
     no_progress: NoProgress = False,
 ) -> None:
     """Any user's folder: <modality>/<sample>.npy for every sample plus a CSV manifest."""
-    from privkd.cli import guarded
     from privkd.data.importers.folder import import_folder
 
-    def work() -> None:
-        import_folder(src, dst, manifest=manifest, label_columns=tuple(label), task=task,
-                      kinds=parse_pairs("--kind", kind) or None, sampling_rates=parse_pairs("--rate", rate, float) or None,
-                      progress=not no_progress)
-        finished(dst)
-
-    guarded(work)
+    import_folder(src, dst, manifest=manifest, label_columns=tuple(label), task=task,
+                  kinds=parse_pairs("--kind", kind) or None, sampling_rates=parse_pairs("--rate", rate, float) or None,
+                  progress=not no_progress)
+    _finished(dst)

@@ -1,7 +1,4 @@
-"""``privkd report RUN_DIR [--sweep SWEEP_DIR] [--out DIR]``: the results report of a finished run.
-
-Registered on the main app by :mod:`privkd.cli` (``app.command()(report)``).
-"""
+"""``privkd report RUN_DIR [--sweep SWEEP_DIR] [--out DIR]``: the results report of a finished run."""
 
 from __future__ import annotations
 
@@ -9,6 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from privkd.cli.console import console
+
+__all__ = ["report"]
 
 
 def report(
@@ -19,13 +20,8 @@ def report(
                                               "figures always go to RUN_DIR/report/.")] = None,
 ) -> None:
     """Write report.md and a self-contained report.html: results table, gap closed, paired tests, figures."""
-    from privkd.cli import console, guarded
+    from privkd.report import build_report  # matplotlib and the run's results, only when reporting
 
-    def work() -> None:
-        from privkd.evaluation.report import build_report
-
-        paths = build_report(run_dir, sweep_dir=sweep, out_dir=out)
-        console.print(f"report: [bold]{paths.markdown}[/]", highlight=False)
-        console.print(f"report: [bold]{paths.html}[/]", highlight=False)
-
-    guarded(work)
+    paths = build_report(run_dir, sweep_dir=sweep, out_dir=out)
+    console.print(f"report: [bold]{paths.markdown}[/]", highlight=False)
+    console.print(f"report: [bold]{paths.html}[/]", highlight=False)

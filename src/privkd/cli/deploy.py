@@ -1,0 +1,49 @@
+"""``privkd predict`` and ``privkd export``: run or export a saved student.
+
+Neither imports the training stack (Lightning): a student is rebuilt from its own directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from privkd.cli.console import console
+
+__all__ = ["export", "predict"]
+
+StudentDir = Annotated[Path, typer.Argument(help="A saved student directory (student.json, weights.pt, model_card.md).")]
+
+
+def predict(
+    student_dir: StudentDir,
+    input: Annotated[Path, typer.Argument(help="A privkd .h5 dataset holding the prevalent modalities, or a .csv / "
+                                               ".parquet table with <modality>.<feature> columns (feature students).")],
+    out: Annotated[Path, typer.Option("--out", help="Predictions CSV to write (one row per sample).")] = Path("predictions.csv"),
+) -> None:
+    """Predict every sample of INPUT with a saved student (it never needs the privileged modalities)."""
+    import pandas as pd
+
+    from privkd.deploy.predict import predict_file
+
+    path = predict_file(student_dir, input, out)
+    rows = len(pd.read_csv(path, usecols=["row"]))
+    console.print(f"predicted {rows} samples of {input} with {student_dir}: [bold]{path}[/]", highlight=False)
+
+
+def export(
+    student_dir: StudentDir,
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")] = Path("model.onnx"),
+) -> None:
+    """Export a saved student to ONNX: one input per prevalent modality, dynamic batch axis."""
+    from privkd.deploy.export import export_onnx, onnx_metadata
+
+    path = export_onnx(student_dir, onnx)
+    meta = onnx_metadata(path)
+    inputs = ", ".join(f"{name} (batch, {', '.join(map(str, shape))})"
+                       for name, shape in json.loads(meta.get("privkd.inputs", "{}")).items())
+    console.print(f"exported {student_dir} to [bold]{path}[/] (inputs {inputs}; "
+                  f"{meta.get('privkd.exporter', '?')} exporter)", highlight=False)

@@ -1,0 +1,58 @@
+"""The ``privkd`` app: every command registered on one group that owns the error handling.
+
+Errors a user can fix (bad config, bad data, unwritable output) are :class:`PrivkdError`s;
+:class:`PrivkdGroup` prints them as one ``error: ...`` line with exit code 2, or lets them
+through with their traceback under ``--debug``. Commands just raise.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from privkd.cli.console import console
+from privkd.cli.data import data_app
+from privkd.cli.deploy import export, predict
+from privkd.cli.report import report
+from privkd.cli.run import demo, run, study, sweep
+from privkd.errors import PrivkdError
+
+__all__ = ["PrivkdGroup", "app"]
+
+DEBUG = "debug"
+"""The top-level ``--debug`` flag's parameter name, read back by :meth:`PrivkdGroup.invoke`."""
+
+
+class PrivkdGroup(TyperGroup):
+    """The top-level group. Every command, nested groups' ones included, runs inside its
+    :meth:`invoke`, so it is the one place a :class:`PrivkdError` becomes a message."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PrivkdError as err:
+            if ctx.params.get(DEBUG):
+                raise
+            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+
+app = typer.Typer(cls=PrivkdGroup, no_args_is_help=True, add_completion=False,
+                  help="Privileged knowledge distillation (PKDOT, MT-PKDOT, AMID).")
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option(f"--{DEBUG}", help="Show Python tracebacks for errors.")] = False) -> None:
+    """Declares the global options; :meth:`PrivkdGroup.invoke` reads them from its context."""
+
+
+app.command()(demo)  # registration order is the order of --help
+app.command()(run)
+app.command()(sweep)
+app.command()(study)
+app.command()(report)
+app.command()(predict)
+app.command()(export)
+app.add_typer(data_app, name="data")

@@ -1,0 +1,104 @@
+"""Plain data (parsed YAML) to schema dataclasses and back, checking every key and type.
+
+A typo or a wrong type fails here with the key, what was wrong and the allowed values,
+before any cross-key rule (:mod:`privkd.config.validation`) or any training runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal
+
+from privkd.config.schema import EXTENSION_SECTIONS, RunConfig
+from privkd.errors import ConfigError
+
+__all__ = ["build_config", "config_to_dict"]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert YAML shapes (lists → tuples)."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}", f"write '{key}:' followed by indented keys")
+        return _build(tp, value, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(key, f"{value!r} is not allowed", f"use one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}", "write a YAML list, e.g. [a, b]")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}", "write key: value pairs")
+        return {str(k): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            pass
+    if tp in (int, bool, str, float):
+        if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+            return value
+        article = "an" if _type_name(tp)[0] in "aeiou" else "a"
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})", f"give {article} {_type_name(tp)}")
+    raise TypeError(f"unsupported annotation {tp} for {key}")  # a schema bug, not a user error
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "extensions"]
+    if cls is RunConfig:
+        names += list(EXTENSION_SECTIONS)
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}", "unknown key", f"allowed keys here: {names}")
+    kwargs = {name: _coerce(f"{prefix}{name}", values[name], hints.get(name) or EXTENSION_SECTIONS[name])
+              for name in names if name in values}
+    if cls is RunConfig:  # every extension section in one mapping, with its defaults when the config omits it
+        kwargs["extensions"] = {name: kwargs.pop(name) if name in kwargs else settings()
+                                for name, settings in EXTENSION_SECTIONS.items()}
+    return cls(**kwargs)
+
+
+def build_config(values: dict[str, Any]) -> RunConfig:
+    """A :class:`RunConfig` from plain data, every key and type checked, no cross-key rule
+    applied (that is :func:`privkd.config.loading.config_from_dict`'s job)."""
+    if not isinstance(values, dict):
+        raise ConfigError("<root>", f"expected a mapping, got {type(values).__name__}", "the file must hold key: value pairs")
+    return _build(RunConfig, values)
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain, YAML-safe data for a config (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    values = plain(dataclasses.asdict(cfg))
+    extensions = values.pop("extensions")
+    return {**values, **extensions}

@@ -1,0 +1,100 @@
+"""Rules that involve several config keys at once, checked before anything is trained.
+
+The rules about methods ask the method registry (:mod:`privkd.methods.registry`) what each
+method needs, so adding a method never means editing this file.
+"""
+
+from __future__ import annotations
+
+from privkd.config.rows import row_method
+from privkd.config.schema import SHARED_SECTIONS, RunConfig, VariantConfig
+from privkd.errors import ConfigError
+from privkd.methods.registry import method_names, method_spec
+
+__all__ = ["validate"]
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """``cfg`` once every cross-key rule holds, else the :class:`ConfigError` of the first that fails."""
+    unknown = [m for m in cfg.methods if m not in method_names()]
+    if unknown:
+        raise ConfigError("methods", f"unknown method(s) {unknown}", f"use some of {method_names()}")
+    if not cfg.methods and not cfg.variants:
+        raise ConfigError("methods", "no method selected", f"list at least one of {method_names()}")
+    _check_data(cfg)
+    for name, variant in cfg.variants.items():
+        _check_variant(name, variant)
+    specs = [method_spec(row_method(cfg, row)) for row in (*cfg.methods, *cfg.variants)]
+    needing = [spec.name for spec in specs if spec.needs_privileged]
+    if needing and not cfg.data.privileged:
+        raise ConfigError("data.privileged", f"empty but {needing[0]} needs a privileged modality", "name one")
+    _check_ranges(cfg)
+    _check_model(cfg)
+    if any(spec.uses_anchors for spec in specs) and cfg.structural.k >= cfg.training.batch_size:
+        raise ConfigError("structural.k", f"{cfg.structural.k} anchors need batches of more than {cfg.structural.k} "
+                          f"samples, but training.batch_size is {cfg.training.batch_size}",
+                          "lower structural.k or raise training.batch_size (the papers: 30 anchors, batch 128)")
+    if needing and cfg.training.batch_size < 2:
+        raise ConfigError("training.batch_size", "structural distillation needs at least 2 samples per batch", "use >= 2")
+    return cfg
+
+
+def _check_variant(name: str, variant: VariantConfig) -> None:
+    if name in method_names():
+        raise ConfigError(f"variants.{name}", "a variant may not reuse a method's name", "pick another row name")
+    variable = [spec for spec in map(method_spec, method_names()) if not spec.provides_teacher]
+    if variant.method not in [spec.name for spec in variable]:
+        raise ConfigError(f"variants.{name}.method", f"{variant.method!r} cannot be varied",
+                          f"use one of {[spec.name for spec in variable]}")
+    for key in variant.set:
+        if key.split(".")[0] in SHARED_SECTIONS or "." not in key:
+            raise ConfigError(
+                f"variants.{name}.set.{key}",
+                "a variant can only change its own training, not the shared data, folds, model or teacher",
+                "override keys of training, student, structural or the method's section",
+            )
+
+
+def _check_data(cfg: RunConfig) -> None:
+    if not cfg.data.prevalent:
+        raise ConfigError("data.prevalent", "empty", "name at least one modality available at test time")
+    overlap = set(cfg.data.prevalent) & set(cfg.data.privileged)
+    if overlap:
+        raise ConfigError(
+            "data.privileged",
+            f"{sorted(overlap)} listed as both prevalent and privileged",
+            "a modality is either available at test time (prevalent) or not (privileged)",
+        )
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    positive = {
+        "evaluation.n_folds": cfg.evaluation.n_folds,
+        "training.epochs": cfg.training.epochs,
+        "training.batch_size": cfg.training.batch_size,
+        "model.embed_dim": cfg.model.embed_dim,
+        "structural.k": cfg.structural.k,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(key, f"must be >= 1, got {value}", "use a positive integer")
+    if cfg.evaluation.n_folds < 2:
+        raise ConfigError("evaluation.n_folds", "cross-validation needs at least 2 folds", "use 2 or more")
+    if cfg.structural.epsilon <= 0:
+        raise ConfigError("structural.epsilon", f"must be > 0, got {cfg.structural.epsilon}", "use e.g. 0.01")
+
+
+def _check_model(cfg: RunConfig) -> None:
+    if cfg.model.embed_dim % cfg.model.attention_heads:
+        raise ConfigError("model.attention_heads", f"{cfg.model.attention_heads} heads do not divide embed_dim "
+                          f"{cfg.model.embed_dim}", "choose heads that divide model.embed_dim")
+    if cfg.model.tokens < 1:
+        raise ConfigError("model.tokens", f"must be >= 1, got {cfg.model.tokens}", "use 1 for one embedding per modality")
+    modalities = set(cfg.data.prevalent) | set(cfg.data.privileged)
+    for key in ("backbones", "backbone_weights"):
+        unknown = sorted(set(getattr(cfg.model, key)) - modalities)
+        if unknown:
+            raise ConfigError(f"model.{key}.{unknown[0]}", "not a prevalent or privileged modality", f"use some of {sorted(modalities)}")
+    unknown = sorted(set(cfg.model.frozen_backbones) - modalities)
+    if unknown:
+        raise ConfigError("model.frozen_backbones", f"{unknown[0]!r} is not a prevalent or privileged modality", f"use some of {sorted(modalities)}")

@@ -1,0 +1,119 @@
+"""The model card: a saved student's description (``student.json``) written for people.
+
+Pure text from the description alone, so a card can be (re)written without the network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from privkd.models.build import ROLES
+
+__all__ = ["model_card"]
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _input_line(name: str, entry: Mapping[str, Any]) -> str:
+    rate = entry.get("sampling_rate")
+    rate_text = "no sampling rate" if rate is None or (isinstance(rate, float) and math.isnan(rate)) else f"{rate:g} Hz"
+    text = f"- **{name}**: {entry['kind']}, shape per sample {_shape(entry['sample_shape'])} (batch: (N, " \
+           f"{', '.join(str(s) for s in entry['sample_shape'])})), {rate_text}"
+    if entry.get("channel_names"):
+        text += f", channels {', '.join(entry['channel_names'])}"
+    if entry.get("feature_columns"):
+        columns = entry["feature_columns"]
+        shown = ", ".join(columns[:12]) + (f", ... ({len(columns) - 12} more)" if len(columns) > 12 else "")
+        text += f", table columns {shown}"
+    if entry["kind"] == "video":
+        text += "; video frames as float in [0, 1] (uint8 / 255)"
+    return text
+
+
+def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -> str:
+    """The human-readable model card of a student description (the content of student.json)."""
+    training = card["training"]
+    inputs, privileged = card["inputs"], card.get("privileged") or {}
+    cfg = card["config"]
+    names = card.get("class_names") if card["task"] == "classification" else card.get("target_names")
+    lines = [
+        f"# privkd student: {card['row']} (fold {training['fold']})",
+        "",
+        f"- Method: `{card['method']}`" + (f" (results row `{card['row']}`)" if card["row"] != card["method"] else ""),
+        f"- Network role: `{card['role']}` "
+        + ("(sees the prevalent modalities and fuses them with its frozen T-Net's estimates of the privileged ones)"
+           if ROLES[card["role"]].fuses_privileged else "(sees and fuses the prevalent modalities)"),
+        f"- Task: {card['task']}",
+        (f"- Fusion: {cfg['model']['fusion']}, embedding size {cfg['model']['embed_dim']}, "
+        f"{card.get('weights', {}).get('parameters', '?')} parameters"),
+        "",
+        "## Inputs",
+        "",
+        "One array per prevalent modality, samples along the first axis:",
+        "",
+        *[_input_line(name, entry) for name, entry in inputs.items()],
+        "",
+        ("Preprocessing: per-channel standardisation ((x - mean) / std, per channel = axis 1 of a batch) with "
+        "statistics fitted on the training subjects only. The statistics are stored in the weights (`weights.pt`, "
+        "and the exported ONNX graph), so give the model raw values, as stored in the privkd dataset."),
+        "",
+    ]
+    if privileged:
+        lines += ["## Never needed", "",
+                  "The privileged modalities were used only while training (by the teacher); this model never needs them:",
+                  ""]
+        for name, entry in privileged.items():
+            detail = f": {entry['kind']}, shape per sample {_shape(entry['sample_shape'])}" if entry else ""
+            lines.append(f"- **{name}**{detail}: not needed")
+        lines.append("")
+    lines += ["## Outputs", ""]
+    if card["task"] == "classification":
+        lines += [f"{len(names or [])} classes (one logit each; softmax gives the probabilities), in this order:", ""]
+        lines += [f"{i}. {name}" for i, name in enumerate(names or [])]
+    else:
+        lines += [f"{len(names or [])} regression targets, in this order: {', '.join(names or [])}"]
+    lines += [
+        "",
+        "## Training data",
+        "",
+        f"- Dataset: `{training['dataset']}` (config `data.path: {training['data_path']}`)",
+    ]
+    if training.get("description"):
+        lines.append(f"- Description: {training['description']}")
+    if training.get("source"):
+        lines.append(f"- Source: {training['source']}")
+    lines += [
+        f"- Cross-validation fold: {training['fold']}",
+        f"- Training subjects ({len(training['train_subjects'])}): {', '.join(training['train_subjects'])}",
+        "",
+        "## Test metrics",
+        "",
+        f"On the unseen test subjects of fold {training['fold']} (subject-independent):",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {name} | {'n/a' if value is None else (f'{value:.4f}' if isinstance(value, float) else value)} |"
+          for name, value in card.get("test_metrics", {}).items()],
+        "",
+        "## How to run it",
+        "",
+        "```",
+        f"privkd predict {directory} INPUT.h5 --out predictions.csv   # a privkd dataset holding {', '.join(inputs)}",
+    ]
+    if all(e["kind"] == "features" and len(e["sample_shape"]) == 1 for e in inputs.values()):
+        lines.append(f"privkd predict {directory} INPUT.csv --out predictions.csv  # or .parquet, columns <modality>.<feature>")
+    lines += [
+        f"privkd export {directory} --onnx model.onnx",
+        "```",
+        "",
+        ("From Python: `privkd.deploy.load_student(dir).net({name: tensor, ...}).logits`. "
+        "Files: `weights.pt` (state_dict, load with `torch.load(..., weights_only=True)`), "
+        "`student.json` (config and description used to rebuild the network)."),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""``privkd report``: a finished run directory → ``report.md`` and a self-contained ``report.html``.
+
+The report holds the results table (mean ± std over test folds, the share of the
+baseline → teacher gap each student closes, paired tests against the baseline across folds)
+and every figure the run has data for; figures whose data are absent are skipped and listed.
+PNGs are saved under ``RUN_DIR/report/`` and embedded in the HTML as base64 data URIs, so the
+HTML file needs nothing else. All files are written atomically.
+
+The reference rows are the method registry's lower and upper bounds and the method figures
+are those the registered methods declare, so the report names no method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from privkd.atomic import write_bytes_atomic, write_text_atomic
+from privkd.evaluation.artifacts import fold_dirs
+from privkd.evaluation.stats import headline_metric
+from privkd.evaluation.summary import metric_label
+from privkd.methods.registry import bound_row
+from privkd.report import tables
+from privkd.report.figures import collect_figures
+from privkd.report.reading import figure_run, load_summary, load_sweep, run_name
+from privkd.report.render import ReportContent, html_page, markdown
+
+__all__ = ["FIGURE_DIR", "ReportPaths", "build_report", "figure_run"]
+
+FIGURE_DIR = "report"
+"""Where, under the run directory, the figures' PNGs go."""
+
+
+@dataclass
+class ReportPaths:
+    """Where the report went."""
+
+    markdown: Path
+    html: Path
+    figures: list[Path] = field(default_factory=list)
+
+
+def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_dir: str | Path | None = None) -> ReportPaths:
+    """Write ``report.md`` and ``report.html`` for ``run_dir`` into ``out_dir`` (default: the run
+    directory) and every figure as a PNG under ``run_dir/report/``."""
+    run_dir = Path(run_dir)
+    summary = load_summary(run_dir)
+    sweep = load_sweep(Path(sweep_dir)) if sweep_dir is not None else None
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+
+    source = figure_run(run_dir)
+    collector = collect_figures(source, summary, sweep)
+    for figure in collector.figures:
+        figure.path = run_dir / FIGURE_DIR / f"{figure.key}.png"
+        write_bytes_atomic(figure.path, figure.png)
+
+    baseline, teacher = bound_row("lower"), bound_row("upper")
+    results, stats = tables.results_table(summary, baseline=baseline, teacher=teacher)
+    content = ReportContent(
+        name=run_name(run_dir),
+        run_dir=run_dir,
+        task=summary.get("task", "?"),
+        n_folds=summary.get("folds", len(fold_dirs(source))),
+        study=f" per seed, seeds {summary['seeds']}; figures and diagnostics from `{source}`" if source != run_dir else "",
+        headline=metric_label(headline_metric(summary)),
+        results=results,
+        notes=tables.notes(summary, stats, baseline=baseline, teacher=teacher),
+        gap_per_fold=tables.gap_per_fold_table(summary, stats),
+        diagnostics=tables.diagnostics_table(source),
+        figures=collector.figures,
+        skipped=collector.skipped,
+    )
+    if sweep is not None:
+        content.sweep = tables.sweep_table(sweep)
+        content.sweep_dir = Path(sweep_dir)
+        content.sweep_config = str(sweep.get("config", "?"))
+
+    markdown_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    write_text_atomic(markdown_path, markdown(content, out_dir))
+    write_text_atomic(html_path, html_page(content))
+    return ReportPaths(markdown_path, html_path, [f.path for f in collector.figures if f.path is not None])

@@ -1,0 +1,167 @@
+"""The report's figures: the generic ones every run has data for (results per class or
+predicted vs. true, training curves, the sweep) and those the registered methods declare.
+
+A method's figures are found through the registry, never by name: each
+:class:`~privkd.evaluation.artifacts.FigureSpec` a registered method declares is drawn from
+the rows whose records say they trained a method declaring it. Every figure is drawn to PNG
+bytes here; one whose data are absent, or that fails, is listed as not drawn instead of
+costing the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from privkd.evaluation import plots
+from privkd.evaluation.artifacts import (
+    FigureContext,
+    FigureSpec,
+    RowArtifacts,
+    fold_dirs,
+    read_npz,
+)
+from privkd.evaluation.metrics import SELECTION_METRIC
+from privkd.methods import registry
+from privkd.report.reading import dataset_names, read_epoch_log
+
+__all__ = ["FigureCollector", "ReportFigure", "collect_figures", "declared_figures"]
+
+
+@dataclass
+class ReportFigure:
+    """A drawn figure: its PNG and, once saved, where."""
+
+    key: str
+    title: str
+    caption: str
+    png: bytes
+    path: Path | None = None
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+class FigureCollector:
+    """Builds each figure, keeping the drawn ones and a note for each skipped one."""
+
+    def __init__(self) -> None:
+        self.figures: list[ReportFigure] = []
+        self.skipped: list[str] = []
+
+    def add(self, key: str, title: str, caption: str, draw: Callable[[], object], absent: str) -> None:
+        try:
+            fig = draw()
+        except Exception as err:  # noqa: BLE001 - a figure must never cost the whole report
+            self.skipped.append(f"{title}: could not be drawn ({type(err).__name__}: {err})")
+            return
+        if fig is None:
+            self.skipped.append(f"{title}: {absent}")
+            return
+        self.figures.append(ReportFigure(key, title, caption, _png(fig)))
+
+
+def declared_figures() -> dict[FigureSpec, list[str]]:
+    """Every figure a registered method declares, in registration order, with the methods declaring it."""
+    declared: dict[FigureSpec, list[str]] = {}
+    for spec in registry.specs():
+        for figure in spec.figures:
+            declared.setdefault(figure, []).append(spec.name)
+    return declared
+
+
+def _method_figures(out: FigureCollector, run_dir: Path, rows: Sequence[str], context: FigureContext) -> None:
+    """Each declared figure from the rows of its methods: once per row for a ``per_row`` figure,
+    else once for all of them; listed as not drawn when the run has no such row."""
+    artifacts = [RowArtifacts.of(run_dir, row) for row in rows]
+    methods = {row.row: row.method() for row in artifacts}
+    for figure, names in declared_figures().items():
+        fed = [row for row in artifacts if methods[row.row] in names]
+        if not fed:
+            out.skipped.append(f"{figure.title}: {figure.absent} (no {' / '.join(names)} row in the run)")
+        elif figure.per_row:
+            for row in fed:
+                out.add(f"{figure.key}_{row.row}", f"{figure.title}: {row.row}", figure.caption,
+                        partial(figure.draw, [row], context), figure.absent)
+        else:
+            out.add(figure.key, figure.title, figure.caption, partial(figure.draw, fed, context), figure.absent)
+
+
+def _result_figures(out: FigureCollector, folds: Sequence[Path], rows: Sequence[str], context: FigureContext) -> None:
+    """Per-class accuracy and confusion matrices, or predicted vs. true: test predictions of all folds pooled."""
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for row in rows:
+        parts = [p for fold in folds if (p := read_npz(fold / row / "test_predictions.npz")) is not None]
+        if parts:
+            predictions[row] = (np.concatenate([p["outputs"] for p in parts]), np.concatenate([p["labels"] for p in parts]))
+    n_folds = len(folds)
+    if context.task == "classification":
+        out.add("per_class_accuracy", "Per-class accuracy",
+                f"Accuracy within each true class (correct / samples of the class), test windows of all {n_folds} fold(s) pooled.",
+                partial(plots.per_class_accuracy, predictions, context.class_names), "no test_predictions.npz in the run")
+        out.add("confusion_matrices", "Confusion matrices",
+                f"Row-normalised (each true class sums to 1), test windows of all {n_folds} fold(s) pooled.",
+                partial(plots.confusion_matrices, predictions, context.class_names), "no test_predictions.npz in the run")
+    else:
+        out.add("regression_scatter", "Predicted vs. true",
+                f"Test predictions of all {n_folds} fold(s) pooled (at most 2000 random points per panel); "
+                "grey line = identity; the pooled CCC differs from the per-fold mean in the table.",
+                partial(plots.regression_scatter, predictions, context.target_names), "no test_predictions.npz in the run")
+
+
+def _training_curves(out: FigureCollector, folds: Sequence[Path], rows: Sequence[str], task: str) -> None:
+    """Training loss and validation selection metric per epoch, first fold."""
+    logs = {}
+    if folds:
+        for row in rows:
+            path = folds[0] / row / "logs" / "metrics.csv"
+            if path.is_file():
+                try:
+                    logs[row] = read_epoch_log(path, task)
+                except (OSError, csv.Error):
+                    continue
+    selection = SELECTION_METRIC.get(task, "f1")
+    out.add("training_curves", "Training curves",
+            f"First fold: training loss (each method's own objective, so levels are not comparable across methods) and the "
+            f"validation {selection} the best epoch is selected on.",
+            partial(plots.training_curves, logs, f"val/{selection} (selection)"), "no logs/metrics.csv in the first fold")
+
+
+def _sweep_figure(out: FigureCollector, sweep: Mapping) -> None:
+    """Test score of the swept row at every point (the sweep's own row, else the first distilled row)."""
+    metric = "ccc" if str(sweep.get("objective", "")).endswith("ccc") else "accuracy"
+    points = sweep.get("points", [])
+    bounds = {registry.bound_row("lower"), registry.bound_row("upper")}
+    row = sweep.get("row") or next((r for p in points for r in p.get("test", {}) if r not in bounds), None)
+    absent = f"no point has a test {metric} for a distilled row"
+    if not row:
+        out.skipped.append(f"Sweep: {absent}")
+        return
+    out.add("sweep", "Sweep",
+            f"Test {metric} (mean over folds) of row {row!r} at every swept point; the sweep picks its best point on "
+            f"{sweep.get('objective', 'validation')}, not on this test score (cf. MT-PKDOT Fig. 7).",
+            partial(plots.sweep_curves, points, list(sweep.get("parameters", [])), row, metric), absent)
+
+
+def collect_figures(run_dir: Path, summary: Mapping, sweep: Mapping | None) -> FigureCollector:
+    """Every figure of the report, drawn from the folds of ``run_dir`` (and the sweep, when given)."""
+    task = summary.get("task", "classification")
+    rows = list(summary["methods"])
+    folds = fold_dirs(run_dir)
+    context = FigureContext(task, *dataset_names(run_dir))
+    out = FigureCollector()
+    _result_figures(out, folds, rows, context)
+    _method_figures(out, run_dir, rows, context)
+    _training_curves(out, folds, rows, task)
+    if sweep is not None:
+        _sweep_figure(out, sweep)
+    return out

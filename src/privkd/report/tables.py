@@ -1,0 +1,170 @@
+"""The report's tables as plain cells: results, the notes under them, gap closed per fold,
+held-out diagnostics and the sweep.
+
+The reference rows (``baseline``, ``teacher``) are passed in by the caller, which asks the
+method registry for its lower and upper bounds; the diagnostics table finds its rows by what
+their records carry. So no table here knows a method by name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from privkd.evaluation.artifacts import fold_dirs
+from privkd.evaluation.stats import (
+    RowStats,
+    format_p,
+    format_percent,
+    headline_metric,
+    row_stats,
+)
+from privkd.evaluation.summary import metric_label
+
+__all__ = ["DIAGNOSTICS_NOTE", "GAP_NOTE", "Table", "diagnostics_table", "gap_per_fold_table", "has_runs", "notes",
+           "results_table", "sweep_table"]
+
+DIAGNOSTICS_NOTE = ("On the test subjects of each fold, mean over folds. T-Net: R² and cosine of the hallucinated "
+                    "privileged tokens against the teacher's real ones. Structure: mean |teacher − student| of the "
+                    "anchored similarity rows and the structural OT value on test batches, for the student as "
+                    "initialised (before) and as trained (after); distillation claims to lower both.")
+
+GAP_NOTE = ("Per fold, the same ratio from that fold's scores; it swings widely (or is n/a) in folds where the "
+            "teacher barely beats, or does not beat, the baseline.")
+
+
+class Table(NamedTuple):
+    """A header and rows of cells, every cell already a string."""
+
+    header: list[str]
+    rows: list[list[str]]
+
+
+def has_runs(summary: Mapping) -> bool:
+    """Whether the summary holds ``per_run`` values (folds × seeds)."""
+    return any("per_run" in e for m in summary["methods"].values() for e in m.values())
+
+
+def _cell(stats: RowStats, metric: str) -> str:
+    if metric not in stats.metrics:
+        return "—"
+    mean, std, n = stats.metrics[metric]
+    if n == 0:
+        return "n/a"
+    return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"  # no spread from a single value
+
+
+def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None) -> tuple[Table, list[RowStats]]:
+    """The results table, and the statistics behind it; the gap closed is "—" for the two reference
+    rows and marked † where it is measured to a row's own online teacher."""
+    stats = row_stats(summary, baseline=baseline, teacher=teacher)
+    metrics = list(dict.fromkeys(name for m in summary["methods"].values() for name in m))
+    headline = headline_metric(summary)
+    across = "across runs" if has_runs(summary) else "across folds"
+    header = ["Method", "n", *[metric_label(m) for m in metrics], f"Gap closed ({metric_label(headline)})",
+              f"Δ {metric_label(headline)} vs baseline", f"Wilcoxon p ({across})", f"t-test p ({across})"]
+    rows = []
+    for s in stats:
+        test = s.test
+        delta = "—" if test is None or not math.isfinite(test.mean_difference) else f"{test.mean_difference:+.4f}"
+        gap = "—" if s.row in (baseline, teacher) else format_percent(s.gap_closed)
+        if s.gap_reference and s.gap_reference != teacher:
+            gap += " †"
+        rows.append([s.row, str(s.n_runs), *[_cell(s, m) for m in metrics], gap, delta,
+                     "—" if test is None else format_p(test.wilcoxon_p), "—" if test is None else format_p(test.ttest_p)])
+    return Table(header, rows), stats
+
+
+def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teacher: str | None) -> list[str]:
+    """What a reader needs to read the results table: units, definitions, and what is missing or limited."""
+    headline = headline_metric(summary)
+    methods = summary["methods"]
+    unit = "runs (folds × seeds)" if has_runs(summary) else "test folds"
+    out = [
+        (f"Scores are on test subjects never seen in training or selection: mean ± sample std (ddof = 1) over {unit}; "
+         "n is the number of values."),
+        (f"Gap closed = (student − baseline) / (teacher − baseline) on the headline metric, {metric_label(headline)}, "
+         "from the means: 0 % is the prevalent-only baseline, 100 % the privileged teacher."),
+        (f"p-values are across {unit}, paired by fold, two-sided, on {metric_label(headline)}, against the baseline row, "
+         "not corrected for multiple comparisons. Wilcoxon = exact signed-rank test; t-test = paired t-test."),
+    ]
+    if baseline not in methods:
+        out.append("No baseline row: gap closed and paired tests are not available.")
+    elif teacher not in methods:
+        own = sorted({s.gap_reference for s in stats if s.gap_reference})
+        out.append("No teacher row: the gap closed is not available" + (
+            f", except † relative to the row's own online teacher ({', '.join(own)}), which trains jointly with the "
+            "student and is not the offline upper bound." if own else "."))
+    tested = [s.test for s in stats if s.test is not None and s.test.n_nonzero > 0]
+    if tested and not all(t.can_reach_alpha for t in tested):
+        n = max(t.n_nonzero for t in tested)
+        out.append(f"With n = {n} paired values the exact two-sided Wilcoxon test cannot give p below "
+                   f"{2 / 2 ** n:.4g}, so p < 0.05 is unreachable whatever the effect (6 or more folds are needed).")
+    by_note: dict[str, list[str]] = {}
+    for s in stats:
+        for note in s.test.notes if s.test is not None else []:
+            if not note.startswith("n = "):
+                by_note.setdefault(note, []).append(s.row)
+    out += [f"{', '.join(rows)}: {note}." for note, rows in by_note.items()]
+    if any(s.n_runs == 1 for s in stats):
+        out.append("A single value has no spread: such cells show the mean alone.")
+    return out
+
+
+def gap_per_fold_table(summary: Mapping, stats: list[RowStats]) -> Table:
+    """The gap closed fold by fold (run by run for a study), one row per row that has one."""
+    rows = [[s.row, *[format_percent(v) for v in s.gap_closed_per_fold]] for s in stats if s.gap_closed_per_fold]
+    n = max((len(r) - 1 for r in rows), default=0)
+    return Table(["Method", *[f"{'run' if has_runs(summary) else 'fold'} {i}" for i in range(n)]], rows)
+
+
+def sweep_table(sweep: Mapping) -> Table:
+    """Every swept point: its parameters, its validation objective and the swept row's test scores."""
+    params = list(sweep.get("parameters", []))
+    row = sweep.get("row")
+    header = [*params, f"{sweep.get('objective', 'objective')} (validation)"]
+    test_rows = [row] if row else []
+    header += [f"test {metric} ({r})" for r in test_rows for metric in ("accuracy", "ccc")
+               if any(metric in p.get("test", {}).get(r, {}) for p in sweep["points"])]
+    rows = []
+    for p in sweep["points"]:
+        cells = [str(p.get("params", {}).get(k, "")) for k in params]
+        objective = p.get("objective")
+        cells.append(f"{objective:.4f}" if isinstance(objective, (int, float)) else "n/a")
+        for r in test_rows:
+            for metric in ("accuracy", "ccc"):
+                if any(metric in q.get("test", {}).get(r, {}) for q in sweep["points"]):
+                    value = p.get("test", {}).get(r, {}).get(metric)
+                    cells.append(f"{value:.4f}" if isinstance(value, (int, float)) else "n/a")
+        rows.append(cells)
+    return Table(header, rows)
+
+
+def diagnostics_table(run_dir: Path) -> Table:
+    """From each fold's ``metrics.json``: one T-Net row per row whose records carry ``tnet_test``,
+    then one structure row (before/after) per row whose records carry ``structure_test``."""
+    records: dict[str, list[dict]] = {}
+    for fold in fold_dirs(run_dir):
+        for path in sorted(fold.glob("*/metrics.json")):
+            records.setdefault(path.parent.name, []).append(json.loads(path.read_text()))
+
+    def mean(values: list[float]) -> str:
+        return f"{np.mean(values):.4f}" if values else "—"
+
+    header = ["Diagnostic", "anchor |Δ| before", "anchor |Δ| after", "OT before", "OT after", "T-Net R²", "T-Net cosine"]
+    rows = []
+    for row, recs in records.items():
+        tnet = [r["tnet_test"] for r in recs if "tnet_test" in r]
+        if tnet:
+            rows.append([f"T-Net ({row})", "—", "—", "—", "—", mean([t["r2"] for t in tnet]), mean([t["cosine"] for t in tnet])])
+    for row, recs in records.items():
+        gaps = [r["structure_test"] for r in recs if "structure_test" in r]
+        if gaps:
+            rows.append([f"structure: {row}", *(mean([g[when][key] for g in gaps]) for key in ("anchor_mad", "ot")
+                                                 for when in ("before", "after")), "—", "—"])
+    return Table(header, rows)

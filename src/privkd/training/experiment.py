@@ -1,0 +1,218 @@
+"""Subject-independent cross-validation of every configured method, fold by fold.
+
+Within a fold, rows are trained in a fixed order (the teachers before the rows that distil
+from them) on the same training subjects, selected on the same validation subjects and
+scored once on the same unseen test subjects. Each finished (fold, row) writes its metrics at
+once, so a later failure never loses a finished result. What a row's method needs and
+records is asked from the method registry; nothing here names a method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from privkd.config.loading import variant_config
+from privkd.config.rows import row_method
+from privkd.config.schema import RunConfig
+from privkd.data import Fold, MultimodalDataset, read_info
+from privkd.data.folds import make_folds
+from privkd.data.h5format import DatasetInfo
+from privkd.data.opening import open_dataset, resolve_data_path
+from privkd.deploy import save_student
+from privkd.errors import ConfigError, PrivkdError
+from privkd.evaluation.metrics import retrieval_recall, score
+from privkd.evaluation.summary import aggregate, summary_markdown
+from privkd.methods.base import FoldData, PrivkdModule
+from privkd.methods.registry import MethodSpec, build_module, method_names, method_spec
+from privkd.models.build import build_net
+from privkd.models.inference import Predictions, predict
+from privkd.models.network import PrivilegedNet
+from privkd.training.feature_cache import frozen_backbone_tokens
+from privkd.training.fit import fit, seed_everything
+from privkd.training.run_dir import (
+    FAILED_FILE,
+    check_resumable,
+    finished_record,
+    is_primary_process,
+    record_failure,
+    row_dir,
+    start_run,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    """Where a run lives and what it found; ``failures`` lists the (fold, row) pairs that failed."""
+
+    run_dir: Path
+    summary: dict
+
+    @property
+    def failures(self) -> list[dict]:
+        return self.summary.get("failed", [])
+
+
+def row_spec(cfg: RunConfig, row: str) -> MethodSpec:
+    return method_spec(row_method(cfg, row))
+
+
+def teacher_of(cfg: RunConfig, row: str) -> str | None:
+    """The method whose fold network ``row`` distils from, if any."""
+    return row_spec(cfg, row).teacher_for(variant_config(cfg, row))
+
+
+def rows_to_train(cfg: RunConfig) -> list[str]:
+    """Results rows in training order: the methods (with the teachers their rows need, in the
+    registry's order), then the variants."""
+    wanted = set(cfg.methods) | {teacher for row in (*cfg.methods, *cfg.variants) if (teacher := teacher_of(cfg, row))}
+    return [m for m in method_names() if m in wanted] + list(cfg.variants)
+
+
+def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
+    """Config errors only the dataset reveals, raised before anything is trained or written."""
+    available = list(info.modalities)
+    for key, names in (("data.prevalent", cfg.data.prevalent), ("data.privileged", cfg.data.privileged)):
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise ConfigError(key, f"modality {unknown[0]!r} is not in the dataset", f"use some of {available}")
+    for row in rows_to_train(cfg):
+        spec = row_spec(cfg, row)
+        if info.task not in spec.tasks:
+            supported = [m for m in method_names() if info.task in method_spec(m).tasks]
+            raise ConfigError("methods", f"{spec.name} supports {' and '.join(spec.tasks)} tasks; this dataset is a "
+                              f"{info.task} task", f"use some of {supported}")
+
+
+def score_on_fold(module: PrivkdModule, info: DatasetInfo, cfg: RunConfig, fold: FoldData, test: Predictions) -> dict[str, float]:
+    """Test-fold metrics of the trained network from its ``test`` predictions; for
+    classification also R@1/R@5 of its test embeddings against the training embeddings, then
+    whatever else the method scores on the test subjects."""
+    groups = fold.test.groups if cfg.evaluation.group_average else None
+    metrics = score(info.task, test.outputs, test.labels, n_outputs=info.n_outputs, target_names=info.target_names, groups=groups)
+    if info.task == "classification":
+        gallery = predict(module.net, fold.loader(fold.train))
+        metrics.update(retrieval_recall(test.embeddings, test.labels, gallery.embeddings, gallery.labels))
+    metrics.update(module.extra_test_metrics(fold.loader(fold.test)))
+    return metrics
+
+
+def save_predictions(path: Path, test: Predictions, test_set: MultimodalDataset) -> None:
+    """The test fold's outputs, labels, file rows and subjects (confusion matrices, per-subject scores)."""
+    np.savez_compressed(path, outputs=test.outputs.numpy(), labels=test.labels.numpy(), indices=test.indices.numpy(),
+                        subjects=np.asarray(test_set.subjects, dtype=str))
+
+
+def load_finished_teacher(directory: Path, spec: MethodSpec, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
+    """A fold's teacher (T-Net refit included) as a finished earlier attempt saved it."""
+    net = build_net(spec.role, cfg, info)
+    path = directory / "model.pt"
+    try:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, KeyError) as err:
+        raise PrivkdError(f"{path}: not this run's {spec.name} ({str(err).splitlines()[0]})",
+                          f"delete {directory} so that the {spec.name} of this fold is trained again") from err
+    return net.eval()
+
+
+def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetInfo, teacher: PrivilegedNet | None,
+              directory: Path, primary: bool) -> tuple[dict, PrivilegedNet]:
+    """Train, score and save one (fold, row); returns its record and trained network."""
+    row_cfg = variant_config(cfg, row)
+    spec = row_spec(cfg, row)
+    seed = cfg.seed + 1000 * fold.index
+    seed_everything(seed)
+    module = build_module(spec.name, row_cfg, info, teacher=teacher)
+    recorders = module.probe_recorders(data.val)
+    fitted = fit(module, data.train, data.val, row_cfg.training, directory, seed, callbacks=list(recorders.values()))
+    module = fitted.module
+    record: dict = {"fold": fold.index, "row": row, "method": spec.name, "validation": fitted.validation}
+    record.update(module.fold_record(data))
+    test = predict(module.net, data.loader(data.test))
+    record["test"] = score_on_fold(module, info, cfg, data, test)
+    if primary:
+        torch.save(module.net.state_dict(), directory / "model.pt")
+        if spec.deployable:  # a row that needs privileged inputs (the teacher) gets no deployable student
+            save_student(directory / "student", module.net, row_cfg, info, row=row, method=spec.name, role=spec.role,
+                         fold=fold.index, test_metrics=record["test"], train_subjects=fold.train_subjects)
+        save_predictions(directory / "test_predictions.npz", test, data.test)
+        for name, recorder in recorders.items():
+            recorder.save(directory / name)
+        write_json_atomic(directory / "metrics.json", record)  # last: its presence marks the row finished
+        (directory / FAILED_FILE).unlink(missing_ok=True)
+    return record, module.net
+
+
+def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None,
+                   resume: str | Path | None = None) -> RunResult:
+    """Train and score every row on every fold; write config, environment, per-fold
+    metrics, ``summary.json`` and ``summary.md`` under a new run directory.
+
+    Everything that can be checked (config against dataset, folds, feature caches) is checked
+    before the run directory is created, so a refused run leaves nothing behind. A (fold, row)
+    that fails is recorded in ``failed.json`` and the summary, and the other folds go on (the
+    rows that distil from a failed teacher fail with it). ``resume`` continues an interrupted
+    run in its own directory: finished (fold, row) pairs are read back, an interrupted training
+    continues from its last epoch, and the result equals an uninterrupted run's.
+    """
+    data_path = resolve_data_path(cfg.data.path)
+    info = read_info(data_path)
+    check_against_dataset(cfg, info)
+    primary = is_primary_process()  # data-parallel workers train alongside but write nothing
+    if not primary:
+        progress = lambda _: None
+    dataset = open_dataset(cfg, info, data_path, frozen_backbone_tokens(cfg, info, data_path, progress))
+    folds = make_folds(cfg.evaluation, dataset, cfg.seed)
+    if resume is not None:
+        run_dir = Path(resume)
+        check_resumable(run_dir, cfg, folds)
+    else:
+        run_dir = start_run(cfg, out_root, data_path, folds, primary)
+
+    rows = rows_to_train(cfg)
+    per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
+    failures: list[dict] = []
+    for fold in folds:
+        data = FoldData(*(dataset.subset(idx) for idx in (fold.train, fold.val, fold.test)), cfg.training)
+        teachers: dict[str, PrivilegedNet] = {}  # this fold's trained networks that other rows distil from
+        teacher_errors: dict[str, str] = {}
+        for row in rows:
+            directory = row_dir(run_dir, fold, row)
+            record = finished_record(directory)
+            spec = row_spec(cfg, row)
+            try:
+                needed = teacher_of(cfg, row)
+                if needed in teacher_errors:
+                    raise RuntimeError(f"the fold's {needed} failed ({teacher_errors[needed]})")
+                if record is None:
+                    if needed is not None and needed not in teachers:  # finished in an earlier attempt
+                        teachers[needed] = load_finished_teacher(row_dir(run_dir, fold, needed), method_spec(needed),
+                                                                 cfg, info)
+                    progress(f"fold {fold.index + 1}/{len(folds)}: {row}")
+                    record, net = train_row(row, cfg, fold, data, info, teachers.get(needed), directory, primary)
+                    if spec.provides_teacher:
+                        teachers[row] = net
+            except Exception as error:  # noqa: BLE001 - one failed (fold, row) must not lose the others
+                failures.append(record_failure(directory, fold, row, error, primary))
+                progress(f"fold {fold.index + 1}/{len(folds)}: {row} FAILED: {failures[-1]['error']}")
+                if spec.provides_teacher:
+                    teacher_errors[row] = failures[-1]["error"]
+                continue
+            per_fold[row].append(record["test"])
+
+    summary = aggregate(info.task, per_fold)
+    summary["folds"] = len(folds)
+    if failures:
+        summary["failed"] = failures
+    if primary:
+        write_json_atomic(run_dir / "summary.json", summary)
+        write_text_atomic(run_dir / "summary.md", summary_markdown(summary, f"privkd results: {cfg.name}"))
+    return RunResult(run_dir, summary)
