@@ -62,11 +62,11 @@ def test_missing_config_file_is_a_config_error(tmp_path):
 
 def test_variant_config_applies_only_its_overrides():
     cfg = config_from_dict(
-        {"variants": {"pkdot_paper": {"method": "pkdot", "set": {"structural.ot_mode": "paper", "pkdot.beta": 2}}}}
+        {"variants": {"pkdot_paired": {"method": "pkdot", "set": {"structural.ot_mode": "paired", "pkdot.beta": 2}}}}
     )
-    row = variant_config(cfg, "pkdot_paper")
-    assert cfg.structural.ot_mode == "paired" and row.structural.ot_mode == "paper" and row.pkdot.beta == 2.0 and row.structural.k == cfg.structural.k
-    assert row_method(cfg, "pkdot_paper") == "pkdot" and variant_config(cfg, "pkdot") is cfg
+    row = variant_config(cfg, "pkdot_paired")
+    assert cfg.structural.ot_mode == "paper" and row.structural.ot_mode == "paired" and row.pkdot.beta == 2.0 and row.structural.k == cfg.structural.k
+    assert row_method(cfg, "pkdot_paired") == "pkdot" and variant_config(cfg, "pkdot") is cfg
 
 
 def test_only_keeps_the_named_rows_and_rejects_unknown_ones():

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from privkd.config.loading import config_from_dict
 from privkd.data.dataset import Batch
-from privkd.methods.registry import build_module
+from privkd.methods.registry import build_module, method_spec
 
 BATCH = 16
 WORLD = 2
@@ -33,7 +33,7 @@ def make_module(method: str) -> torch.nn.Module:
     cfg = config_from_dict({"model": {"embed_dim": 8, "fusion_dim": 16, "dropout": 0.0}, "structural": {"k": 5},
                             "amid": {"warmup_epochs": 0}, "teacher": {"align_weight": 1.0}})
     torch.manual_seed(0)
-    teacher = build_module("teacher", cfg, FakeInfo()).net.eval()
+    teacher = build_module(method_spec(method).teacher_for(cfg) or "teacher", cfg, FakeInfo()).net.eval()
     torch.manual_seed(1)
     module = build_module(method, cfg, FakeInfo(), teacher=teacher)
     module.train()

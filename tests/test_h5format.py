@@ -110,7 +110,36 @@ def test_describe_lists_classes_counts_and_subjects(tmp_path: Path) -> None:
     assert "eda: signal, per-sample shape (1, 40), 4 Hz, channels eda" in text
     lines = text.splitlines()
     assert "  0 no pain  6" in lines and "  1 low      4" in lines and "  2 high     2" in lines
-    assert "  00  4" in lines and "Subjects (3, samples per subject):" in lines
+    assert "Subjects: 3, 4 samples per subject" in lines and "  ids: 00, 01, 02" in lines
+    assert "Groups: 6, 2 samples per group" in lines and not any(line.startswith("Splits") for line in lines)
+
+
+def test_describe_summarises_many_subjects_in_a_bounded_number_of_lines(tmp_path: Path) -> None:
+    counts = {f"s{k}": (7 * k) % 11 + 1 for k in range(1, 31)}  # 1..11 samples: min 1 (s11), median 6, max 11 (s3)
+    subjects = [s for s, c in counts.items() for _ in range(c)]
+    subjects = np.random.default_rng(0).permutation(subjects).tolist()  # written in no particular order
+    n = len(subjects)
+    assert n == 183
+    path = write_dataset(tmp_path / "many.h5", modalities={"features": np.ones((n, 4))}, labels=np.arange(n) % 2,
+                         subjects=subjects, task="classification", class_names=["b", "a"],  # label order kept
+                         modality_kinds={"features": "features"}, groups=[f"g{i // 3}" for i in range(n)],
+                         splits=["train"] * 100 + ["test"] * 83)
+    lines = describe(read_info(path)).splitlines()
+    few = describe(read_info(_write(tmp_path / "few.h5"))).splitlines()
+    assert len(lines) <= len(few) + 1 <= 20  # one modality less, one splits line more: no line per subject
+    assert "Subjects: 30, samples per subject min 1 (s11) / median 6 / max 11 (s3)" in lines
+    assert "  ids: s1, s2, s3, s4, s5, s6, ..., s29, s30" in lines  # natural order, not s1, s10, s11, ...
+    assert not any("s17" in line for line in lines)
+    assert lines.index("Classes (2, samples per class):") + 1 == lines.index("  0 b  92")
+    assert "Groups: 61, 3 samples per group" in lines  # all equal: no min / median / max
+    assert "Splits (2): train 100, test 83" in lines
+
+
+def test_natural_key_compares_numbers_inside_ids_as_numbers() -> None:
+    from privkd.data.h5format.summary import natural_key
+
+    ids = ["s10", "s2", "10", "02", "s1", "p3_t12", "p3_t2", "S1", "2"]
+    assert sorted(ids, key=natural_key) == ["02", "2", "10", "p3_t2", "p3_t12", "S1", "s1", "s2", "s10"]
 
 
 def _edit(path: Path, edit: Any) -> None:

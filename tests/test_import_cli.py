@@ -33,6 +33,23 @@ def test_table_with_regex_modalities_and_two_regression_targets(tmp_path):
     assert "wrote" in result.output and "eda" in result.output
 
 
+def test_table_import_and_info_print_the_grouping_and_the_feature_columns(tmp_path):
+    user_table(tmp_path / "t.csv", n=40)
+    result = invoke("table", tmp_path / "t.csv", tmp_path / "t.h5", "--subject-column", "participant",
+                    "--label", "valence", "--label", "arousal", "--modality", "eda=^gsr_", "--modality", "face=^au",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    grouping = lines.index("Modality grouping by regular expression (2 modalities):")
+    assert lines[grouping + 1:grouping + 3] == ["  eda: 2 columns (gsr_mean, gsr_peaks), pattern ^gsr_",
+                                                "  face: 1 column (au12), pattern ^au"]
+    listing = "Feature columns: eda = [gsr_mean, gsr_peaks]; face = [au12]"  # was printed as "eda = ; face = "
+    assert listing in result.output
+    assert "Subjects: 4, 10 samples per subject" in lines and "  ids: p0, p1, p2, p3" in lines
+    info = CliRunner().invoke(app, ["data", "info", str(tmp_path / "t.h5")])
+    assert info.exit_code == 0 and listing in info.output and "Modality grouping" not in info.output
+
+
 def test_folder_with_kind_and_rate_options(tmp_path):
     root = tmp_path / "f"
     (root / "ecg").mkdir(parents=True)

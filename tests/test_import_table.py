@@ -184,3 +184,58 @@ def test_pattern_errors(tmp_path):
                      progress=False)
     assert err.value.file == path
     _assert_no_output(dst)
+
+
+def _voice_table(path: Path, n: int = N) -> pd.DataFrame:
+    """Columns chosen by regular expression; names start lowercase (as rich markup tags would)."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"subject": [f"s{i % 4 + 1}" for i in range(n)], "label": ["a", "b"] * (n // 2)})
+    for column in ["voice_jitter", "mfcc_1", "voice_shimmer", "F0_mean", "mfcc_2", "mfcc_3"]:
+        frame[column] = rng.normal(size=n)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_regex_grouping_is_described_and_parsed_back(tmp_path):
+    from privkd.data.importers.table import grouping_lines, table_modalities
+    from privkd.deploy.student import _feature_columns
+
+    patterns = {"voice": r"^(voice_|F0)", "mfcc": r"^mfcc_"}
+    frame = _voice_table(tmp_path / "t.csv")
+    info = validate_dataset(import_table(tmp_path / "t.csv", tmp_path / "out.h5", modality_patterns=patterns,
+                                         progress=False))
+    expected = {"voice": ["voice_jitter", "voice_shimmer", "F0_mean"], "mfcc": ["mfcc_1", "mfcc_2", "mfcc_3"]}
+    assert ("Feature columns: voice = [voice_jitter, voice_shimmer, F0_mean]; mfcc = [mfcc_1, mfcc_2, mfcc_3]"
+            in info.description)
+    assert "grouped by regular expression: voice 3 columns (^(voice_|F0)), mfcc 3 columns (^mfcc_)" in info.description
+    assert {name: _feature_columns(info, m) for name, m in info.modalities.items()} == expected
+    ds = MultimodalDataset(info.path)
+    np.testing.assert_allclose(ds[5].inputs["voice"].numpy(), frame.loc[5, expected["voice"]].to_numpy(dtype=float),
+                               rtol=1e-6)
+
+    assert table_modalities(tmp_path / "t.csv", modality_patterns=patterns) == expected
+    assert grouping_lines(expected, patterns) == [
+        "Modality grouping by regular expression (2 modalities):",
+        "  voice: 3 columns (voice_jitter, voice_shimmer, F0_mean), pattern ^(voice_|F0)",
+        "  mfcc: 3 columns (mfcc_1, mfcc_2, mfcc_3), pattern ^mfcc_"]
+    wide = {"voice": [f"voice_{i}" for i in range(12)], "f0": ["f0"]}
+    assert grouping_lines(wide)[1:] == ["  voice: 12 columns (voice_0, voice_1, voice_2, ...)", "  f0: 1 column (f0)"]
+
+
+def test_prefix_grouping_is_described(tmp_path):
+    _frame().to_csv(tmp_path / "t.csv", index=False)
+    info = validate_dataset(import_table(tmp_path / "t.csv", tmp_path / "out.h5", group_column="video",
+                                         split_column="fold", progress=False))
+    assert "grouped by the prefix before the first '.': eda 2 columns, face 2 columns." in info.description
+
+
+def test_very_long_column_name_is_still_listed(tmp_path):
+    from privkd.deploy.student import _feature_columns
+
+    long = "eda." + "x" * 4100  # longer than the per-modality listing budget (8000 characters / 2 modalities)
+    frame = _frame().drop(columns=["video", "fold"]).rename(columns={"eda.mean": long})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    info = validate_dataset(import_table(tmp_path / "t.csv", tmp_path / "out.h5", progress=False))
+    assert f"eda = [{long}, ... (1 more)]" in info.description  # was "eda = [, ... (2 more)]"
+    assert _feature_columns(info, info.modalities["eda"]) is None  # cut short: not a full listing
+    assert _feature_columns(info, info.modalities["face"]) == ["face.au12", "face.au04.r"]

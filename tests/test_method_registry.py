@@ -94,20 +94,23 @@ def test_the_registration_is_gone_after_the_test():
 
 def test_registered_facts_of_the_built_in_methods():
     specs = {spec.name: spec for spec in registry.specs()}
-    assert list(specs) == ["baseline", "teacher", "pkdot", "mtpkdot", "p2p_cosine", "p2p_mse", "p2p_kl", "amid"]
-    assert [name for name, spec in specs.items() if spec.provides_teacher] == ["teacher"]
-    assert [name for name, spec in specs.items() if not spec.deployable] == ["teacher"]
+    assert list(specs) == ["baseline", "teacher", "mt_teacher", "pkdot", "mtpkdot", "p2p_cosine", "p2p_mse", "p2p_kl",
+                           "amid_teacher", "amid"]
+    teachers = ["teacher", "mt_teacher", "amid_teacher"]
+    assert [name for name, spec in specs.items() if spec.provides_teacher] == teachers
+    assert [name for name, spec in specs.items() if not spec.deployable] == teachers
     assert (registry.bound_row("lower"), registry.bound_row("upper")) == ("baseline", "teacher")
-    assert [name for name, spec in specs.items() if spec.tasks == ("classification",)] == ["p2p_kl", "amid"]
+    assert [name for name, spec in specs.items() if spec.tasks == ("classification",)] == ["p2p_kl", "amid_teacher", "amid"]
     online, fixed = (config_from_dict({"amid": {"online_teacher": flag}}) for flag in (True, False))
-    assert specs["amid"].teacher_for(online) is None and specs["amid"].teacher_for(fixed) == "teacher"
+    assert specs["amid"].teacher_for(online) is None and specs["amid"].teacher_for(fixed) == "amid_teacher"
     with pytest.raises(ValueError, match="already registered"):
         registry.register_method("pkdot", role="student")(PrivkdModule)
 
 
-METHOD_NAMES = {"baseline", "teacher", "pkdot", "mtpkdot", "amid", "p2p_cosine", "p2p_mse", "p2p_kl"}
-METHOD_CLASSES = {"BaselineModule", "TeacherModule", "PKDOTModule", "MTPKDOTModule", "AMIDModule", "PointToPointModule",
-                  "StudentModule"}
+METHOD_NAMES = {"baseline", "teacher", "mt_teacher", "amid_teacher", "pkdot", "mtpkdot", "amid", "p2p_cosine", "p2p_mse",
+                "p2p_kl"}
+METHOD_CLASSES = {"BaselineModule", "TeacherModule", "SelfDistilledTeacherModule", "AMIDTeacherModule", "PKDOTModule",
+                  "MTPKDOTModule", "AMIDModule", "PointToPointModule", "StudentModule"}
 
 
 def test_no_source_file_outside_methods_tests_for_a_method():

@@ -21,7 +21,7 @@ def held_out_alignment(watch_path, tmp_path, align_weight):
     data = MultimodalDataset(watch_path, modalities=["accelerometer", "gyroscope"], in_memory=True)
     fold = subject_folds(data.subjects, n_folds=5, n_val_subjects=1, seed=0)[1]
     seed_everything(0)
-    module = build_module("teacher", cfg, info)
+    module = build_module("mt_teacher", cfg, info)
     teacher = fit(module, data.subset(fold.train), data.subset(fold.val), cfg.training, tmp_path / str(align_weight), seed=0).module.net
     with torch.no_grad():
         embeddings = encode_dataset(teacher, data.subset(fold.test))
@@ -50,7 +50,7 @@ class RiggedPool(MTPKDOTModule):
 def rigged_student(pool_logits):
     cfg = config_from_dict({"model": {"embed_dim": 8, "fusion_dim": 8}})
     info = type("Info", (), {"modalities": {m: type("M", (), {"kind": "signal", "sample_shape": (3, 20)})() for m in ("accelerometer", "gyroscope")}, "n_outputs": 3})()
-    teacher, student = build_net("teacher", cfg, info), build_net("student", cfg, info)
+    teacher, student = build_net("mt_teacher", cfg, info), build_net("student", cfg, info)
     module = RiggedPool(
         student, teacher, settings=MTPKDOTConfig(alpha=1.0, beta=1.0, gamma=1.0), structural=StructuralConfig(k=3, ot_mode="paper"),
         task="classification", n_outputs=3, lr=1e-3, weight_decay=0.0,

@@ -67,6 +67,7 @@ def test_compare_config_trains_every_paper_row(run_config):
     assert result.exit_code == 0, result.output
     summary = json.loads((run_dir / "summary.json").read_text())
     assert list(summary["methods"]) == [
-        "baseline", "teacher", "pkdot", "mtpkdot", "p2p_cosine", "p2p_mse", "p2p_kl", "pkdot_paper", "mtpkdot_no_centroid",
+        "baseline", "teacher", "mt_teacher", "pkdot", "mtpkdot", "p2p_cosine", "p2p_mse", "p2p_kl", "pkdot_paired",
+        "mtpkdot_no_centroid",
     ]
     assert all(row["accuracy"]["mean"] > 1 / 7 for row in summary["methods"].values())

@@ -224,7 +224,7 @@ def test_a_registered_methods_figures_are_drawn_for_its_rows(tmp_path, monkeypat
 
 # --------------------------------------------------------------------------- a tiny real run
 
-METHODS = ["baseline", "teacher", "pkdot", "mtpkdot"]
+METHODS = ["baseline", "teacher", "mt_teacher", "pkdot", "mtpkdot"]
 
 
 @pytest.fixture(scope="module")

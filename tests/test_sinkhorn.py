@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import ot
 import pytest
@@ -11,6 +12,7 @@ import torch
 from geomloss import SamplesLoss
 
 from privkd.losses.ot import (
+    SinkhornConvergenceWarning,
     SinkhornOptions,
     SinkhornWarmStart,
     sinkhorn_divergence,
@@ -200,7 +202,9 @@ def test_divergence_is_zero_on_identical_clouds_and_positive_otherwise() -> None
     gen = torch.Generator().manual_seed(14)
     x = torch.randn(2, 16, 4, generator=gen)
     assert torch.equal(sinkhorn_divergence(x, x.clone(), options=SinkhornOptions(epsilon=0.01)), torch.zeros(2))
-    shifted = sinkhorn_divergence(x, x + 0.5, options=SinkhornOptions(epsilon=0.01))
+    # A cloud against its translate is weakly coupled at eps 0.01 (a near-permutation plan): plain
+    # Sinkhorn is still at 7e-7 after 1e5 iterations; after epsilon-scaling one iteration suffices.
+    shifted = sinkhorn_divergence(x, x + 0.5, options=SinkhornOptions(epsilon=0.01, scaling=0.5))
     # A translation by t costs |t|^2 / 2 = 4 * 0.25 / 2 = 0.5 in the unregularised limit.
     assert (shifted > 0.4).all() and (shifted < 0.55).all()
 
@@ -302,3 +306,40 @@ def test_warm_start_reuses_potentials_and_keeps_the_answer() -> None:
     assert cache.n_iter < cold_iters
     # A different shape ignores the stored potentials instead of failing.
     sinkhorn_divergence(x[:30], y[:30], options=SinkhornOptions(epsilon=0.5), warm_start=cache)
+
+
+@pytest.mark.parametrize("grad", ["envelope", "unrolled"])
+@pytest.mark.parametrize(("n", "m"), [(12, 12), (10, 12)])
+def test_divergence_reports_the_worst_marginal_error_of_its_three_solves(grad: str, n: int, m: int) -> None:
+    """Per divergence of the batch, the largest of the xy, xx and yy row errors the solver returns; unconverged
+    (max_iter 3) it warns, converged it does not. n == m stacks the self-transports, n != m solves them apart."""
+    gen = torch.Generator().manual_seed(22)
+    x, y = torch.randn(3, n, 2, dtype=F64, generator=gen), torch.randn(3, m, 2, dtype=F64, generator=gen)
+    short = SinkhornOptions(epsilon=0.05, max_iter=3, tol=1e-9, grad=grad)
+    with pytest.warns(SinkhornConvergenceWarning, match="max_iter"):
+        value, report = sinkhorn_divergence(x, y, options=short, return_report=True)
+    assert value.shape == report.marginal_error.shape == (3,) and report.marginal_error.dtype == torch.float32
+    assert report.n_iter == 3 and report.tol == 1e-9 and not report.converged
+    solves = [sinkhorn_stabilized(squared_euclidean_cost(x, y), options=short),
+              sinkhorn_stabilized(squared_euclidean_cost(x, x), options=short, symmetric=True),
+              sinkhorn_stabilized(squared_euclidean_cost(y, y), options=short, symmetric=True)]
+    expected = torch.stack([s.marginal_error for s in solves]).amax(0).float()
+    torch.testing.assert_close(report.marginal_error, expected, rtol=1e-6, atol=0)
+    assert report.worst.item() == pytest.approx(expected.max().item(), rel=1e-6)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)
+        _, report = sinkhorn_divergence(x, y, options=tight(0.05, grad=grad), return_report=True)
+    assert report.converged and (report.marginal_error < 1e-12).all() and report.n_iter < 100_000
+
+
+def test_divergence_warning_is_shown_once_under_the_default_filter() -> None:
+    gen = torch.Generator().manual_seed(23)
+    x, y = torch.randn(8, 2, generator=gen), torch.randn(8, 2, generator=gen)
+    short = SinkhornOptions(epsilon=0.05, max_iter=2, tol=1e-9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for shift in (0.0, 0.1, 0.2):
+            sinkhorn_divergence(x, y + shift, options=short)
+            sinkhorn_divergence(x.unsqueeze(0), y.unsqueeze(0) + shift, options=dataclasses.replace(short, grad="unrolled"))
+    assert [w.category for w in caught] == [SinkhornConvergenceWarning]

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from geomloss import SamplesLoss
 
+from privkd.losses.ot import (
+    SinkhornOptions,
+    sinkhorn_stabilized,
+    squared_euclidean_cost,
+)
 from privkd.losses.structural import (
+    SinkhornConvergenceWarning,
     StructuralOTLoss,
     anchored_similarities,
     cosine_similarity_matrix,
     select_anchors,
+    shift_to_zero_minimum,
 )
 
 F64 = torch.float64
-TIGHT = dict(tol=1e-12, max_iter=100_000)
+TIGHT = {"tol": 1e-12, "max_iter": 100_000}
 # Enough for equalities between runs that follow the same iterates.
-MODERATE = dict(tol=1e-6, max_iter=2_000)
+MODERATE = {"tol": 1e-6, "max_iter": 5_000}
 
 # Hand-worked example. Norms 1, 5, 2, 5, so
 #   s01 = 3/5 = 0.6,  s02 = 0/2 = 0,  s03 = -4/5 = -0.8,
@@ -97,15 +106,65 @@ def test_loss_is_zero_for_identical_structure_and_grows_with_perturbation(mode: 
     assert 0 < losses[0] < losses[1] < losses[2]
 
 
-def test_paper_mode_equals_geomloss_on_the_same_anchored_similarities() -> None:
-    """Same X, Y, geomloss SamplesLoss(p=2, blur=0.1) as the authors ran, but annealed slowly
-    (scaling 0.999) so it is nearly converged: its residual lag measured ~1e-5 relative."""
-    teacher = clustered_embeddings(48, 16, seed=3)
-    student = teacher + 0.7 * torch.randn(48, 16, dtype=F64, generator=torch.Generator().manual_seed(4))
-    ours = StructuralOTLoss(k=12, epsilon=0.01, mode="paper", **TIGHT)(teacher, student)
-    x, y = anchored_similarities(teacher, student, k=12)
-    reference = SamplesLoss("sinkhorn", p=2, blur=0.1, scaling=0.999, debias=True, backend="tensorized")(x, y)
-    assert ours.item() == pytest.approx(reference.item(), rel=1e-4)
+def paper_batch(b: int = 128, dim: int = 32, noise: float = 0.7, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    teacher = clustered_embeddings(b, dim, seed=seed)
+    return teacher, teacher + noise * torch.randn(b, dim, dtype=F64, generator=torch.Generator().manual_seed(seed + 1))
+
+
+def authors_rows(teacher: torch.Tensor, student: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The anchored rows as the PKDOT / MT-PKDOT code builds them, written out independently:
+    both matrices shifted by their global minimum, the k lowest teacher similarities per row."""
+    s_t, s_s = cosine_similarity_matrix(teacher), cosine_similarity_matrix(student)
+    s_t, s_s = s_t - s_t.min(), s_s - s_s.min()
+    masked = s_t.clone().fill_diagonal_(float("inf"))
+    idx = masked.argsort(dim=1)[:, :k]
+    return s_t.gather(1, idx), s_s.gather(1, idx)
+
+
+@pytest.mark.parametrize(("scaling", "rel"), [(0.995, 1e-4), (0.5, 2.5e-2)])
+def test_paper_mode_equals_the_authors_geomloss_call(scaling: float, rel: float) -> None:
+    """Batch 128, k = 30, epsilon 0.01 (blur 0.1) as in the paper, float64. geomloss anneals epsilon with one
+    update per step and stops at the target, so it lags the converged divergence by an amount that shrinks with
+    1 - scaling. Measured on this batch: -5.8e-6 relative at scaling 0.995 (bound 1e-4, far below the effect of
+    a missing shift, 29 %, or a wrong cost factor), -1.9e-2 at the authors' default 0.5 (bound 2.5e-2)."""
+    teacher, student = paper_batch()
+    ours = StructuralOTLoss(k=30, epsilon=0.01, mode="paper", scaling=0.5, **TIGHT)(teacher, student)
+    x, y = authors_rows(teacher, student, k=30)
+    reference = SamplesLoss("sinkhorn", p=2, blur=0.1, scaling=scaling)(x, y)  # debias=True is geomloss's default
+    assert ours.item() == pytest.approx(reference.item(), rel=rel)
+
+
+def test_paper_mode_shifts_each_matrix_by_its_global_minimum_and_paired_mode_does_not() -> None:
+    teacher, student = paper_batch(48, 16, seed=3)
+    x, y = StructuralOTLoss(k=12, mode="paper").anchored(teacher, student)
+    x0, y0 = anchored_similarities(teacher, student, k=12)
+    s_t, s_s = cosine_similarity_matrix(teacher), cosine_similarity_matrix(student)
+    torch.testing.assert_close(x, x0 - s_t.min(), rtol=0, atol=1e-15)
+    torch.testing.assert_close(y, y0 - s_s.min(), rtol=0, atol=1e-15)
+    # The teacher's global minimum is an anchor of its row, so X reaches 0; Y cannot go below it.
+    assert x.min().item() == 0.0 and y.min().item() >= 0.0
+    torch.testing.assert_close(shift_to_zero_minimum(s_t).min(), torch.zeros((), dtype=F64))
+    xp, yp = StructuralOTLoss(k=12, mode="paired").anchored(teacher, student)
+    assert torch.equal(xp, x0) and torch.equal(yp, y0)
+
+
+def test_paper_mode_value_is_the_divergence_of_the_shifted_rows_not_of_the_unshifted_ones() -> None:
+    """Fails without the shift: on this batch the loss of the unshifted rows is 0.178, of the shifted 0.439."""
+    teacher, student = paper_batch(48, 16, seed=3)
+    loss = StructuralOTLoss(k=12, epsilon=0.01, mode="paper", scaling=0.5, **TIGHT)
+    value = loss(teacher, student).item()
+    assert value == pytest.approx(loss.transport_loss(*authors_rows(teacher, student, k=12)).item(), rel=1e-9)
+    unshifted = loss.transport_loss(*anchored_similarities(teacher, student, k=12)).item()
+    assert abs(value - unshifted) > 0.5 * unshifted
+
+
+def test_shifted_paper_loss_has_the_finite_difference_gradient() -> None:
+    """gradcheck in float64 through the shift (whose minimum carries gradient, as in the authors' code), the
+    cosine similarities and the envelope gradient of the converged divergence."""
+    teacher, student = paper_batch(10, 4, noise=0.5, seed=21)
+    loss = StructuralOTLoss(k=4, epsilon=0.05, mode="paper", scaling=0.5, tol=1e-13, max_iter=100_000)
+    student.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: loss(teacher, z), (student,), eps=1e-6, atol=1e-7, rtol=1e-4)
 
 
 def test_paired_mode_equals_rowwise_geomloss_on_1d_clouds() -> None:
@@ -128,6 +187,9 @@ def test_permuting_the_batch_consistently_leaves_the_loss_unchanged(mode: str) -
     assert loss_fn(teacher[perm], student[perm]).item() == pytest.approx(loss_fn(teacher, student).item(), rel=1e-8)
 
 
+# One paired row of this synthetic batch is a weakly coupled 1-D problem (13559 iterations to tol 1e-6);
+# the inequality holds long before, so the capped solve's warning is expected here.
+@pytest.mark.filterwarnings("ignore::privkd.losses.ot.SinkhornConvergenceWarning")
 def test_paper_mode_ignores_which_student_row_meets_which_teacher_row_and_paired_mode_does_not() -> None:
     teacher = clustered_embeddings(24, 8, seed=10)
     student = teacher + 0.5 * torch.randn(24, 8, dtype=F64, generator=torch.Generator().manual_seed(11))
@@ -147,3 +209,73 @@ def test_gradient_reaches_the_student_and_not_the_teacher(mode: str) -> None:
     StructuralOTLoss(k=5, mode=mode)(teacher, student).backward()
     assert teacher.grad is None
     assert student.grad is not None and torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+
+
+def test_anchored_rows_are_what_the_loss_compares() -> None:
+    teacher, student = paper_batch(24, 8, seed=30)
+    for mode in ("paper", "paired"):
+        loss = StructuralOTLoss(k=6, mode=mode, **MODERATE)
+        assert loss.transport_loss(*loss.anchored(teacher, student)).item() == loss(teacher, student).item()
+
+
+# --------------------------------------------------------------------------- convergence reporting
+
+
+def converged_or_not(mode: str, max_iter: int) -> tuple[StructuralOTLoss, torch.Tensor, torch.Tensor]:
+    teacher, student = paper_batch(32, 8, seed=40)
+    return StructuralOTLoss(k=8, mode=mode, max_iter=max_iter), teacher.float(), student.float()
+
+
+@pytest.mark.parametrize("mode", ["paper", "paired"])
+def test_an_unconverged_solve_is_recorded_and_warns_once(mode: str) -> None:
+    loss, teacher, student = converged_or_not(mode, max_iter=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own filter: a repeated warning is shown once
+        loss(teacher, student)
+        loss(teacher, student.flip(0))
+    assert [w.category for w in caught] == [SinkhornConvergenceWarning]
+    assert "max_iter" in str(caught[0].message) and "scaling" in str(caught[0].message)
+    assert loss.last_converged is False
+    error = loss.last_marginal_error
+    assert error.dtype == torch.float32 and error.shape == () and not error.requires_grad
+    assert error.item() > loss.tol
+    metrics = loss.solver_metrics()
+    assert metrics == {"sinkhorn/marginal_error": pytest.approx(error.item()), "sinkhorn/converged": 0.0,
+                       "sinkhorn/iterations": 3.0}
+
+
+@pytest.mark.parametrize("mode", ["paper", "paired"])
+def test_a_converged_solve_is_recorded_and_does_not_warn(mode: str) -> None:
+    loss, teacher, student = converged_or_not(mode, max_iter=10_000)
+    assert loss.last_report is None and loss.solver_metrics() == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)
+        loss(teacher, student)
+    assert loss.last_converged is True
+    assert 0 <= loss.last_marginal_error.item() < loss.tol
+    assert loss.solver_metrics(prefix="ot/")["ot/converged"] == 1.0
+
+
+@pytest.mark.parametrize("mode", ["paper", "paired"])
+def test_recorded_error_is_the_worst_marginal_error_of_the_solver(mode: str) -> None:
+    """The xy problem and the two self-transports, solved again by sinkhorn_stabilized with the same options:
+    the recorded error is the largest of their row-marginal errors (of every row in paired mode), which is also
+    the L1 row error of the plan the solver returns."""
+    loss, teacher, student = converged_or_not(mode, max_iter=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinkhornConvergenceWarning)
+        loss(teacher, student)
+        x, y = loss.anchored(teacher, student)
+        if mode == "paired":
+            x, y = x.unsqueeze(-1), y.unsqueeze(-1)
+        options = SinkhornOptions(epsilon=loss.epsilon, max_iter=loss.max_iter, tol=loss.tol, scaling=loss.scaling)
+        xy = sinkhorn_stabilized(squared_euclidean_cost(x, y), options=options)
+        xx = sinkhorn_stabilized(squared_euclidean_cost(x, x), options=options, symmetric=True)
+        yy = sinkhorn_stabilized(squared_euclidean_cost(y, y), options=options, symmetric=True)
+    errors = torch.stack([xy.marginal_error, xx.marginal_error, yy.marginal_error])
+    n = x.shape[-2]
+    replanned = (xy.plan.sum(-1) - 1 / n).abs().sum(-1)
+    torch.testing.assert_close(replanned, xy.marginal_error, rtol=1e-4, atol=1e-8)
+    per_problem = errors.amax(0)
+    torch.testing.assert_close(loss.last_report.marginal_error, per_problem, rtol=1e-5, atol=0)
+    assert loss.last_marginal_error.item() == pytest.approx(per_problem.max().item(), rel=1e-5)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from privkd.cli.console import console
 from privkd.errors import PrivkdError
@@ -30,7 +31,9 @@ def info(path: Annotated[Path, typer.Argument(help="A privkd HDF5 dataset, or 'e
     from privkd.data.embedded import embedded_dataset_path
 
     resolved = embedded_dataset_path() if str(path) == "embedded" else path
-    console.print(describe(validate_dataset(resolved)), highlight=False)
+    # markup=False: text such as [eda.mean, ...] would be read as a rich style tag and vanish;
+    # soft_wrap=True: long lines (the description) are not cut by inserted newlines
+    console.print(describe(validate_dataset(resolved)), highlight=False, markup=False, soft_wrap=True)
 
 
 Src = Annotated[Path, typer.Argument(help="Root folder (or file) of the layout to import.")]
@@ -64,12 +67,17 @@ def parse_window(option: str, text: str | None) -> tuple[float, float] | None:
     return start, end
 
 
-def _finished(dst: Path) -> None:
-    """Print what was written, as ``privkd data info`` would."""
+def _finished(dst: Path, extra: list[str] | None = None) -> None:
+    """Print what was written, as ``privkd data info`` would, then the importer's ``extra`` lines.
+
+    Printed without rich markup (a description such as ``eda = [eda.mean, eda.slope]`` holds
+    text that rich would take for a style tag and drop) and without inserted line breaks.
+    """
     from privkd.data import describe, read_info
 
-    console.print(describe(read_info(dst)), highlight=False)
-    console.print(f"wrote [bold]{dst}[/]")
+    console.print("\n".join([describe(read_info(dst)), *(extra or [])]), highlight=False, markup=False,
+                  soft_wrap=True)
+    console.print(f"wrote [bold]{escape(str(dst))}[/]", highlight=False)
 
 
 @import_app.command("biovid")
@@ -151,12 +159,17 @@ def table(
     no_progress: NoProgress = False,
 ) -> None:
     """Any user's table: feature columns named <modality>.<feature> (eda.mean, face.au12, ...)."""
-    from privkd.data.importers.table import import_table
+    from privkd.data.importers.table import (
+        grouping_lines,
+        import_table,
+        table_modalities,
+    )
 
-    import_table(src, dst, subject_column=subject_column, label_columns=tuple(label), task=task,
-                 modality_patterns=parse_pairs("--modality", modality) or None, group_column=group_column,
-                 split_column=split_column, progress=not no_progress)
-    _finished(dst)
+    patterns = parse_pairs("--modality", modality) or None
+    columns = {"subject_column": subject_column, "label_columns": tuple(label), "modality_patterns": patterns,
+               "group_column": group_column, "split_column": split_column}
+    import_table(src, dst, task=task, progress=not no_progress, **columns)
+    _finished(dst, grouping_lines(table_modalities(src, **columns), patterns))
 
 
 @import_app.command("folder")

@@ -89,6 +89,10 @@ class ModelConfig:
 class TrainingConfig:
     """Optimisation settings shared by all methods; selection is on validation macro-F1 (CCC).
 
+    ``optimizer``: ``adamw`` (decoupled ``weight_decay``; the embedded data's default) or
+    ``adam`` (``weight_decay`` as an L2 term; the PKDOT / MT-PKDOT authors' optimiser, with
+    ``weight_decay: 0`` in their recipes).
+
     ``limit_train_batches`` caps the batches of each epoch: set it to 1 to check a recipe
     end to end in minutes before the real run.
 
@@ -101,6 +105,7 @@ class TrainingConfig:
 
     epochs: int = 30
     batch_size: int = 128
+    optimizer: Literal["adamw", "adam"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 8
@@ -126,10 +131,11 @@ class TeacherConfig:
     again on that teacher's frozen embeddings (``tnet_refit_epochs``, early-stopped on the
     validation subjects; 0 disables), so the student gets a T-Net matched to its teacher.
 
-    MT-PKDOT's modality adapters are trained with the teacher (Alg. 1): ``align_weight``
-    weighs the cosine alignment of Eq. 1 (adapter output vs the detached joint embedding)
-    and ``adapter_task_weight`` the task loss of each adapter's own head, so every aligned
-    representation can be scored on its own when the student picks a teacher.
+    MT-PKDOT's self-distilled teacher (``mt_teacher``) also trains its modality adapters
+    (Alg. 1): ``align_weight`` weighs the cosine alignment of Eq. 1 (adapter output vs the
+    detached joint embedding) and ``adapter_task_weight`` the task loss of each adapter's own
+    head, so every aligned representation can be scored on its own when the student picks a
+    teacher. PKDOT's teacher (``teacher``) has no adapters and ignores both.
     """
 
     tnet_loss: Literal["mse", "mmd"] = "mse"
@@ -144,9 +150,11 @@ class TeacherConfig:
 class StudentConfig:
     """What every distilled student shares.
 
-    ``init_from_teacher`` starts the student's prevalent encoders, T-Net, fusion and head
-    from the teacher's: the paper's student shares the teacher's architecture, and the
-    frozen T-Net only makes sense on embeddings from the space it was trained on.
+    The T-Net belongs to the teacher stage: every student uses its teacher's trained and
+    refitted T-Net, frozen. ``init_from_teacher`` also starts the student's prevalent
+    encoders, fusion and head from the teacher's (the paper's student shares the teacher's
+    architecture, and the T-Net then sees embeddings from the space it was trained on);
+    ``false`` starts them from random weights.
     """
 
     init_from_teacher: bool = True
@@ -157,17 +165,16 @@ class StructuralConfig:
     """Structural distillation (MT-PKDOT Eq. 2-7), shared by PKDOT and MT-PKDOT.
 
     ``k`` anchors per row (clipped to batch - 1), ``epsilon`` the entropic regularisation
-    (0.01 = geomloss blur 0.1 as the authors ran it), ``ot_mode`` ``paired`` (row i of the
-    teacher tied to row i of the student) or ``paper`` (anchor rows as two point clouds,
-    permutation invariant, as the authors' code). ``paired`` is the default because it
-    measured better on validation subjects: mean validation macro-F1 over the 5 folds of
-    the shipped ``compare`` config 0.8772 against 0.8706 for ``paper`` (2 folds better, 1
-    tied, 2 worse: within fold noise).
+    (0.01 = geomloss blur 0.1 as the authors ran it), ``ot_mode`` ``paper`` (the authors'
+    loss: each similarity matrix shifted by its global minimum, the anchor rows of teacher
+    and student as two point clouds, permutation invariant) or ``paired`` (privkd's variant:
+    row i of the teacher tied to row i of the student); ``docs/defaults.md`` has what was
+    measured of each.
     """
 
     k: int = 30
     epsilon: float = 0.01
-    ot_mode: Literal["paper", "paired"] = "paired"
+    ot_mode: Literal["paper", "paired"] = "paper"
 
 
 @dataclass(frozen=True)
@@ -182,12 +189,16 @@ class MTPKDOTConfig:
     """MT-PKDOT student, Eq. 10: ``alpha * task + beta * OT + gamma * centroid``.
 
     Defaults are the authors' released weights (0.8 task, 0.2 OT); gamma = 0 is the
-    paper's "without centroid" ablation (Table VI).
+    paper's "without centroid" ablation (Table VI). ``centroid``: ``features`` is Eq. 9 and
+    Alg. 2 (the mean joint embedding of the selected teacher against the student's);
+    ``similarities`` takes the centroids of the anchored similarity rows instead, a reading
+    of the text's "after the anchor selection".
     """
 
     alpha: float = 0.8
     beta: float = 0.2
     gamma: float = 0.2
+    centroid: Literal["features", "similarities"] = "features"
 
 
 @dataclass(frozen=True)
@@ -212,7 +223,8 @@ class AMIDConfig:
     ablations (Tables 4-5): ``contrastive: infonce`` replaces the label-aware MI bound by
     plain InfoNCE; ``discriminators: d1`` drops the enhanced discriminator;
     ``dynamic_weights: false`` keeps lambda = (0.5, 0.5); ``online_teacher: false`` distils
-    from the fold's fixed pre-trained teacher instead of training one jointly;
+    from a fixed AMID teacher M pre-trained on the fold (``amid_teacher``) instead of
+    training one jointly;
     ``warmup_epochs: 0`` removes the warm-up. ``mi_reduction`` ``mean`` (default) averages
     Eq. 8-9 over each anchor's positives and negatives; ``sum`` is the literal Eq. 8 (see
     :func:`privkd.losses.amid.label_aware_contrastive_mi`); ``docs/defaults.md`` says why

@@ -11,7 +11,10 @@ from privkd.config.schema import SHARED_SECTIONS, RunConfig, VariantConfig
 from privkd.errors import ConfigError
 from privkd.methods.registry import method_names, method_spec
 
-__all__ = ["validate"]
+__all__ = ["ATTENTION_FUSIONS", "validate"]
+
+ATTENTION_FUSIONS = ("joint_cross_attention", "multimodal_transformer")
+"""Fusions that attend over the token axis, so need more than one token to attend at all."""
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -90,6 +93,10 @@ def _check_model(cfg: RunConfig) -> None:
                           f"{cfg.model.embed_dim}", "choose heads that divide model.embed_dim")
     if cfg.model.tokens < 1:
         raise ConfigError("model.tokens", f"must be >= 1, got {cfg.model.tokens}", "use 1 for one embedding per modality")
+    if cfg.model.fusion in ATTENTION_FUSIONS and cfg.model.tokens == 1:
+        raise ConfigError("model.tokens", f"{cfg.model.fusion} attends over each modality's tokens, and with one token "
+                          "its attention weights are all 1: it reduces to a linear map of the other modality",
+                          "set model.tokens to 2 or more (the papers' recipes use 2), or use fusion: concat")
     modalities = set(cfg.data.prevalent) | set(cfg.data.privileged)
     for key in ("backbones", "backbone_weights"):
         unknown = sorted(set(getattr(cfg.model, key)) - modalities)

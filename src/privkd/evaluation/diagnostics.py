@@ -5,8 +5,8 @@
   tokens on the test subjects.
 - Structural distillation claims to bring the student's batch similarity structure closer to
   the teacher's: on test batches, the mean absolute difference between the teacher's and the
-  student's anchored similarity rows (MT-PKDOT Eq. 2-5) and the structural OT value, before
-  distillation (the student as initialised) and after.
+  student's anchored similarity rows (MT-PKDOT Eq. 2-5, as the row's OT loss reads them) and
+  the structural OT value, before distillation (the student as initialised) and after.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from privkd.losses.structural import StructuralOTLoss, anchored_similarities
+from privkd.losses.structural import StructuralOTLoss
 from privkd.models.inference import evaluating
 from privkd.models.network import PrivilegedNet
 
@@ -56,7 +56,7 @@ def structure_gaps(teacher: PrivilegedNet, students: Mapping[str, PrivilegedNet]
                 continue
             z_teacher = teacher(batch.inputs).embedding
             for name, student in students.items():
-                x, y = anchored_similarities(z_teacher, student(batch.inputs).embedding, ot_loss.k)
+                x, y = ot_loss.anchored(z_teacher, student(batch.inputs).embedding)
                 differences[name].append(float((x - y).abs().mean()))
                 values[name].append(float(ot_loss.transport_loss(x, y)))
     return {name: {"anchor_mad": sum(differences[name]) / max(len(differences[name]), 1),

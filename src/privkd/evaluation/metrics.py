@@ -2,9 +2,10 @@
 
 Classification: accuracy (= WA, weighted accuracy), UA (unweighted accuracy: the mean of
 per-class recalls) and macro-F1 (torchmetrics), plus k-NN retrieval recall R@K of
-embeddings (AMID Table 2). Regression: Lin's CCC per target
-(torchmetrics ``concordance_corrcoef``) and their mean, optionally computed per
-recording/video group and averaged over groups.
+embeddings (AMID Table 2). Regression: Lin's CCC per target and their mean, optionally
+computed per recording/video group and averaged over groups. The CCC is the one the loss
+uses (:func:`privkd.losses.task.concordance_cc`, Eq. 8 with population moments), so the
+trained objective, the epoch selection and the reported score are one quantity.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.functional import concordance_corrcoef
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_f1_score,
     multiclass_recall,
 )
+
+from privkd.losses.task import concordance_cc
 
 SELECTION_METRIC = {"classification": "f1", "regression": "ccc"}
 """Validation metric each task's checkpoints are selected on (higher is better)."""
@@ -52,7 +54,7 @@ def score(
 
 def _ccc(outputs: Tensor, labels: Tensor) -> Tensor:
     outputs, labels = outputs.reshape(len(outputs), -1).double(), labels.reshape(len(labels), -1).double()
-    return concordance_corrcoef(outputs, labels).reshape(-1)
+    return concordance_cc(outputs, labels)
 
 
 def _grouped_ccc(outputs: Tensor, labels: Tensor, groups: Sequence[str] | np.ndarray) -> Tensor:

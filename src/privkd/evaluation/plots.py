@@ -303,11 +303,14 @@ def confusion_matrices(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
 
 def _ccc(x: np.ndarray, y: np.ndarray) -> float:
+    """The CCC the runs report (:func:`privkd.losses.task.concordance_cc`), of pooled points."""
     if len(x) < 2:
         return math.nan
-    mx, my = x.mean(), y.mean()
-    denominator = x.var() + y.var() + (mx - my) ** 2
-    return math.nan if denominator == 0 else float(2 * np.mean((x - mx) * (y - my)) / denominator)
+    import torch
+
+    from privkd.losses.task import concordance_cc
+
+    return float(concordance_cc(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)))
 
 
 def regression_scatter(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]], target_names: Sequence[str] | None = None,

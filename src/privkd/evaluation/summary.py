@@ -37,16 +37,24 @@ def aggregate(task: str, per_fold: Mapping[str, Sequence[Mapping[str, float]]]) 
 
 
 def summary_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (``mean ± std``) of the summary table, one row per method."""
+    """Header and rows (``mean ± std``) of the summary table, one row per method; a
+    ``Teacher`` column says which row each distilled row learnt from."""
     methods = summary["methods"]
+    teachers = summary.get("teachers")
     metric_names = list(dict.fromkeys(name for metrics in methods.values() for name in metrics))
-    header = ["Method", "Folds"] + [metric_label(m) for m in metric_names]
+    header = ["Method", *(["Teacher"] if teachers else []), "Folds"] + [metric_label(m) for m in metric_names]
     rows = []
     for method, metrics in methods.items():
         n_folds = len(next(iter(metrics.values()))["per_fold"])
         cells = [f"{metrics[m]['mean']:.4f} ± {metrics[m]['std']:.4f}" if m in metrics else "—" for m in metric_names]
-        rows.append([method, str(n_folds), *cells])
+        rows.append([method, *([teachers.get(method) or "—"] if teachers else []), str(n_folds), *cells])
     return header, rows
+
+
+def departure_lines(summary: Mapping) -> list[str]:
+    """One line per row that departs from its method's paper settings, naming each departure."""
+    return [f"{row}: " + "; ".join(f"{key} = {d['used']} (paper: {d['paper']})" for key, d in departures.items())
+            for row, departures in summary.get("departures", {}).items() if departures]
 
 
 def summary_markdown(summary: Mapping, title: str) -> str:
@@ -55,6 +63,10 @@ def summary_markdown(summary: Mapping, title: str) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    departures = departure_lines(summary)
+    if departures:
+        lines += ["", "Departures from the papers' settings (options privkd offers beside the papers' methods):", ""]
+        lines += [f"- {line}" for line in departures]
     failed = summary.get("failed", [])
     if failed:
         lines += ["", f"**{len(failed)} (fold, method) results failed** and are left out of the means above "

@@ -9,18 +9,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def centroid_loss(teacher_rows: Tensor, student_rows: Tensor) -> Tensor:
+def centroid_loss(teacher: Tensor, student: Tensor) -> Tensor:
     r"""MT-PKDOT Eq. 9: squared L2 distance between the teacher and student centroids.
 
-    .. math:: \mathcal{L}_{Cen} = \Big\| \frac{1}{n}\sum_i T_i - \frac{1}{n}\sum_i S_i \Big\|^2
+    .. math:: \mathcal{L}_{Cen} = \Big\| \frac{1}{n}\sum_i F^{T}_i - \frac{1}{n}\sum_i F^{S}_i \Big\|^2
 
-    Computed, as the authors' code and the paper's text ("after the anchor selection")
-    do, on the anchored similarity rows (``b x k`` each), which live in the same space for
-    teacher and student whatever their embedding widths. It adds an explicit pull of the
-    mean structure that the OT term, invariant to a common shift in the paper mode,
-    cannot provide on its own.
+    Eq. 9 and Alg. 2 (lines 13-17) take the centroids of the features ``F`` (``b x m``
+    joint embeddings of the selected teacher and of the student, which share the fusion
+    width); MT-PKDOT's ``centroid: similarities`` passes the anchored similarity rows
+    (``b x k``) instead, the reading of the text's "after the anchor selection". Either way
+    it is an explicit pull of the mean of the student's representation towards the
+    teacher's, beside the OT term's match of the whole structure.
     """
-    return (teacher_rows.mean(dim=0) - student_rows.mean(dim=0)).pow(2).sum()
+    return (teacher.mean(dim=0) - student.mean(dim=0)).pow(2).sum()
 
 
 def cosine_matching(teacher: Tensor, student: Tensor) -> Tensor:

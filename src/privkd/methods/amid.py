@@ -59,13 +59,27 @@ D1_ONLY_WEIGHTS = (1.0, 0.0)
 FIXED_WEIGHTS = (0.5, 0.5)
 
 
+@register_method("amid_teacher", role="amid_teacher", provides_teacher=True, tasks=("classification",),
+                 needs_privileged=True)
+class AMIDTeacherModule(PrivkdModule):
+    """AMID's full-modality teacher M trained on the task alone (the extractors' features
+    concatenated through a 2-layer MLP, Sec. 4.2): the fixed, pre-trained teacher of the
+    ablation in Table 5, trained once per fold before the rows that distil from it."""
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> AMIDTeacherModule:
+        return cls(build_net("amid_teacher", cfg, info), **common_arguments(cfg, info))
+
+
 def _teacher(cfg: RunConfig) -> str | None:
-    """AMID trains its teacher online; its fixed-teacher ablation distils from the fold's teacher."""
-    return None if cfg.amid.online_teacher else "teacher"
+    """AMID trains its teacher online; its fixed-teacher ablation distils from a pre-trained AMID teacher."""
+    return None if cfg.amid.online_teacher else "amid_teacher"
 
 
 @register_method("amid", role="baseline", teacher=_teacher, tasks=("classification",), sections=("amid",),
-                 needs_privileged=True, figures=(AMID_GAP, SIMILARITY_EVOLUTION))
+                 needs_privileged=True, figures=(AMID_GAP, SIMILARITY_EVOLUTION),
+                 paper={"amid.contrastive": "label_aware", "amid.mi_reduction": "sum", "amid.discriminators": "both",
+                        "amid.dynamic_weights": True, "amid.online_teacher": True})
 class AMIDModule(PrivkdModule):
     """Online teacher-student-auxiliary training with AMID's losses; ``self.net`` is the student.
 
@@ -96,12 +110,12 @@ class AMIDModule(PrivkdModule):
     @classmethod
     def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> AMIDModule:
         """AMID's three models with shared extractors and classifier, or, for the fixed-teacher
-        ablation, a fresh student against the fold's pre-trained ``teacher``."""
+        ablation, a fresh student against the fold's pre-trained AMID ``teacher``."""
         student = build_net("baseline", cfg, info)
         common = common_arguments(cfg, info)
         if not cfg.amid.online_teacher:
             if teacher is None:
-                raise ValueError("AMID with a fixed teacher needs the fold's trained teacher")
+                raise ValueError("AMID with a fixed teacher needs the fold's trained AMID teacher")
             return cls(student, teacher, None, settings=cfg.amid, **common)
         online_teacher = build_net("amid_teacher", cfg, info)
         student.share_modules(online_teacher)
@@ -254,6 +268,6 @@ class AMIDModule(PrivkdModule):
         disc_ids = {id(p) for p in discriminators}
         main = [p for p in self.trainable_parameters() if id(p) not in disc_ids]
         return [
-            torch.optim.AdamW(main, lr=self.lr, weight_decay=self.weight_decay),
+            self.make_optimizer(main),
             torch.optim.Adam(discriminators, lr=self.settings.discriminator_lr, betas=(0.5, 0.999)),
         ]

@@ -73,21 +73,32 @@ class FoldData:
 
 def common_arguments(cfg: RunConfig, info: DatasetInfo) -> dict[str, object]:
     """What every method's constructor takes from the run: the task and the optimiser settings."""
-    return dict(task=info.task, n_outputs=info.n_outputs, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+    return dict(task=info.task, n_outputs=info.n_outputs, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay,
+                optimizer=cfg.training.optimizer)
+
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+"""``training.optimizer`` names: AdamW decouples the weight decay, Adam adds it to the gradient."""
 
 
 class PrivkdModule(L.LightningModule):
     """Trains ``net`` on ``Σ weights[name] * loss_terms()[name]`` and scores it on validation data."""
 
-    def __init__(self, net: PrivilegedNet, *, task: str, n_outputs: int, lr: float, weight_decay: float) -> None:
+    def __init__(self, net: PrivilegedNet, *, task: str, n_outputs: int, lr: float, weight_decay: float,
+                 optimizer: str = "adamw") -> None:
         super().__init__()
         self.net = net
         self.task = task
         self.n_outputs = n_outputs
         self.lr = lr
         self.weight_decay = weight_decay
+        self.optimizer_name = optimizer
         self.weights: dict[str, float] = {"task": 1.0}
         self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.validation_groups: dict[int, str] | None = None
+        """File row → recording group of the validation samples, when the run scores
+        regression per group (``evaluation.group_average``): the epoch is then selected on
+        the same aggregation the test fold is reported with."""
 
     @classmethod
     def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> PrivkdModule:
@@ -127,7 +138,16 @@ class PrivkdModule(L.LightningModule):
         terms = self.loss_terms(batch)
         total = self.weighted_total(terms)
         self.log_training_terms(terms, total, batch_size=len(batch.label))
+        diagnostics = self.step_diagnostics()
+        if diagnostics:
+            self.log_dict({f"train/{name}": value for name, value in diagnostics.items()}, on_step=False, on_epoch=True,
+                          batch_size=len(batch.label))
         return total
+
+    def step_diagnostics(self) -> dict[str, float]:
+        """Numbers about the last training step that are not loss terms (a solver's marginal
+        error), logged as epoch means beside the terms."""
+        return {}
 
     def log_training_terms(self, terms: Mapping[str, Tensor], total: Tensor, batch_size: int) -> None:
         """Epoch means of every unweighted term and of the weighted total."""
@@ -149,10 +169,11 @@ class PrivkdModule(L.LightningModule):
         """
         outputs, labels, indices = (gather(torch.cat(parts)) for parts in zip(*self._val_outputs))
         self._val_outputs.clear()
-        _, first = np.unique(indices.cpu().numpy(), return_index=True)
+        rows, first = np.unique(indices.cpu().numpy(), return_index=True)
         outputs, labels = outputs[first], labels[first]
         self.log("val/loss", task_loss(self.task, outputs, labels), prog_bar=True)
-        metrics = score(self.task, outputs, labels, n_outputs=self.n_outputs)
+        groups = [self.validation_groups[int(row)] for row in rows] if self.validation_groups is not None else None
+        metrics = score(self.task, outputs, labels, n_outputs=self.n_outputs, groups=groups)
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, prog_bar=True)
         selection = metrics[SELECTION_METRIC[self.task]] if self.epoch_is_selectable() else UNSELECTABLE
         self.log(SELECTION_KEY, selection)
@@ -206,5 +227,9 @@ class PrivkdModule(L.LightningModule):
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 
+    def make_optimizer(self, parameters: Iterator[nn.Parameter] | list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The configured optimiser (``training.optimizer``) over ``parameters``."""
+        return OPTIMIZERS[self.optimizer_name](parameters, lr=self.lr, weight_decay=self.weight_decay)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.trainable_parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return self.make_optimizer(self.trainable_parameters())

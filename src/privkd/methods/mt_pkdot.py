@@ -21,7 +21,6 @@ from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
 from privkd.evaluation.method_figures import SIMILARITY_EVOLUTION, TEACHER_SELECTION
 from privkd.losses.distillation import centroid_loss, select_teacher
-from privkd.losses.structural import anchored_similarities
 from privkd.losses.task import task_loss
 from privkd.methods.base import FoldData, common_arguments
 from privkd.methods.distributed import gather, gather_output, gather_with_grad
@@ -32,8 +31,9 @@ from privkd.models.network import NetOutput, PrivilegedNet
 JOINT = "joint"
 
 
-@register_method("mtpkdot", role="student", teacher="teacher", sections=("mtpkdot", "structural", "student"),
-                 needs_privileged=True, figures=(TEACHER_SELECTION, SIMILARITY_EVOLUTION))
+@register_method("mtpkdot", role="student", teacher="mt_teacher", sections=("mtpkdot", "structural", "student"),
+                 needs_privileged=True, figures=(TEACHER_SELECTION, SIMILARITY_EVOLUTION),
+                 paper={"structural.ot_mode": "paper", "mtpkdot.centroid": "features"})
 class MTPKDOTModule(StudentModule):
     """Structural OT + centroid distillation from a per-batch selected teacher.
 
@@ -44,6 +44,7 @@ class MTPKDOTModule(StudentModule):
     def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, settings: MTPKDOTConfig, **kwargs: object) -> None:
         super().__init__(student, teacher, **kwargs)
         self.weights.update(task=settings.alpha, ot=settings.beta, centroid=settings.gamma)
+        self.centroid = settings.centroid
         self.selection_history: list[dict[str, int]] = []
         self._epoch_selection: Counter[str] = Counter()
 
@@ -73,13 +74,14 @@ class MTPKDOTModule(StudentModule):
         if self.training:
             self._epoch_selection[chosen] += 1
         student = self.net(batch.inputs)
-        teacher_rows, student_rows = anchored_similarities(pool[chosen].embedding, gather_with_grad(student.embedding),
-                                                           self.structure.k)
+        teacher_features, student_features = pool[chosen].embedding, gather_with_grad(student.embedding)
+        teacher_rows, student_rows = self.structure.anchored(teacher_features, student_features)
         terms = {"task": task_loss(self.task, student.logits, batch.label)}
         if self.weights["ot"]:
             terms["ot"] = self.structure.transport_loss(teacher_rows, student_rows)
         if self.weights["centroid"]:
-            terms["centroid"] = centroid_loss(teacher_rows, student_rows)
+            centroids = (teacher_features, student_features) if self.centroid == "features" else (teacher_rows, student_rows)
+            terms["centroid"] = centroid_loss(*centroids)
         return terms
 
     def training_state(self) -> dict:

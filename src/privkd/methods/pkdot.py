@@ -20,7 +20,7 @@ from privkd.models.network import NetOutput, PrivilegedNet
 
 
 @register_method("pkdot", role="student", teacher="teacher", sections=("pkdot", "structural", "student"),
-                 needs_privileged=True, figures=(SIMILARITY_EVOLUTION,))
+                 needs_privileged=True, figures=(SIMILARITY_EVOLUTION,), paper={"structural.ot_mode": "paper"})
 class PKDOTModule(StudentModule):
     """Distils the joint teacher's relational structure into a prevalent-only student."""
 

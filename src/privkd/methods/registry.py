@@ -13,10 +13,11 @@ built-in methods in their training order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig, register_section
 from privkd.errors import ConfigError
 from privkd.evaluation.artifacts import FigureSpec
@@ -58,6 +59,8 @@ class MethodSpec:
         bound: ``lower`` / ``upper`` when its row is the reference the gap closed is
             measured from / to (the prevalent-only baseline, the multimodal teacher).
         figures: report figures drawn from what its rows record.
+        paper: the settings that make it its paper's method (``section.key: value``); a row
+            whose config departs from them is named as a departure in the results.
     """
 
     name: str
@@ -70,10 +73,17 @@ class MethodSpec:
     needs_privileged: bool = False
     bound: Literal["lower", "upper"] | None = None
     figures: tuple[FigureSpec, ...] = ()
+    paper: Mapping[str, Any] = field(default_factory=dict)
 
     def teacher_for(self, cfg: RunConfig) -> str | None:
         """The method whose fold network a row of this method with config ``cfg`` distils from."""
         return self.teacher(cfg) if callable(self.teacher) else self.teacher
+
+    def departures(self, cfg: RunConfig) -> dict[str, dict[str, Any]]:
+        """The paper settings a row with config ``cfg`` does not keep: ``{key: {"used", "paper"}}``."""
+        values = config_to_dict(cfg)
+        used = {key: _lookup(values, key) for key in self.paper}
+        return {key: {"used": used[key], "paper": paper} for key, paper in self.paper.items() if used[key] != paper}
 
     @property
     def deployable(self) -> bool:
@@ -83,6 +93,12 @@ class MethodSpec:
     @property
     def uses_anchors(self) -> bool:
         return "structural" in self.sections
+
+
+def _lookup(values: Mapping[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        values = values[part]
+    return values
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -102,6 +118,7 @@ def register_method(
     bound: Literal["lower", "upper"] | None = None,
     figures: tuple[FigureSpec, ...] = (),
     settings: type | None = None,
+    paper: Mapping[str, Any] | None = None,
 ) -> Callable[[M], M]:
     """Class decorator registering a method under ``name`` (see :class:`MethodSpec`).
 
@@ -121,7 +138,8 @@ def register_method(
         if settings is not None:
             register_section(name, settings)
         _METHODS[name] = MethodSpec(name, module, role, teacher, provides_teacher, tasks,
-                                    (name, *sections) if settings is not None else sections, needs_privileged, bound, figures)
+                                    (name, *sections) if settings is not None else sections, needs_privileged, bound, figures,
+                                    dict(paper or {}))
         return module
 
     return add

@@ -29,13 +29,18 @@ from privkd.models.network import NetOutput, PrivilegedNet
 
 
 def build_student(cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None) -> PrivilegedNet:
-    """The prevalent-only network of a distilled student, started from the teacher's weights
-    when ``student.init_from_teacher`` says so."""
+    """The prevalent-only network of a distilled student with its teacher's trained T-Net,
+    started from the teacher's other weights too when ``student.init_from_teacher`` says so.
+
+    The T-Net belongs to the teacher stage (trained with the teacher, refitted on it): a
+    student from scratch must hallucinate with it too, never with a random, untrained one."""
     if teacher is None:
         raise ValueError("a distilled student needs the fold's trained teacher")
     student = build_net("student", cfg, info)
     if cfg.student.init_from_teacher:
         student.load_shared_weights(teacher)
+    elif student.tnet is not None:
+        student.tnet.load_state_dict(teacher.tnet.state_dict())
     return student
 
 
@@ -72,6 +77,11 @@ class StudentModule(PrivkdModule):
         outputs and labels, see :mod:`privkd.methods.distributed`); their weights live in
         ``self.weights``."""
         raise NotImplementedError
+
+    def step_diagnostics(self) -> dict[str, float]:
+        """How well the step's Sinkhorn solves converged (``sinkhorn_marginal_error``,
+        ``sinkhorn_converged``, ``sinkhorn_iterations``), when the step solved any."""
+        return self.structure.solver_metrics(prefix="sinkhorn_") if self.structure.last_report is not None else {}
 
     def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:
         """The student's similarity matrix beside the teacher's, per epoch (MT-PKDOT Fig. 4)."""

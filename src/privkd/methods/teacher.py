@@ -1,4 +1,10 @@
-"""The multimodal teacher (upper bound) and its T-Net, trained together (PKDOT, teacher stage)."""
+"""The multimodal teachers and their T-Net, trained before the students that distil from them.
+
+Two teachers, one per paper: PKDOT's (``teacher``, the upper bound of a results table) is the
+fused network trained on the task with its T-Net; MT-PKDOT's (``mt_teacher``) is that network
+self-distilled into modality adapters (MT-PKDOT Alg. 1), whose gradients reach the modality
+encoders, so it is another network and PKDOT never distils from it.
+"""
 
 from __future__ import annotations
 
@@ -23,36 +29,31 @@ from privkd.methods.probes import AlignmentRecorder, probe_batch
 from privkd.methods.registry import register_method
 from privkd.models.build import build_net
 from privkd.models.inference import encode_dataset
-from privkd.models.network import PrivilegedNet
+from privkd.models.network import NetOutput, PrivilegedNet
 
 
 @register_method("teacher", role="teacher", provides_teacher=True, bound="upper", sections=("teacher",),
-                 needs_privileged=True, figures=(ALIGNMENT_TSNE,))
+                 needs_privileged=True)
 class TeacherModule(PrivkdModule):
-    """Fused model over prevalent + privileged modalities, its T-Net and its modality adapters.
+    """PKDOT's teacher: a fused model over prevalent + privileged modalities and its T-Net.
 
     The T-Net regresses the privileged embeddings from the prevalent ones. Its targets are
     detached: the teacher's privileged features are shaped by the task alone, and the T-Net
     follows them, instead of both drifting towards features that are merely easy to predict.
-    The adapters (MT-PKDOT Alg. 1) are aligned to the detached joint embedding by Eq. 1 and
-    trained on the task through their own heads; their gradient reaches the modality
-    backbones, which is the self-distillation of the joint representation into earlier layers.
     """
+
+    role = "teacher"
 
     def __init__(self, net: PrivilegedNet, *, settings: TeacherConfig, **kwargs: object) -> None:
         super().__init__(net, **kwargs)
         if net.tnet is None:
             raise ValueError("the teacher network needs a T-Net (privileged modalities to hallucinate)")
         self.settings = settings
-        self.weights.update(tnet=settings.tnet_weight, align=settings.align_weight, adapter_task=settings.adapter_task_weight)
+        self.weights["tnet"] = settings.tnet_weight
 
     @classmethod
     def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> TeacherModule:
-        return cls(build_net("teacher", cfg, info), settings=cfg.teacher, **common_arguments(cfg, info))
-
-    def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:
-        """The adapters' views before and after alignment (MT-PKDOT Fig. 5)."""
-        return {"alignment.npz": AlignmentRecorder(probe_batch(val_set), self.net)} if self.net.adapters else {}
+        return cls(build_net(cls.role, cfg, info), settings=cfg.teacher, **common_arguments(cfg, info))
 
     def fold_record(self, fold: FoldData) -> dict:
         """The T-Net refitted on the selected teacher, and its fidelity on the test subjects."""
@@ -65,16 +66,45 @@ class TeacherModule(PrivkdModule):
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         embeddings = self.net.encode(batch.inputs)
         output = self.net.fuse(embeddings)
+        return self.teacher_terms(batch, embeddings, output)
+
+    def teacher_terms(self, batch: Batch, embeddings: Mapping[str, Tensor], output: NetOutput) -> dict[str, Tensor]:
+        """The task loss of the fused output and the T-Net objective on detached embeddings."""
         hallucinated = self.net.hallucinate({k: v.detach() for k, v in embeddings.items()})
-        terms = {
+        return {
             "task": task_loss(self.task, output.logits, batch.label),
             "tnet": tnet_objective(self.settings.tnet_loss, hallucinated, embeddings),
         }
+
+
+@register_method("mt_teacher", role="mt_teacher", provides_teacher=True, sections=("teacher",), needs_privileged=True,
+                 figures=(ALIGNMENT_TSNE,))
+class SelfDistilledTeacherModule(TeacherModule):
+    """MT-PKDOT's teacher: PKDOT's teacher plus one adapter and head per modality (Alg. 1).
+
+    The adapters are aligned to the detached joint embedding by Eq. 1 (``align_weight``) and
+    trained on the task through their own heads (``adapter_task_weight``); their gradient
+    reaches the modality encoders, which is the self-distillation of the joint representation
+    into earlier layers, and makes each adapted view a teacher the student can pick.
+    """
+
+    role = "mt_teacher"
+
+    def __init__(self, net: PrivilegedNet, *, settings: TeacherConfig, **kwargs: object) -> None:
+        super().__init__(net, settings=settings, **kwargs)
+        self.weights.update(align=settings.align_weight, adapter_task=settings.adapter_task_weight)
+
+    def teacher_terms(self, batch: Batch, embeddings: Mapping[str, Tensor], output: NetOutput) -> dict[str, Tensor]:
+        terms = super().teacher_terms(batch, embeddings, output)
         views = self.net.adapt(embeddings)
         if views:
             terms["align"] = alignment_loss([view.embedding for view in views.values()], output.embedding)
             terms["adapter_task"] = sum(task_loss(self.task, view.logits, batch.label) for view in views.values())
         return terms
+
+    def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:
+        """The adapters' views before and after alignment (MT-PKDOT Fig. 5)."""
+        return {"alignment.npz": AlignmentRecorder(probe_batch(val_set), self.net)} if self.net.adapters else {}
 
 
 def alignment_loss(aligned: list[Tensor], joint: Tensor) -> Tensor:

@@ -44,15 +44,17 @@ class Role:
 
 ROLES = {
     "baseline": Role(sees_prevalent=True, sees_privileged=False, fuses_privileged=False),
-    "teacher": Role(sees_prevalent=True, sees_privileged=True, fuses_privileged=True, tnet=True, adapters=True),
+    "teacher": Role(sees_prevalent=True, sees_privileged=True, fuses_privileged=True, tnet=True),
+    "mt_teacher": Role(sees_prevalent=True, sees_privileged=True, fuses_privileged=True, tnet=True, adapters=True),
     "student": Role(sees_prevalent=True, sees_privileged=False, fuses_privileged=True, tnet=True),
     "amid_teacher": Role(sees_prevalent=True, sees_privileged=True, fuses_privileged=True, fusion_layers=2),
     "auxiliary": Role(sees_prevalent=False, sees_privileged=True, fuses_privileged=True),
 }
 """``baseline`` sees and fuses the prevalent modalities; ``teacher`` sees and fuses all and owns
-the T-Net and one adapter per modality; ``student`` sees the prevalent ones and fuses all via
-the T-Net; AMID's ``amid_teacher`` fuses all through a 2-layer MLP and its ``auxiliary`` model
-sees the privileged ones."""
+the T-Net (PKDOT's teacher); ``mt_teacher`` is that teacher with one adapter per modality
+(MT-PKDOT's self-distilled teacher); ``student`` sees the prevalent ones and fuses all via the
+T-Net; AMID's ``amid_teacher`` fuses all through a 2-layer MLP and its ``auxiliary`` model sees
+the privileged ones."""
 
 DEPLOYABLE_ROLES = tuple(name for name, role in ROLES.items() if not role.sees_privileged)
 """Roles whose network needs nothing but the prevalent modalities at test time."""

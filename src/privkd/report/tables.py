@@ -24,7 +24,7 @@ from privkd.evaluation.stats import (
     headline_metric,
     row_stats,
 )
-from privkd.evaluation.summary import metric_label
+from privkd.evaluation.summary import departure_lines, metric_label
 
 __all__ = ["DIAGNOSTICS_NOTE", "GAP_NOTE", "Table", "diagnostics_table", "gap_per_fold_table", "has_runs", "notes",
            "results_table", "sweep_table"]
@@ -93,6 +93,11 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
         (f"p-values are across {unit}, paired by fold, two-sided, on {metric_label(headline)}, against the baseline row, "
          "not corrected for multiple comparisons. Wilcoxon = exact signed-rank test; t-test = paired t-test."),
     ]
+    distilled = {row: source for row, source in (summary.get("teachers") or {}).items() if source and row in methods}
+    if distilled:
+        out.append("Each distilled row's teacher (trained once per fold): "
+                   + "; ".join(f"{row} ← {source}" for row, source in distilled.items()) + ".")
+    out += [f"Departs from its paper: {line}." for line in departure_lines(summary)]
     if baseline not in methods:
         out.append("No baseline row: gap closed and paired tests are not available.")
     elif teacher not in methods:

@@ -131,10 +131,13 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: Datase
     seed = cfg.seed + 1000 * fold.index
     seed_everything(seed)
     module = build_module(spec.name, row_cfg, info, teacher=teacher)
+    if cfg.evaluation.group_average and data.val.groups is not None:  # select on the aggregation that is reported
+        module.validation_groups = dict(zip(data.val.rows.tolist(), data.val.groups.tolist()))
     recorders = module.probe_recorders(data.val)
     fitted = fit(module, data.train, data.val, row_cfg.training, directory, seed, callbacks=list(recorders.values()))
     module = fitted.module
-    record: dict = {"fold": fold.index, "row": row, "method": spec.name, "validation": fitted.validation}
+    record: dict = {"fold": fold.index, "row": row, "method": spec.name, "teacher": teacher_of(cfg, row),
+                    "validation": fitted.validation}
     record.update(module.fold_record(data))
     test = predict(module.net, data.loader(data.test))
     record["test"] = score_on_fold(module, info, cfg, data, test)
@@ -210,6 +213,8 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
 
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)
+    summary["teachers"] = {row: teacher_of(cfg, row) for row in rows}
+    summary["departures"] = {row: row_spec(cfg, row).departures(variant_config(cfg, row)) for row in rows}
     if failures:
         summary["failed"] = failures
     if primary:

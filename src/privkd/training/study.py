@@ -30,7 +30,7 @@ from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.evaluation.stats import format_p, format_percent, row_stats
 from privkd.evaluation.summary import metric_label
 from privkd.methods.registry import bound_row
-from privkd.training.experiment import rows_to_train, run_experiment
+from privkd.training.experiment import rows_to_train, run_experiment, teacher_of
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -133,6 +133,7 @@ def write_study(study_dir: Path, cfg: RunConfig) -> None:
         records[seed] = fold_records(run_dir, seed_config(cfg, seed))
     picks = {seed: choose(records[seed], task, candidates) for seed in seeds}
     summary = study_summary(task, seeds, picks)
+    summary["teachers"] = {row: teacher_of(cfg, row) for row in summary["methods"]}
     write_json_atomic(study_dir / "summary.json", summary)
     write_json_atomic(study_dir / "choices.json", {str(seed): picks[seed] for seed in seeds})
     write_text_atomic(study_dir / "study.md", study_markdown(cfg, summary, picks, records, task))

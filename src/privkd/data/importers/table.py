@@ -10,9 +10,12 @@ Layout::
   name (``eda.mean``, ``eda.slope`` -> modality ``eda`` with 2 features), keeping column order;
   or, with ``modality_patterns={"eda": r"^gsr_", ...}``, by regular expression
   (:func:`re.search`). Every modality is of kind ``"features"``: one 1-D vector per sample.
-* The feature (column) names are kept in the dataset ``description`` ("Feature columns:
-  eda = [eda.mean, eda.slope]; ..."), in stored vector order. They cannot be ``channel_names``:
-  those name axis 1 of a sample, and a 1-D feature vector has no axis 1. Very wide tables are
+* The feature (column) names are kept in the dataset ``description`` ("... 2 feature modalities
+  grouped by ...: eda 2 columns, face 1 column. Feature columns: eda = [eda.mean, eda.slope];
+  ..."), in stored vector order; :func:`privkd.deploy.student._feature_columns` parses that
+  listing back, and :func:`grouping_lines` renders the grouping for ``privkd data import table``.
+  They cannot be ``channel_names``: those name axis 1 of a sample, and a 1-D feature vector has
+  no axis 1. Very wide tables are
   listed with the first columns of each modality and a count of the rest.
 * Labels: one label column of strings or integers -> classification, class ids in the sorted
   order of the unique values, ``class_names`` = those values as strings; float label columns, or
@@ -38,7 +41,7 @@ from privkd.data.h5format import TASKS, write_dataset
 from privkd.data.importers.common import progress as progress_bar
 from privkd.data.importers.common import require_file, source_error
 
-__all__ = ["import_table"]
+__all__ = ["grouping_lines", "import_table", "table_modalities"]
 
 # Longest feature-name listing kept in the description (HDF5 attributes are kept small).
 _MAX_DESCRIPTION_NAMES = 8000
@@ -169,13 +172,17 @@ def _labels(
 
 
 def _feature_names(groups: Mapping[str, Sequence[str]]) -> str:
-    """'eda = [eda.mean, eda.slope]; face = [face.au12]', capped in length."""
+    """'eda = [eda.mean, eda.slope]; face = [face.au12]', capped in length.
+
+    The format is parsed back by :func:`privkd.deploy.student._feature_columns`; every
+    modality lists at least its first column, however long its name.
+    """
     budget = max(200, _MAX_DESCRIPTION_NAMES // max(len(groups), 1))
     parts = []
     for name, columns in groups.items():
         shown, length = [], 0
         for column in columns:
-            if length + len(column) > budget:
+            if shown and length + len(column) > budget:
                 break
             shown.append(column)
             length += len(column) + 2
@@ -183,6 +190,40 @@ def _feature_names(groups: Mapping[str, Sequence[str]]) -> str:
         listed = ", ".join(shown) + (f", ... ({rest} more)" if rest else "")
         parts.append(f"{name} = [{listed}]")
     return "; ".join(parts)
+
+
+def _how_grouped(patterns: Mapping[str, str] | None) -> str:
+    return "by the prefix before the first '.'" if patterns is None else "by regular expression"
+
+
+def _n_columns(n: int) -> str:
+    return f"{n} column" if n == 1 else f"{n} columns"
+
+
+def grouping_lines(groups: Mapping[str, Sequence[str]], patterns: Mapping[str, str] | None = None,
+                   *, shown: int = 3, max_modalities: int = 12) -> list[str]:
+    """How the feature columns were grouped: a heading, then one line per modality.
+
+    ``voice: 12 columns (voice_jitter, voice_shimmer, voice_hnr, ...), pattern ^voice_``; at
+    most ``max_modalities`` modality lines, then a count of the rest.
+    """
+    lines = [f"Modality grouping {_how_grouped(patterns)} ({len(groups)} modalities):"]
+    for name, columns in list(groups.items())[:max_modalities]:
+        names = ", ".join([*columns[:shown], *(["..."] if len(columns) > shown else [])])
+        pattern = "" if patterns is None else f", pattern {patterns[name]}"
+        lines.append(f"  {name}: {_n_columns(len(columns))} ({names}){pattern}")
+    if len(groups) > max_modalities:
+        lines.append(f"  ... ({len(groups) - max_modalities} more modalities)")
+    return lines
+
+
+def _grouping_sentence(groups: Mapping[str, Sequence[str]], patterns: Mapping[str, str] | None,
+                       max_modalities: int = 12) -> str:
+    """'grouped by regular expression: voice 3 columns (^voice_), mfcc 2 columns (^mfcc_)' for the description."""
+    items = [f"{name} {_n_columns(len(columns))}" + ("" if patterns is None else f" ({patterns[name]})")
+             for name, columns in list(groups.items())[:max_modalities]]
+    rest = len(groups) - len(items)
+    return f"grouped {_how_grouped(patterns)}: {', '.join(items)}" + (f", ... ({rest} more)" if rest else "")
 
 
 # --------------------------------------------------------------------- the importer
@@ -266,25 +307,11 @@ def _group_by_patterns(path: Path, features: Sequence[str], patterns: Mapping[st
     return groups
 
 
-def import_table(
-    path: str | Path,
-    dst: str | Path,
-    *,
-    subject_column: str = "subject",
-    label_columns: str | Sequence[str] = ("label",),
-    task: str | None = None,
-    modality_patterns: Mapping[str, str] | None = None,
-    group_column: str | None = None,
-    split_column: str | None = None,
-    progress: bool = True,
-) -> Path:
-    """Import a ``.csv`` or ``.parquet`` table (one row per sample) into the privkd dataset ``dst``.
-
-    Every column other than the subject, label, group and split columns is a numeric
-    feature; see the module docstring for how features become ``"features"`` modalities and
-    labels become a classification or regression task. Returns ``dst``.
-    """
-    path, dst = Path(path), Path(dst)
+def _plan(
+    path: Path, subject_column: str, label_columns: str | Sequence[str], modality_patterns: Mapping[str, str] | None,
+    group_column: str | None, split_column: str | None,
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Check the table's type and header; returns (label columns, modality -> feature columns)."""
     if path.suffix.lower() not in (".csv", ".parquet"):
         raise source_error(path, f"unsupported table type {path.suffix or '(no suffix)'!r}",
                            "give a .csv or .parquet file (convert other formats with pandas first)")
@@ -307,6 +334,44 @@ def import_table(
                            "add numeric feature columns named '<modality>.<feature>'")
     groups = (_group_by_prefix(path, features) if modality_patterns is None
               else _group_by_patterns(path, features, modality_patterns))
+    return label_columns, groups
+
+
+def table_modalities(
+    path: str | Path,
+    *,
+    subject_column: str = "subject",
+    label_columns: str | Sequence[str] = ("label",),
+    modality_patterns: Mapping[str, str] | None = None,
+    group_column: str | None = None,
+    split_column: str | None = None,
+) -> dict[str, list[str]]:
+    """The modality -> feature columns grouping :func:`import_table` applies to this table
+    with these options, in stored vector order. Reads the header only."""
+    return _plan(Path(path), subject_column, label_columns, modality_patterns, group_column, split_column)[1]
+
+
+def import_table(
+    path: str | Path,
+    dst: str | Path,
+    *,
+    subject_column: str = "subject",
+    label_columns: str | Sequence[str] = ("label",),
+    task: str | None = None,
+    modality_patterns: Mapping[str, str] | None = None,
+    group_column: str | None = None,
+    split_column: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Import a ``.csv`` or ``.parquet`` table (one row per sample) into the privkd dataset ``dst``.
+
+    Every column other than the subject, label, group and split columns is a numeric
+    feature; see the module docstring for how features become ``"features"`` modalities and
+    labels become a classification or regression task (:func:`table_modalities` gives the
+    grouping without importing). Returns ``dst``.
+    """
+    path, dst = Path(path), Path(dst)
+    label_columns, groups = _plan(path, subject_column, label_columns, modality_patterns, group_column, split_column)
 
     text = [c for c in (subject_column, group_column, split_column) if c is not None]
     frame = _read_table(path, text)
@@ -323,8 +388,8 @@ def import_table(
     for name, cols in progress_bar(list(groups.items()), f"Reading {path.name}", enabled=progress):
         modalities[name] = np.stack([_numeric(path, frame[c], c, where, "feature") for c in cols], axis=1)
 
-    description = (f"Table {path.name}: {len(frame)} rows, {len(modalities)} feature modalities. "
-                   f"Feature columns: {_feature_names(groups)}")
+    description = (f"Table {path.name}: {len(frame)} rows, {len(modalities)} feature modalities "
+                   f"{_grouping_sentence(groups, modality_patterns)}. Feature columns: {_feature_names(groups)}")
     return write_dataset(dst, modalities=modalities, labels=labels, subjects=subjects, task=task,
                          class_names=class_names, target_names=target_names,
                          modality_kinds={name: "features" for name in modalities},

@@ -16,15 +16,72 @@ many were run. Rationale in ``docs/sinkhorn.md``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
+from typing import Literal, NamedTuple, overload
 
 import torch
 from torch import Tensor
 
 from privkd.losses.ot.options import SinkhornOptions
-from privkd.losses.ot.solver import _anneal, _solve_alternating, _solve_symmetric, _State, sinkhorn_stabilized
+from privkd.losses.ot.solver import (
+    _anneal,
+    _solve_alternating,
+    _solve_symmetric,
+    _State,
+    sinkhorn_stabilized,
+)
 
-__all__ = ["SinkhornWarmStart", "sinkhorn_divergence", "squared_euclidean_cost"]
+__all__ = [
+    "SinkhornConvergenceWarning",
+    "SinkhornReport",
+    "SinkhornWarmStart",
+    "sinkhorn_divergence",
+    "squared_euclidean_cost",
+]
+
+
+class SinkhornConvergenceWarning(RuntimeWarning):
+    """A Sinkhorn solve of :func:`sinkhorn_divergence` stopped at ``max_iter`` above ``tol``.
+
+    Issued with one fixed message from one place, so Python's default filter shows it once
+    per process; ``warnings.simplefilter("error", SinkhornConvergenceWarning)`` turns it into
+    an exception, ``"always"`` shows every occurrence.
+    """
+
+
+UNCONVERGED_MESSAGE = (
+    "Sinkhorn stopped at max_iter with its L1 marginal error above tol, so the structural OT loss "
+    "and its gradient are inexact (shown once per process). Raise max_iter or enable epsilon-scaling "
+    "(StructuralOTLoss(max_iter=..., scaling=...), or the same fields of SinkhornOptions); a larger "
+    "epsilon converges faster but changes the loss. StructuralOTLoss.last_marginal_error and "
+    "solver_metrics() give the error of every call; docs/sinkhorn.md has measured settings."
+)
+
+
+@dataclass(frozen=True)
+class SinkhornReport:
+    """How the OT problems of one :func:`sinkhorn_divergence` call ended.
+
+    Attributes:
+        marginal_error: per divergence (shape ``x.shape[:-2]``), the largest L1 marginal
+            error ``sum_i |P 1 - a|_i`` of its three OT problems (``xy``, ``xx``, ``yy``) as
+            the solver returned them (the ``marginal_error`` of
+            :func:`~privkd.losses.ot.solver.sinkhorn_stabilized`); detached, float32.
+        n_iter: iterations of the longest of the solves (at the target epsilon).
+        tol: the tolerance the solves were run to.
+        converged: every problem ended below ``tol``.
+    """
+
+    marginal_error: Tensor
+    n_iter: int
+    tol: float
+    converged: bool
+
+    @property
+    def worst(self) -> Tensor:
+        """Largest marginal error of the call, a detached float32 scalar."""
+        return self.marginal_error.amax() if self.marginal_error.numel() else self.marginal_error.sum()
 
 
 @dataclass
@@ -68,9 +125,24 @@ def squared_euclidean_cost(x: Tensor, y: Tensor) -> Tensor:
     return (0.5 * (x_sq + y_sq) - x @ y.transpose(-1, -2)).clamp_min(0.0)
 
 
+@overload
 def sinkhorn_divergence(
-    x: Tensor, y: Tensor, *, options: SinkhornOptions, warm_start: SinkhornWarmStart | None = None
-) -> Tensor:
+    x: Tensor, y: Tensor, *, options: SinkhornOptions, warm_start: SinkhornWarmStart | None = None,
+    return_report: Literal[False] = False,
+) -> Tensor: ...
+
+
+@overload
+def sinkhorn_divergence(
+    x: Tensor, y: Tensor, *, options: SinkhornOptions, warm_start: SinkhornWarmStart | None = None,
+    return_report: Literal[True],
+) -> tuple[Tensor, SinkhornReport]: ...
+
+
+def sinkhorn_divergence(
+    x: Tensor, y: Tensor, *, options: SinkhornOptions, warm_start: SinkhornWarmStart | None = None,
+    return_report: bool = False,
+) -> Tensor | tuple[Tensor, SinkhornReport]:
     r"""Debiased Sinkhorn divergence between uniform point clouds (Feydy et al. 2019).
 
     .. math::
@@ -102,25 +174,58 @@ def sinkhorn_divergence(
             :class:`~privkd.losses.ot.options.SinkhornOptions`.
         warm_start: a :class:`SinkhornWarmStart` reused across calls to start
             from the previous call's potentials (envelope mode only); see there.
+        return_report: also return a :class:`SinkhornReport` (marginal errors,
+            iterations, convergence) of the call.
 
     Returns:
         Divergence of shape ``x.shape[:-2]`` (a scalar for single clouds).
         Values below zero can only be solver round-off and are clamped to 0.
+        With ``return_report``, the pair ``(divergence, report)``.
+
+    Warns:
+        SinkhornConvergenceWarning: once per process, the first time a problem
+        ends at ``max_iter`` with its marginal error at or above ``tol``.
     """
     if x.shape[:-2] != y.shape[:-2] or x.shape[-1] != y.shape[-1]:
         raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} need the same batch axes and dimension")
     lead = x.shape[:-2]
     x_b = x.reshape(-1, *x.shape[-2:])
     y_b = y.reshape(-1, *y.shape[-2:])
+    record = _Record()
     if options.grad == "unrolled":
 
         def ot(p: Tensor, q: Tensor, symmetric: bool) -> Tensor:
-            return sinkhorn_stabilized(squared_euclidean_cost(p, q), options=options, symmetric=symmetric).value
+            result = sinkhorn_stabilized(squared_euclidean_cost(p, q), options=options, symmetric=symmetric)
+            record.add(result.marginal_error, result.n_iter)
+            return result.value
 
         divergence = ot(x_b, y_b, False) - 0.5 * (ot(x_b, x_b, True) + ot(y_b, y_b, True))
     else:
-        divergence = _EnvelopeDivergence.apply(x_b, y_b, options, warm_start)
-    return divergence.clamp_min(0.0).reshape(lead)
+        divergence = _EnvelopeDivergence.apply(x_b, y_b, options, warm_start, record)
+    report = record.report(options.tol, lead)
+    if not report.converged:
+        # One call site, one fixed message: the default filter shows it once per process.
+        warnings.warn(UNCONVERGED_MESSAGE, SinkhornConvergenceWarning, stacklevel=1)
+    divergence = divergence.clamp_min(0.0).reshape(lead)
+    return (divergence, report) if return_report else divergence
+
+
+class _Record:
+    """Collects the per-problem marginal errors ``(B,)`` and iterations of the solves of one call."""
+
+    def __init__(self) -> None:
+        self.errors: list[Tensor] = []
+        self.n_iter = 0
+
+    def add(self, error: Tensor, n_iter: int) -> None:
+        self.errors.append(error.detach().reshape(-1))
+        self.n_iter = max(self.n_iter, n_iter)
+
+    def report(self, tol: float, lead: torch.Size) -> SinkhornReport:
+        worst = torch.stack(self.errors).amax(0)  # (B,): the worst of each divergence's problems
+        # Tested in the working precision before the float32 copy; NaN counts as unconverged.
+        converged = bool((worst < tol).all())
+        return SinkhornReport(worst.float().reshape(lead), self.n_iter, tol, converged)
 
 
 def _matvec(k: Tensor, v: Tensor) -> Tensor:
@@ -148,7 +253,15 @@ def _ot_value(state: _State, log_a: Tensor, log_b: Tensor, eps: float) -> Tensor
     return (f * row).sum(1) + (g * col).sum(1)
 
 
-def _transport_gradient(state: _State, x: Tensor, y: Tensor, transpose: bool) -> Tensor:
+class _Scalings(NamedTuple):
+    """What the gradient needs of a solve: ``P = diag(alpha) K diag(beta)``."""
+
+    kernel: Tensor
+    alpha: Tensor
+    beta: Tensor
+
+
+def _transport_gradient(state: _State | _Scalings, x: Tensor, y: Tensor, transpose: bool) -> Tensor:
     """``sum_j P_ij (x_i - y_j)`` per ``i`` (``P^T`` when ``transpose``), by two batched products."""
     if transpose:
         outer, inner, k = state.beta, state.alpha, state.kernel.transpose(1, 2)
@@ -163,7 +276,7 @@ class _EnvelopeDivergence(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: Tensor, y: Tensor, options: SinkhornOptions, warm_start: SinkhornWarmStart | None
+        ctx, x: Tensor, y: Tensor, options: SinkhornOptions, warm_start: SinkhornWarmStart | None, record: _Record
     ) -> Tensor:
         eps = options.epsilon
         batch, n, m = x.shape[0], x.shape[1], y.shape[1]
@@ -192,6 +305,14 @@ class _EnvelopeDivergence(torch.autograd.Function):
             yy = _solve_symmetric(cost_yy, log_b, options, h_y)
             value_xx, value_yy = _ot_value(xx, log_a, log_a, eps), _ot_value(yy, log_b, log_b, eps)
         divergence = _ot_value(xy, log_a, log_b, eps) - 0.5 * (value_xx + value_yy)
+        record.add(xy.error, xy.n_iter)
+        if xx is yy:
+            error_xx, error_yy = both.error.split(batch)
+            record.add(error_xx, both.n_iter)
+            record.add(error_yy, both.n_iter)
+        else:
+            record.add(xx.error, xx.n_iter)
+            record.add(yy.error, yy.n_iter)
         if warm_start is not None:
             f_xy, _ = xy.potentials(log_a, log_b, eps)
             if xx is yy:
@@ -201,18 +322,21 @@ class _EnvelopeDivergence(torch.autograd.Function):
                 h_x, _ = xx.potentials(log_a, log_a, eps)
                 h_y, _ = yy.potentials(log_b, log_b, eps)
             warm_start.put(key, (f_xy, h_x, h_y), max(xy.n_iter, xx.n_iter, yy.n_iter))
-        ctx.states = (xy, xx, yy)
-        ctx.batch = batch
-        ctx.save_for_backward(x, y)
+        # Saved as tensors, not ctx attributes, so autograd frees them after backward
+        # (and keeps them for a second backward only under retain_graph=True).
+        ctx.batch, ctx.stacked = batch, xx is yy
+        solves = (xy, xx) if xx is yy else (xy, xx, yy)
+        ctx.save_for_backward(x, y, *(t for state in solves for t in (state.kernel, state.alpha, state.beta)))
         return divergence
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(  # type: ignore[override]
         ctx, grad_output: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, None, None]:
-        x, y = ctx.saved_tensors
-        xy, xx, yy = ctx.states
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        x, y, *saved = ctx.saved_tensors
+        solves = [_Scalings(*saved[i:i + 3]) for i in range(0, len(saved), 3)]
+        xy, xx, yy = (*solves, solves[1]) if ctx.stacked else solves
         batch = ctx.batch
         weight = grad_output.reshape(-1, 1, 1)
         grad_x = grad_y = None
@@ -227,5 +351,4 @@ class _EnvelopeDivergence(torch.autograd.Function):
             if xx is not yy:
                 self_y = _transport_gradient(yy, y, y, False)
             grad_y = weight * (_transport_gradient(xy, y, x, True) - self_y)
-        ctx.states = None
-        return grad_x, grad_y, None, None
+        return grad_x, grad_y, None, None, None

@@ -21,7 +21,12 @@ class SinkhornOptions:
 
     Attributes:
         epsilon: entropic regularisation, in units of the cost.
-        max_iter: most Sinkhorn iterations at the target epsilon.
+        max_iter: most Sinkhorn iterations at the target epsilon. A solve that
+            stops here with its error at or above ``tol`` is reported (the
+            solver's ``marginal_error``, the divergence's
+            :class:`~privkd.losses.ot.SinkhornReport`) and, in
+            :func:`~privkd.losses.ot.sinkhorn_divergence`, warned about once per
+            process (:class:`~privkd.losses.ot.SinkhornConvergenceWarning`).
         tol: stop when the L1 row-marginal violation is below ``tol`` for every
             problem of the batch.
         check_every: test the stopping rule every this many iterations. The
@@ -36,9 +41,15 @@ class SinkhornOptions:
             schedule ``range(C), range(C) * scaling, ...`` down to ``epsilon``
             (as in geomloss), then the usual iterations at ``epsilon`` until
             ``tol``. The answer is unchanged (convergence is still tested at the
-            target epsilon). On the loss's problems it saves few iterations
-            (the slow phase is the linear one, which over-relaxation handles),
-            so it is off by default.
+            target epsilon). The ratio applies to epsilon, geomloss's to blur
+            (``epsilon = blur^2``): geomloss's default 0.5 is 0.25 here. It
+            rescues weakly coupled problems (near-permutation plans: a handful
+            of points, a cloud against its translate) that plain Sinkhorn does
+            not solve in 1e5 iterations; on realistic structural-loss clouds it
+            saves few iterations (their slow phase is the linear tail at the
+            target epsilon), so it is off by default here;
+            :class:`~privkd.losses.structural.StructuralOTLoss` turns it on in
+            paper mode (``docs/sinkhorn.md``).
         relaxation: over-relaxation ``w`` of the alternating updates (ignored
             by symmetric solves): ``"auto"`` (default) starts at 1 and switches
             to ``2 / (1 + sqrt(1 - r))`` once the per-iteration error ratio
