@@ -223,7 +223,8 @@ def test_divergence_handles_unbatched_clouds_and_checks_shapes() -> None:
     ("kwargs", "message"),
     [({"epsilon": 0.0}, "epsilon"), ({"epsilon": 0.1, "grad": "implicit"}, "grad"),
      ({"epsilon": 0.1, "scaling": 1.5}, "scaling"), ({"epsilon": 0.1, "max_iter": 0}, "max_iter"),
-     ({"epsilon": 0.1, "relaxation": 2.0}, "relaxation")],
+     ({"epsilon": 0.1, "relaxation": 2.0}, "relaxation"), ({"epsilon": 0.1, "newton": 0}, "newton"),
+     ({"epsilon": 0.1, "newton": 2.5}, "newton")],
 )
 def test_invalid_options_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -251,6 +252,59 @@ def test_auto_relaxation_saves_iterations_on_a_slow_problem() -> None:
     auto = sinkhorn_stabilized(cost, options=options)
     assert auto.n_iter < plain.n_iter
     assert auto.value.item() == pytest.approx(plain.value.item(), rel=1e-8)
+
+
+def two_clusters(separation: float, excess: float, dtype: torch.dtype = F64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cost and column marginal of two clusters of 16 points against two of 16, the left column cluster
+    heavier by ``excess``: at eps = 0.01 the plan is nearly block-diagonal and ``excess`` must cross
+    between the blocks through exponentially small entries, Sinkhorn's slow mode (1 - eta^2 ~ 1e-6)."""
+    gen = torch.Generator().manual_seed(24)
+    offset = torch.tensor([separation, 0.0], dtype=F64)
+    x = torch.cat([torch.randn(16, 2, dtype=F64, generator=gen) * 0.05,
+                   torch.randn(16, 2, dtype=F64, generator=gen) * 0.05 + offset])
+    y = torch.cat([torch.randn(16, 2, dtype=F64, generator=gen) * 0.05,
+                   torch.randn(16, 2, dtype=F64, generator=gen) * 0.05 + offset])
+    b = torch.cat([torch.full((16,), (0.5 + excess) / 16, dtype=F64), torch.full((16,), (0.5 - excess) / 16, dtype=F64)])
+    return squared_euclidean_cost(x, y).to(dtype), b.to(dtype)
+
+
+@pytest.mark.parametrize("separation", [0.6, 1.0])
+def test_newton_phases_remove_the_slow_tail_and_keep_the_answer(separation: float) -> None:
+    """Iterations alone need thousands of iterations; with a Newton phase every 25 the solve ends within a few
+    phases, at the same fixed point (value and plan to round-off of the tolerance)."""
+    cost, b = two_clusters(separation, excess=1e-3)
+    plain = sinkhorn_stabilized(cost, b=b, options=tight(0.01, newton=None))
+    newton = sinkhorn_stabilized(cost, b=b, options=tight(0.01, newton=25))
+    assert plain.n_iter > 4000 and newton.n_iter <= 100
+    assert newton.marginal_error.item() < 1e-12
+    assert newton.value.item() == pytest.approx(plain.value.item(), rel=1e-10)
+    torch.testing.assert_close(newton.plan, plain.plan, rtol=0, atol=1e-12)
+    # Potentials are defined up to f + c, g - c: compare them centred.
+    torch.testing.assert_close(newton.f - newton.f.mean(), plain.f - plain.f.mean(), rtol=0, atol=1e-8)
+    torch.testing.assert_close(newton.f[:, None] + newton.g, plain.f[:, None] + plain.g, rtol=0, atol=1e-8)
+
+
+def test_newton_phases_in_float32_reach_the_loss_tolerance() -> None:
+    cost, b = two_clusters(0.6, excess=1e-3, dtype=torch.float32)
+    options = SinkhornOptions(epsilon=0.01, tol=1e-5, max_iter=10_000)  # newton=25
+    result = sinkhorn_stabilized(cost, b=b, options=options)
+    plain = sinkhorn_stabilized(cost, b=b, options=dataclasses.replace(options, newton=None))
+    assert result.n_iter <= 100 < plain.n_iter and result.marginal_error.item() < 1e-5
+    reference = sinkhorn_stabilized(cost.double(), b=b.double(), options=tight(0.01))
+    assert result.value.item() == pytest.approx(reference.value.item(), rel=1e-5)
+
+
+def test_newton_phases_leave_batched_problems_independent() -> None:
+    """A batch mixing the slow two-cluster problem with easy random ones: each answer equals its own solve."""
+    cost, b = two_clusters(0.6, excess=1e-3)
+    gen = torch.Generator().manual_seed(25)
+    costs = torch.stack([cost, torch.rand(32, 32, dtype=F64, generator=gen), torch.rand(32, 32, dtype=F64, generator=gen)])
+    marginals = torch.stack([b, torch.full((32,), 1 / 32, dtype=F64), torch.full((32,), 1 / 32, dtype=F64)])
+    batched = sinkhorn_stabilized(costs, b=marginals, options=tight(0.01))
+    assert (batched.marginal_error < 1e-12).all()
+    for i in range(3):
+        single = sinkhorn_stabilized(costs[i], b=marginals[i], options=tight(0.01))
+        assert batched.value[i].item() == pytest.approx(single.value.item(), rel=1e-10)
 
 
 def test_init_potential_gives_the_same_answer() -> None:
@@ -294,7 +348,8 @@ def test_warm_start_reuses_potentials_and_keeps_the_answer() -> None:
     gen = torch.Generator().manual_seed(21)
     x = torch.randn(40, 5, dtype=F64, generator=gen)
     y = torch.randn(40, 5, dtype=F64, generator=gen) + 0.5
-    cache, options = SinkhornWarmStart(), SinkhornOptions(epsilon=0.5, tol=1e-10)
+    # Newton phases off: they finish both solves at their first phase, which would hide what the warm start saves.
+    cache, options = SinkhornWarmStart(), SinkhornOptions(epsilon=0.5, tol=1e-10, newton=None)
     sinkhorn_divergence(x, y, options=options, warm_start=cache)
     cold_iters = cache.n_iter
     assert cold_iters < 1000  # converged, so both answers below are at tolerance

@@ -211,6 +211,7 @@ class StructuralOTLoss(nn.Module):
         max_iter: int = 10_000,
         tol: float = 1e-5,
         scaling: float | Literal["auto"] | None = "auto",
+        newton: int | None = 25,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -223,13 +224,15 @@ class StructuralOTLoss(nn.Module):
         self.max_iter = max_iter
         self.tol = tol
         self.scaling = AUTO_SCALING[mode] if scaling == "auto" else scaling
+        self.newton = newton
         _ = self.options  # validates the solver settings now rather than at the first call
         self.last_report = None
 
     @property
     def options(self) -> SinkhornOptions:
         """The solver settings of every OT problem of this loss (from its current attributes)."""
-        return SinkhornOptions(epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol, scaling=self.scaling)
+        return SinkhornOptions(epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol, scaling=self.scaling,
+                               newton=self.newton)
 
     def forward(self, z_teacher: Tensor, z_student: Tensor) -> Tensor:
         """Scalar loss for teacher ``(b, m_t)`` and student ``(b, m_s)`` embeddings."""
@@ -285,4 +288,4 @@ class StructuralOTLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"k={self.k}, epsilon={self.epsilon}, mode={self.mode!r}, tol={self.tol}, max_iter={self.max_iter}, "
-                f"scaling={self.scaling}")
+                f"scaling={self.scaling}, newton={self.newton}")

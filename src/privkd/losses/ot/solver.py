@@ -11,8 +11,8 @@ with Sinkhorn's iterations (Cuturi 2013) on the dual potentials ``f``, ``g``, in
 the cost (Feydy et al. 2019); the plan is ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``.
 The iterations update scalings of the stabilised kernel ``K = exp((f0 + g0 - C) / eps)``
 and absorb them into ``f0``, ``g0`` when they grow (Schmitzer 2019, POT's
-``sinkhorn_stabilized``), over-relaxed (Thibault et al. 2021, Lehmann et al. 2021).
-Why: each half-step is then a matrix-vector product instead of a ``logsumexp`` pass over
+``sinkhorn_stabilized``), over-relaxed (Thibault et al. 2021, Lehmann et al. 2021), with
+Newton phases against slow tails (:mod:`privkd.losses.ot.newton`). Why: each half-step is then a matrix-vector product instead of a ``logsumexp`` pass over
 ``C``, with the log-domain answer. Design and measurements: ``docs/sinkhorn.md``.
 """
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from privkd.losses.ot.newton import l1_error, newton_phase
 from privkd.losses.ot.options import Relaxation, SinkhornOptions
 
 __all__ = ["SinkhornResult", "sinkhorn_stabilized"]
@@ -266,6 +267,10 @@ class _Relaxer:
         self.ratio: float | None = None
         self.switched_at: tuple[int, float] | None = None
 
+    def restart(self) -> None:
+        """Forget the error history (the iterate jumped, e.g. by a Newton step); a fixed ``w`` stays."""
+        self.last, self.ratio = None, None
+
     def observe(self, n_iter: int, error: float) -> None:
         if not self.auto or not math.isfinite(error):
             return
@@ -295,11 +300,6 @@ def _relax(old: Tensor, exact: Tensor, omega: float) -> Tensor:
     return old.pow(1.0 - omega).mul_(exact.pow_(omega))
 
 
-def _l1_error(scaling: Tensor, product: Tensor, weights: Tensor) -> Tensor:
-    """``sum |scaling * product - weights|`` over the last axis: one fused op and a norm."""
-    return torch.linalg.vector_norm(torch.addcmul(weights, scaling, product, value=-1.0), ord=1, dim=-1)
-
-
 def _solve_alternating(
     cost: Tensor, log_a: Tensor, log_b: Tensor, options: SinkhornOptions, init: Tensor | None
 ) -> _State:
@@ -315,13 +315,14 @@ def _solve_alternating(
     update is made and the row error re-tested, so the returned pair always has
     exact columns.
 
-    Scalings are kept as ``(B, 1, n)`` row vectors so both products are
-    ``bmm(row, K)`` / ``bmm(row, K^T)`` without reshaping, and the absorption
-    test reads ``min``/``max`` of the scalings against bounds on ``a``, ``b``
-    (conservative by ``max(a) / min(a)``): the loop is ~15 small operations
-    and one host sync per iteration, which is what bounds small problems.
+    Scalings are ``(B, 1, n)`` row vectors so both products are ``bmm(row, K)``
+    / ``bmm(row, K^T)`` without reshaping, and the absorption test reads the
+    scalings' ``min``/``max`` against bounds on ``a``, ``b`` (conservative by
+    ``max(a) / min(a)``): ~15 small operations and one host sync per iteration.
     """
     eps, max_iter, tol, check_every = options.epsilon, options.max_iter, options.tol, options.check_every
+    # Newton's steps are not recorded by autograd: in unrolled mode only the iterations are.
+    newton = None if torch.is_grad_enabled() else options.newton
     a, b = log_a.exp().unsqueeze(1), log_b.exp().unsqueeze(1)
     tau = _tau(cost.dtype)
     a_lo, a_hi = math.exp(-tau) * float(a.amax()), math.exp(tau) * float(a.amin())
@@ -346,9 +347,9 @@ def _solve_alternating(
         s = torch.bmm(beta_next, kernel_t)
         testing = n_iter % check_every == 0 or n_iter == max_iter
         if testing:
-            error = _l1_error(alpha, s, a)
+            error = l1_error(alpha, s, a)
             if relaxer.omega != 1.0:
-                error = error + _l1_error(beta_next, t, b)
+                error = error + l1_error(beta_next, t, b)
         alpha_next = _relax(alpha, a / s, relaxer.omega)
         stats = [*torch.aminmax(alpha_next), *torch.aminmax(beta_next)]
         if testing:
@@ -359,7 +360,7 @@ def _solve_alternating(
             if worst < tol or n_iter == max_iter:
                 if relaxer.omega != 1.0:  # exact columns, re-test the rows
                     beta_next = b / t
-                    error = _l1_error(alpha, torch.bmm(beta_next, kernel_t), a)
+                    error = l1_error(alpha, torch.bmm(beta_next, kernel_t), a)
                     if float(error.detach().amax()) >= tol and n_iter < max_iter:
                         beta = beta_next
                         alpha = a / torch.bmm(beta, kernel_t)
@@ -383,6 +384,19 @@ def _solve_alternating(
             alpha, beta = a, b
         else:
             alpha, beta = alpha_next, beta_next
+            if newton and (n_iter + 1) % newton == 0:
+                alpha64 = newton_phase(kernel, alpha, a, b, tol)
+                beta64 = b.double() / torch.bmm(alpha64, kernel.double())  # exact columns: the next test sees Newton's error
+                lo, hi, beta_lo, beta_hi = torch.stack([*torch.aminmax(alpha64), *torch.aminmax(beta64)]).tolist()
+                if a_lo <= lo and hi <= a_hi and b_lo <= beta_lo and beta_hi <= b_hi:
+                    alpha, beta = alpha64.to(alpha.dtype), beta64.to(beta.dtype)
+                else:  # the step left the range the scalings may have: absorb it into the potentials
+                    f0 = f0 + (eps * (torch.log(alpha64.squeeze(1)) - log_a.double())).to(f0.dtype)
+                    g0 = g0 + (eps * (torch.log(beta64.squeeze(1)) - log_b.double())).to(g0.dtype)
+                    kernel = _kernel(cost, f0, g0, eps)
+                    kernel_t = kernel.transpose(1, 2)
+                    alpha, beta = a, b
+                relaxer.restart()
         n_iter += 1
 
 
@@ -410,7 +424,7 @@ def _solve_symmetric(cost: Tensor, log_a: Tensor, options: SinkhornOptions, init
         z_next = torch.div(z, s).mul_(a).sqrt_()
         stats = list(torch.aminmax(z_next))
         if testing:
-            error = _l1_error(z, s, a)
+            error = l1_error(z, s, a)
             stats.append(error.amax())
         stats = torch.stack(stats).tolist()
         if testing and (stats[2] < tol or n_iter == max_iter):
