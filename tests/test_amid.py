@@ -3,8 +3,8 @@
 import json
 
 import torch
+from configs import fitted_config
 
-from privkd.config.loading import config_from_dict
 from privkd.data.dataset import Batch
 from privkd.methods.registry import build_module
 
@@ -15,7 +15,7 @@ class FakeInfo:
 
 
 def amid_module(**amid):
-    cfg = config_from_dict({"model": {"embed_dim": 8, "fusion_dim": 16}, "amid": {"warmup_epochs": 0, **amid}})
+    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 16}, "amid": {"warmup_epochs": 0, **amid}})
     return build_module("amid", cfg, FakeInfo())
 
 

@@ -110,7 +110,7 @@ def too_few_validation_samples(tmp: Path) -> list[str]:
             if subjects[i] == "s5" and i % 8:
                 subjects[i] = "s4"
 
-    return run_args(tmp, config_file(tmp, small_dataset(tmp / "data.h5", mutate=thin), evaluation={"n_folds": 5, "max_folds": None}))
+    return run_args(tmp, config_file(tmp, small_dataset(tmp / "data.h5", mutate=thin), evaluation={"n_folds": 5, "max_folds": None, "n_val_subjects": 1}))
 
 
 def fewer_subjects_than_folds(tmp: Path) -> list[str]:
@@ -214,7 +214,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "class absent from a training fold": (class_absent_from_training, ["c1", "no training sample"]),
     "batch smaller than the anchors": (batch_smaller_than_anchors, ["structural.k", "batch_size"]),
     "unknown config key": (unknown_config_key, ["training.epocs", "unknown key"]),
-    "wrong config type": (wrong_config_type, ["training.epochs", "expected int"]),
+    "wrong config type": (wrong_config_type, ["training.epochs", "expected an int or 'auto'"]),
     "prevalent and privileged overlap": (overlapping_roles, ["data.privileged", "both prevalent and privileged"]),
     "privileged names an unknown modality": (unknown_privileged_modality, ["data.privileged", "eda"]),
     "output directory not writable": (output_not_writable, ["taken", "--out"]),

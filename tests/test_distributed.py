@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from configs import fitted_config
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from privkd.config.loading import config_from_dict
 from privkd.data.dataset import Batch
 from privkd.methods.registry import build_module, method_spec
 
@@ -30,7 +30,7 @@ class FakeInfo:
 
 
 def make_module(method: str) -> torch.nn.Module:
-    cfg = config_from_dict({"model": {"embed_dim": 8, "fusion_dim": 16, "dropout": 0.0}, "structural": {"k": 5},
+    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 16, "dropout": 0.0}, "structural": {"k": 5},
                             "amid": {"warmup_epochs": 0}, "teacher": {"align_weight": 1.0}})
     torch.manual_seed(0)
     teacher = build_module(method_spec(method).teacher_for(cfg) or "teacher", cfg, FakeInfo()).net.eval()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from configs import fitted_config
 from typer.testing import CliRunner
 
 import privkd
@@ -94,11 +95,12 @@ def test_the_registration_is_gone_after_the_test():
 
 def test_registered_facts_of_the_built_in_methods():
     specs = {spec.name: spec for spec in registry.specs()}
-    assert list(specs) == ["baseline", "teacher", "mt_teacher", "pkdot", "mtpkdot", "p2p_cosine", "p2p_mse", "p2p_kl",
-                           "amid_teacher", "amid"]
+    assert list(specs) == ["baseline", "linear", "linear_teacher", "teacher", "mt_teacher", "pkdot", "mtpkdot",
+                           "p2p_cosine", "p2p_mse", "p2p_kl", "amid_teacher", "amid"]
     teachers = ["teacher", "mt_teacher", "amid_teacher"]
     assert [name for name, spec in specs.items() if spec.provides_teacher] == teachers
-    assert [name for name, spec in specs.items() if not spec.deployable] == teachers
+    assert [name for name, spec in specs.items() if spec.role == registry.REFERENCE_ROLE] == ["linear", "linear_teacher"]
+    assert [name for name, spec in specs.items() if not spec.deployable] == ["linear", "linear_teacher", *teachers]
     assert (registry.bound_row("lower"), registry.bound_row("upper")) == ("baseline", "teacher")
     assert [name for name, spec in specs.items() if spec.tasks == ("classification",)] == ["p2p_kl", "amid_teacher", "amid"]
     online, fixed = (config_from_dict({"amid": {"online_teacher": flag}}) for flag in (True, False))
@@ -136,7 +138,7 @@ def test_no_source_file_outside_methods_tests_for_a_method():
 def test_the_structural_loss_of_a_registered_student_follows_its_row_config():
     info = type("Info", (), {"modalities": {m: type("M", (), {"kind": "signal", "sample_shape": (3, 20)})()
                                             for m in ("accelerometer", "gyroscope")}, "n_outputs": 3, "task": "classification"})()
-    cfg = config_from_dict({"model": {"embed_dim": 8, "fusion_dim": 8}, "structural": {"k": 5, "ot_mode": "paper"}})
+    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 8}, "structural": {"k": 5, "ot_mode": "paper"}})
     teacher = build_net("teacher", cfg, info)
     module = registry.build_module("pkdot", cfg, info, teacher=teacher)
     assert (module.structure.k, module.structure.mode) == (5, "paper")

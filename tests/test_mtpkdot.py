@@ -2,8 +2,8 @@
 
 import torch
 import torch.nn.functional as F
+from configs import fitted_config
 
-from privkd.config.loading import config_from_dict
 from privkd.config.schema import MTPKDOTConfig, StructuralConfig
 from privkd.data import MultimodalDataset, read_info, subject_folds
 from privkd.data.dataset import Batch
@@ -16,7 +16,7 @@ from privkd.training.fit import fit, seed_everything
 
 
 def held_out_alignment(watch_path, tmp_path, align_weight):
-    cfg = config_from_dict({"training": {"epochs": 3, "progress_bar": False}, "teacher": {"align_weight": align_weight}})
+    cfg = fitted_config({"training": {"epochs": 3, "progress_bar": False}, "teacher": {"align_weight": align_weight}})
     info = read_info(watch_path)
     data = MultimodalDataset(watch_path, modalities=["accelerometer", "gyroscope"], in_memory=True)
     fold = subject_folds(data.subjects, n_folds=5, n_val_subjects=1, seed=0)[1]
@@ -48,7 +48,7 @@ class RiggedPool(MTPKDOTModule):
 
 
 def rigged_student(pool_logits):
-    cfg = config_from_dict({"model": {"embed_dim": 8, "fusion_dim": 8}})
+    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 8}})
     info = type("Info", (), {"modalities": {m: type("M", (), {"kind": "signal", "sample_shape": (3, 20)})() for m in ("accelerometer", "gyroscope")}, "n_outputs": 3})()
     teacher, student = build_net("mt_teacher", cfg, info), build_net("student", cfg, info)
     module = RiggedPool(

@@ -12,8 +12,14 @@ import re
 import numpy as np
 import pytest
 import torch
+from configs import fitted_config
 
-from privkd.config.loading import config_from_dict, load_config, resolve_config_path, variant_config
+from privkd.config.loading import (
+    config_from_dict,
+    load_config,
+    resolve_config_path,
+    variant_config,
+)
 from privkd.config.rows import row_method
 from privkd.data import read_info
 from privkd.data.dataset import Batch
@@ -34,7 +40,7 @@ def info(watch_path):
 
 
 def test_a_student_from_scratch_hallucinates_with_its_teachers_trained_tnet(info):
-    cfg = config_from_dict({**SMALL, "student": {"init_from_teacher": False}})
+    cfg = fitted_config({**SMALL, "student": {"init_from_teacher": False}})
     torch.manual_seed(0)
     teacher = build_net("teacher", cfg, info)
     with torch.no_grad():
@@ -47,7 +53,7 @@ def test_a_student_from_scratch_hallucinates_with_its_teachers_trained_tnet(info
 
 
 def test_each_method_distils_from_its_own_teacher(info):
-    cfg = config_from_dict({**SMALL, "methods": ["pkdot", "mtpkdot", "p2p_mse", "amid"],
+    cfg = fitted_config({**SMALL, "methods": ["pkdot", "mtpkdot", "p2p_mse", "amid"],
                             "variants": {"amid_fixed": {"method": "amid", "set": {"amid.online_teacher": False}}}})
     assert rows_to_train(cfg) == ["teacher", "mt_teacher", "pkdot", "mtpkdot", "p2p_mse", "amid_teacher", "amid",
                                   "amid_fixed"]  # each teacher trained once per fold, before the rows it teaches
@@ -104,7 +110,7 @@ def test_amids_fixed_teacher_ablation_distils_from_a_pretrained_amid_teacher(inf
     assert "amid_teacher" in rows_to_train(cfg) and "teacher" not in rows_to_train(cfg)
     spec = method_spec("amid_teacher")
     assert spec.provides_teacher and ROLES[spec.role] == ROLES["amid_teacher"]  # AMID's M, the online teacher's network
-    assert ROLES[spec.role].fusion_layers == 2 and build_module(spec.name, config_from_dict(SMALL), info).net.tnet is None
+    assert ROLES[spec.role].fusion_layers == 2 and build_module(spec.name, fitted_config(SMALL), info).net.tnet is None
 
 
 def test_departures_from_a_papers_settings_are_named():
@@ -129,7 +135,7 @@ def test_one_ccc_for_the_loss_the_metric_and_the_selection():
 
 def test_the_epoch_is_selected_on_the_aggregation_that_is_reported(info):
     """With ``evaluation.group_average`` the validation score is the mean of per-group CCCs."""
-    cfg = config_from_dict({**SMALL, "methods": ["baseline"]})
+    cfg = fitted_config({**SMALL, "methods": ["baseline"]})
     regression = dataclasses.replace(info, task="regression", class_names=None, target_names=["t"])
     module = build_module("baseline", cfg, regression)
     logged = {}
@@ -154,7 +160,7 @@ def test_attention_fusion_over_one_token_is_refused(fusion):
 
 @pytest.mark.parametrize("reading", ["features", "similarities"])
 def test_the_centroid_loss_follows_eq_9_by_default(info, reading):
-    cfg = config_from_dict({**SMALL, "mtpkdot": {"centroid": reading}, "structural": {"k": 3}})
+    cfg = fitted_config({**SMALL, "mtpkdot": {"centroid": reading}, "structural": {"k": 3}})
     assert config_from_dict({}).mtpkdot.centroid == "features"
     module = build_module("mtpkdot", cfg, info, teacher=build_net("mt_teacher", cfg, info)).eval()  # no dropout
     torch.manual_seed(1)

@@ -10,6 +10,9 @@ from typer.testing import CliRunner
 
 from privkd.cli import app
 from privkd.config.loading import load_config
+from privkd.data import read_info
+from privkd.training.auto import resolve_rows
+from privkd.training.experiment import rows_to_train
 
 SMOKE = ["training.epochs=1", "training.limit_train_batches=1", "training.batch_size=4", "structural.k=2",
          "training.progress_bar=false",
@@ -57,8 +60,8 @@ def test_recipe_runs_one_step_per_epoch_on_its_miniature_layout(recipe, imported
     invoke("run", recipe, "--out", tmp_path, *[arg for item in settings for arg in ("--set", item)])
     (run_dir,) = tmp_path.glob(f"*-{recipe}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    cfg = load_config(recipe)
-    assert list(summary["methods"]) == [*cfg.methods, *cfg.variants]
+    cfg, _ = resolve_rows(load_config(recipe), read_info(imported / data))  # feature data: + the linear references
+    assert list(summary["methods"]) == rows_to_train(cfg)
     metric = "accuracy" if summary["task"] == "classification" else "ccc"
     for row in summary["methods"].values():
         assert len(row[metric]["per_fold"]) == 1

@@ -87,7 +87,7 @@ def test_row_stats_on_a_summary():
     def entry(values):
         return {"mean": float(np.mean(values)), "std": 0.0, "per_fold": values}
 
-    summary = {"task": "classification", "folds": 3, "methods": {
+    summary = {"task": "classification", "metric": "accuracy", "folds": 3, "methods": {
         "baseline": {"accuracy": entry([0.6, 0.6, 0.7]), "f1": entry([0.5, 0.5, 0.5])},
         "teacher": {"accuracy": entry([0.8, 0.8, 0.9])},
         "pkdot": {"accuracy": entry([0.7, 0.7, 0.8])},
@@ -266,7 +266,7 @@ def test_report_files(tiny_run, report_out):
             "teacher_selection", "training_curves"} <= names
     for method in METHODS:
         assert re.search(rf"^\| {method} \|", md, flags=re.MULTILINE)
-    assert "across test folds" in md and "Gap closed (Accuracy)" in md
+    assert "across test folds" in md and "Gap closed (Macro-F1)" in md
     for png in pngs:  # markdown links resolve from the report's own directory
         link = re.search(rf"\]\(([^)]*{png.name})\)", md).group(1)
         assert (report_out / link).resolve() == png.resolve()

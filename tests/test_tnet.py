@@ -1,8 +1,8 @@
 """The T-Net, trained in the teacher stage, hallucinates privileged embeddings of unseen subjects."""
 
 import torch
+from configs import fitted_config
 
-from privkd.config.loading import config_from_dict
 from privkd.data import MultimodalDataset, read_info, subject_folds
 from privkd.methods.base import FoldData
 from privkd.methods.registry import build_module
@@ -15,7 +15,7 @@ def test_tnet_beats_mean_prediction_on_held_out_subjects(watch_path, tmp_path):
     accelerometer one: measured MSE ratios to the mean predictor were 0.56-0.64 (R² ≈ 0.4)
     on folds 0-1, against about 0.2 on the training subjects. The bound leaves room for
     seed noise but fails for a T-Net that learned nothing transferable (ratio ≈ 1)."""
-    cfg = config_from_dict(
+    cfg = fitted_config(
         {"training": {"epochs": 4, "batch_size": 64, "progress_bar": False}, "evaluation": {"n_folds": 5}}
     )
     info = read_info(watch_path)

@@ -20,7 +20,9 @@ def report(
                                               "figures always go to RUN_DIR/report/.")] = None,
 ) -> None:
     """Write report.md and a self-contained report.html: results table, gap closed, paired tests, figures."""
-    from privkd.report import build_report  # matplotlib and the run's results, only when reporting
+    from privkd.report import (
+        build_report,  # matplotlib and the run's results, only when reporting
+    )
 
     paths = build_report(run_dir, sweep_dir=sweep, out_dir=out)
     console.print(f"report: [bold]{paths.markdown}[/]", highlight=False)

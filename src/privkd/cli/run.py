@@ -25,7 +25,9 @@ QUICK_OVERRIDES = ["evaluation.max_folds=2", "training.epochs=3", "training.pati
 
 
 def _print_summary(summary: dict, run_dir: Path, seconds: float) -> None:
-    from privkd.evaluation.summary import summary_rows
+    from rich.markup import escape
+
+    from privkd.evaluation.summary import departure_lines, summary_rows, warning_lines
 
     header, rows = summary_rows(summary)
     table = Table(title=f"{summary['task']}: mean ± std over {summary['folds']} subject-independent folds")
@@ -34,7 +36,11 @@ def _print_summary(summary: dict, run_dir: Path, seconds: float) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    console.print(f"results in [bold]{run_dir}[/] ({seconds:.0f} s)")
+    for line in warning_lines(summary):
+        console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False)
+    for line in departure_lines(summary):
+        console.print(f"departs from its paper: {escape(line)}", highlight=False)
+    console.print(f"results in [bold]{escape(str(run_dir))}[/] ({seconds:.0f} s)")
 
 
 def _execute(cfg: RunConfig, out: Path, resume: Path | None = None) -> None:

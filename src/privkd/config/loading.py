@@ -32,7 +32,7 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     """Build and validate a :class:`RunConfig` from plain data (e.g. parsed YAML); a config
     that lists no ``methods`` trains every registered one."""
     if isinstance(values, dict) and "methods" not in values:
-        values = {**values, "methods": method_names()}
+        values = {**values, "methods": method_names(implicit_only=True)}
     return validate(build_config(values))
 
 

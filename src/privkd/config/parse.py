@@ -21,6 +21,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+def _describe(tp: Any) -> str:
+    """How an error message names one alternative of a union: ``an int``, ``'auto'``."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    name = _type_name(tp)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert YAML shapes (lists → tuples)."""
     if tp is Any:
@@ -39,7 +49,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0])
+        if len(inner) == 1:
+            return _coerce(key, value, inner[0])
+        for alternative in inner:  # e.g. int | Literal["auto"]: the first that takes the value
+            try:
+                return _coerce(key, value, alternative)
+            except ConfigError:
+                continue
+        expected = " or ".join(_describe(a) for a in inner)
+        raise ConfigError(key, f"expected {expected}, got {value!r}", f"give {expected}")
     if origin is tuple:
         if isinstance(value, str):
             value = [value]

@@ -37,7 +37,18 @@ class EvaluationConfig:
     """Subject-independent cross-validation: each fold tests unseen subjects.
 
     ``n_val_subjects`` training subjects per fold are held out for model selection
-    (early stopping, best checkpoint); the test fold is never used for that.
+    (early stopping, best checkpoint); the test fold is never used for that. ``auto``:
+    ``val_share`` of the subjects left after the test fold, and at least enough subjects for
+    ``min_val_samples`` samples (a one-row-per-person table needs dozens of validation
+    subjects, a dataset of long recordings one or two). ``metric``: what selects the epoch and
+    a study's settings and is the headline of the results (gap closed, paired tests);
+    ``auto`` is macro-F1 for classification (accuracy flatters a model that predicts the
+    majority class) and CCC for regression. ``linear_reference`` adds the ``linear`` and
+    ``linear_teacher`` rows (scikit-learn's regularised linear models on the same folds);
+    ``auto`` adds them when every modality is a feature vector, the data where a linear model
+    is the first thing to beat. ``teacher_init_control`` adds the ``teacher_init`` row: the
+    PKDOT student started from the teacher and trained with distillation weight 0, which
+    separates what a distillation loss adds from what starting at the teacher's weights adds.
     ``max_folds`` trains only the first folds (for quick checks); null trains all.
     ``group_average`` (regression): score each recording/video group (``/groups``) on its
     own and average the per-group CCCs, as per-video protocols do; else pool all samples.
@@ -47,7 +58,12 @@ class EvaluationConfig:
     """
 
     n_folds: int = 5
-    n_val_subjects: int = 1
+    n_val_subjects: int | Literal["auto"] = "auto"
+    val_share: float = 0.2
+    min_val_samples: int = 30
+    metric: Literal["auto", "accuracy", "f1", "ua", "auroc", "ap", "ccc"] = "auto"
+    linear_reference: Literal["auto"] | bool = "auto"
+    teacher_init_control: bool = False
     max_folds: int | None = None
     group_average: bool = False
     protocol: Literal["subject_folds", "splits"] = "subject_folds"
@@ -87,7 +103,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation settings shared by all methods; selection is on validation macro-F1 (CCC).
+    """Optimisation settings shared by all methods; the epoch is selected on the validation subjects.
+
+    ``auto`` values fit the dataset, and the run prints and records what they became and why
+    (``resolved.json``): ``batch_size`` 128, halved until an epoch holds at least 8 optimiser
+    steps on the smallest training fold; ``epochs`` at least 30 and enough for ``min_steps``
+    optimiser steps; ``patience`` 8, or epochs / 3.75 when the epochs are many (see
+    :mod:`privkd.training.auto`). An explicit value always wins. ``class_weights``:
+    ``balanced`` weighs each class's task loss by n / (classes x its count on the training
+    subjects), ``none`` not at all, or one weight per class.
 
     ``optimizer``: ``adamw`` (decoupled ``weight_decay``; the embedded data's default) or
     ``adam`` (``weight_decay`` as an L2 term; the PKDOT / MT-PKDOT authors' optimiser, with
@@ -103,12 +127,14 @@ class TrainingConfig:
     ``bf16-mixed`` / ``16-mixed`` autocast (the Sinkhorn solver always runs in float32).
     """
 
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"] = "auto"
+    min_steps: int = 750
     optimizer: Literal["adamw", "adam"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 8
+    patience: int | Literal["auto"] = "auto"
+    class_weights: Literal["none", "balanced"] | tuple[float, ...] = "none"
     num_workers: int = 0
     accelerator: str = "cpu"
     progress_bar: bool = True
@@ -164,7 +190,8 @@ class StudentConfig:
 class StructuralConfig:
     """Structural distillation (MT-PKDOT Eq. 2-7), shared by PKDOT and MT-PKDOT.
 
-    ``k`` anchors per row (clipped to batch - 1), ``epsilon`` the entropic regularisation
+    ``k`` anchors per row (clipped to batch - 1; ``auto``: the papers' 30 at batch 128, scaled
+    with the batch size), ``epsilon`` the entropic regularisation
     (0.01 = geomloss blur 0.1 as the authors ran it), ``ot_mode`` ``paper`` (the authors'
     loss: each similarity matrix shifted by its global minimum, the anchor rows of teacher
     and student as two point clouds, permutation invariant) or ``paired`` (privkd's variant:
@@ -172,7 +199,7 @@ class StructuralConfig:
     measured of each.
     """
 
-    k: int = 30
+    k: int | Literal["auto"] = "auto"
     epsilon: float = 0.01
     ot_mode: Literal["paper", "paired"] = "paper"
 

@@ -6,12 +6,14 @@ method needs, so adding a method never means editing this file.
 
 from __future__ import annotations
 
+from privkd.config.fitted import AUTO
 from privkd.config.rows import row_method
 from privkd.config.schema import SHARED_SECTIONS, RunConfig, VariantConfig
 from privkd.errors import ConfigError
 from privkd.methods.registry import method_names, method_spec
 
-__all__ = ["ATTENTION_FUSIONS", "validate"]
+__all__ = ["ATTENTION_FUSIONS", "AUTO", "validate"]
+
 
 ATTENTION_FUSIONS = ("joint_cross_attention", "multimodal_transformer")
 """Fusions that attend over the token axis, so need more than one token to attend at all."""
@@ -33,11 +35,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("data.privileged", f"empty but {needing[0]} needs a privileged modality", "name one")
     _check_ranges(cfg)
     _check_model(cfg)
-    if any(spec.uses_anchors for spec in specs) and cfg.structural.k >= cfg.training.batch_size:
+    k, batch = cfg.structural.k, cfg.training.batch_size
+    if any(spec.uses_anchors for spec in specs) and AUTO not in (k, batch) and k >= batch:
         raise ConfigError("structural.k", f"{cfg.structural.k} anchors need batches of more than {cfg.structural.k} "
                           f"samples, but training.batch_size is {cfg.training.batch_size}",
                           "lower structural.k or raise training.batch_size (the papers: 30 anchors, batch 128)")
-    if needing and cfg.training.batch_size < 2:
+    if needing and batch != AUTO and batch < 2:
         raise ConfigError("training.batch_size", "structural distillation needs at least 2 samples per batch", "use >= 2")
     return cfg
 
@@ -73,16 +76,27 @@ def _check_data(cfg: RunConfig) -> None:
 def _check_ranges(cfg: RunConfig) -> None:
     positive = {
         "evaluation.n_folds": cfg.evaluation.n_folds,
+        "evaluation.n_val_subjects": cfg.evaluation.n_val_subjects,
+        "evaluation.min_val_samples": cfg.evaluation.min_val_samples,
         "training.epochs": cfg.training.epochs,
         "training.batch_size": cfg.training.batch_size,
+        "training.min_steps": cfg.training.min_steps,
+        "training.patience": cfg.training.patience,
         "model.embed_dim": cfg.model.embed_dim,
         "structural.k": cfg.structural.k,
     }
     for key, value in positive.items():
-        if value < 1:
+        if value != AUTO and value < 1:
             raise ConfigError(key, f"must be >= 1, got {value}", "use a positive integer")
     if cfg.evaluation.n_folds < 2:
         raise ConfigError("evaluation.n_folds", "cross-validation needs at least 2 folds", "use 2 or more")
+    if not 0 < cfg.evaluation.val_share < 1:
+        raise ConfigError("evaluation.val_share", f"must be between 0 and 1, got {cfg.evaluation.val_share}",
+                          "use e.g. 0.2 (a fifth of the subjects left after the test fold)")
+    weights = cfg.training.class_weights
+    if isinstance(weights, tuple) and not all(w > 0 for w in weights):
+        raise ConfigError("training.class_weights", f"weights must be positive, got {list(weights)}",
+                          "give one positive weight per class, or balanced / none")
     if cfg.structural.epsilon <= 0:
         raise ConfigError("structural.epsilon", f"must be > 0, got {cfg.structural.epsilon}", "use e.g. 0.01")
 

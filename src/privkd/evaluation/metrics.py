@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
     multiclass_accuracy,
     multiclass_f1_score,
     multiclass_recall,
@@ -24,7 +26,16 @@ from torchmetrics.functional.classification import (
 from privkd.losses.task import concordance_cc
 
 SELECTION_METRIC = {"classification": "f1", "regression": "ccc"}
-"""Validation metric each task's checkpoints are selected on (higher is better)."""
+"""The metric each task's epochs are selected on and its results headed by, unless the config
+names another (``evaluation.metric``); higher is better."""
+
+TASK_METRICS = {"classification": ("accuracy", "f1", "ua", "auroc", "ap"), "regression": ("ccc",)}
+"""Metrics ``evaluation.metric`` may name per task (``auroc`` and ``ap`` for two classes only)."""
+
+
+def resolve_metric(requested: str, task: str) -> str:
+    """The selection and headline metric of a run: ``evaluation.metric``, or the task's default for ``auto``."""
+    return SELECTION_METRIC[task] if requested == "auto" else requested
 
 
 def score(
@@ -36,13 +47,22 @@ def score(
     target_names: Sequence[str] | None = None,
     groups: Sequence[str] | np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``outputs`` against ``labels``; ``groups`` switches regression to per-group averaging."""
+    """Metrics of ``outputs`` against ``labels``; ``groups`` switches regression to per-group averaging.
+
+    Two classes add the ranking metrics of the second class's probability: AUROC and average
+    precision (the area under the precision-recall curve), which a majority-class predictor
+    cannot flatter."""
     if task == "classification":
-        return {
+        metrics = {
             "accuracy": float(multiclass_accuracy(outputs, labels, num_classes=n_outputs, average="micro")),
             "ua": float(multiclass_recall(outputs, labels, num_classes=n_outputs, average="macro")),
             "f1": float(multiclass_f1_score(outputs, labels, num_classes=n_outputs, average="macro")),
         }
+        if n_outputs == 2:
+            positive = torch.softmax(outputs.float(), dim=-1)[:, 1]
+            metrics["auroc"] = float(binary_auroc(positive, labels))
+            metrics["ap"] = float(binary_average_precision(positive, labels))
+        return metrics
     if task == "regression":
         names = list(target_names or [f"target_{i}" for i in range(n_outputs)])
         per_target = _grouped_ccc(outputs, labels, groups) if groups is not None else _ccc(outputs, labels)

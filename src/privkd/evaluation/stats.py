@@ -24,8 +24,9 @@ __all__ = ["ALPHA", "HEADLINE_METRICS", "PairedTest", "RowStats", "format_p", "f
            "gap_closed_per_fold", "headline_metric", "mean_std", "min_wilcoxon_p", "paired_test", "row_stats",
            "run_values"]
 
-HEADLINE_METRICS = {"classification": "accuracy", "regression": "ccc"}
-"""The metric of the gap-closed column and of the paired tests, per task."""
+HEADLINE_METRICS = {"classification": "f1", "regression": "ccc"}
+"""The metric of the gap-closed column and of the paired tests of a summary that does not say
+(``summary["metric"]``, the run's selection metric, does): the selection metrics' defaults."""
 
 ALPHA = 0.05
 
@@ -157,8 +158,9 @@ class RowStats:
 
 
 def headline_metric(summary: Mapping) -> str:
-    """Accuracy for classification, CCC for regression (the first metric if absent)."""
-    metric = HEADLINE_METRICS.get(summary.get("task", ""), "accuracy")
+    """The run's selection metric (``summary["metric"]``; by default macro-F1 for classification,
+    CCC for regression), else the first metric of the summary."""
+    metric = summary.get("metric") or HEADLINE_METRICS.get(summary.get("task", ""), "f1")
     if any(metric in m for m in summary["methods"].values()):
         return metric
     return next((name for m in summary["methods"].values() for name in m), metric)

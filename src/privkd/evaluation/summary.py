@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-METRIC_LABELS = {"accuracy": "Accuracy", "ua": "UA", "f1": "Macro-F1", "ccc": "CCC", "recall@1": "R@1", "recall@5": "R@5"}
+METRIC_LABELS = {"accuracy": "Accuracy", "ua": "UA", "f1": "Macro-F1", "auroc": "AUROC", "ap": "AP", "ccc": "CCC",
+                 "recall@1": "R@1", "recall@5": "R@5"}
 
 
 def metric_label(name: str) -> str:
@@ -51,6 +52,20 @@ def summary_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def warning_lines(summary: Mapping) -> list[str]:
+    """What makes a row's numbers mean less than they seem: collapsed models, a teacher with
+    nothing to teach."""
+    lines = []
+    for row, folds in (summary.get("degenerate") or {}).items():
+        where = "; ".join(f"fold {f['fold']} {part}: {f[part]}" for f in folds for part in ("validation", "test") if part in f)
+        lines.append(f"{row} is degenerate ({where}). Likely causes: {folds[0]['hint']}.")
+    margin = summary.get("teacher_margin")
+    if margin is not None and margin <= 0:
+        lines.append(f"The teacher does not beat the baseline on the validation subjects (mean margin {margin:+.4f} "
+                     f"{metric_label(summary.get('metric', ''))}): the distilled rows have nothing to distil.")
+    return lines
+
+
 def departure_lines(summary: Mapping) -> list[str]:
     """One line per row that departs from its method's paper settings, naming each departure."""
     return [f"{row}: " + "; ".join(f"{key} = {d['used']} (paper: {d['paper']})" for key, d in departures.items())
@@ -63,6 +78,9 @@ def summary_markdown(summary: Mapping, title: str) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    warnings = warning_lines(summary)
+    if warnings:
+        lines += ["", "**Warnings**:", ""] + [f"- {line}" for line in warnings]
     departures = departure_lines(summary)
     if departures:
         lines += ["", "Departures from the papers' settings (options privkd offers beside the papers' methods):", ""]

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 TASKS = ("classification", "regression")
+
+
+def balanced_class_weights(labels: Tensor, n_classes: int) -> Tensor:
+    """``n / (n_classes * count_c)`` per class (scikit-learn's "balanced"); a class absent from
+    ``labels`` gets weight 0 (it cannot be learnt from them anyway)."""
+    counts = torch.bincount(torch.as_tensor(labels).long().reshape(-1), minlength=n_classes).double()
+    weights = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp_min(1)), torch.zeros_like(counts))
+    return weights.float()
 
 
 def concordance_cc(predictions: Tensor, targets: Tensor) -> Tensor:
@@ -24,10 +33,15 @@ def concordance_cc(predictions: Tensor, targets: Tensor) -> Tensor:
     return 2.0 * covariance / denominator.clamp_min(1e-12)
 
 
-def task_loss(task: str, outputs: Tensor, targets: Tensor) -> Tensor:
-    """Eq. 8: categorical cross-entropy, or 1 - CCC averaged over the regression targets."""
+def task_loss(task: str, outputs: Tensor, targets: Tensor, class_weights: Tensor | None = None) -> Tensor:
+    """Eq. 8: categorical cross-entropy, or 1 - CCC averaged over the regression targets.
+
+    ``class_weights`` (classification) weigh each sample's cross-entropy by its class's weight
+    and normalise by the summed weights (torch's weighted mean), so an imbalanced task does not
+    reward predicting the majority class."""
     if task == "classification":
-        return F.cross_entropy(outputs, targets)
+        weight = class_weights.to(outputs.device, outputs.dtype) if class_weights is not None else None
+        return F.cross_entropy(outputs, targets, weight=weight)
     if task == "regression":
         return (1.0 - concordance_cc(outputs, targets)).mean()
     raise ValueError(f"unknown task kind {task!r}; supported: {list(TASKS)}")

@@ -6,6 +6,7 @@ imports below is the order rows are trained within a fold, so it is not alphabet
 
 # isort: off
 from privkd.methods import baseline  # noqa: F401
+from privkd.methods import linear  # noqa: F401
 from privkd.methods import teacher  # noqa: F401
 from privkd.methods import pkdot  # noqa: F401
 from privkd.methods import mt_pkdot  # noqa: F401

@@ -42,7 +42,6 @@ from privkd.losses.amid import (
     jensen_shannon,
     label_aware_contrastive_mi,
 )
-from privkd.losses.task import task_loss
 from privkd.methods.base import FoldData, PrivkdModule, common_arguments
 from privkd.methods.distributed import gather, gather_with_grad
 from privkd.methods.probes import SimilarityRecorder, probe_batch
@@ -181,9 +180,9 @@ class AMIDModule(PrivkdModule):
         """Unweighted terms of Eq. 17 for the teacher/student/auxiliary step."""
         labels = batch.label
         online = self.settings.online_teacher
-        terms = {"task": task_loss(self.task, student.logits, labels)}
+        terms = {"task": self.task_loss(student.logits, labels)}
         if online:
-            terms["task"] = terms["task"] + task_loss(self.task, teacher.logits, labels)  # Eq. 15
+            terms["task"] = terms["task"] + self.task_loss(teacher.logits, labels)  # Eq. 15
         terms["jsd"] = jensen_shannon(student.logits, teacher.logits)  # Eq. 16
         if self.in_warmup():
             return terms

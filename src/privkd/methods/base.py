@@ -27,7 +27,7 @@ from privkd.config.schema import RunConfig, TrainingConfig
 from privkd.data.dataset import Batch
 from privkd.data.h5format import DatasetInfo
 from privkd.data.loaders import make_loader
-from privkd.evaluation.metrics import SELECTION_METRIC, score
+from privkd.evaluation.metrics import SELECTION_METRIC, resolve_metric, score
 from privkd.losses.task import task_loss
 from privkd.methods.distributed import gather
 from privkd.models.network import PrivilegedNet
@@ -74,7 +74,7 @@ class FoldData:
 def common_arguments(cfg: RunConfig, info: DatasetInfo) -> dict[str, object]:
     """What every method's constructor takes from the run: the task and the optimiser settings."""
     return dict(task=info.task, n_outputs=info.n_outputs, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay,
-                optimizer=cfg.training.optimizer)
+                optimizer=cfg.training.optimizer, selection_metric=resolve_metric(cfg.evaluation.metric, info.task))
 
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
@@ -85,7 +85,7 @@ class PrivkdModule(L.LightningModule):
     """Trains ``net`` on ``Σ weights[name] * loss_terms()[name]`` and scores it on validation data."""
 
     def __init__(self, net: PrivilegedNet, *, task: str, n_outputs: int, lr: float, weight_decay: float,
-                 optimizer: str = "adamw") -> None:
+                 optimizer: str = "adamw", selection_metric: str | None = None) -> None:
         super().__init__()
         self.net = net
         self.task = task
@@ -93,12 +93,19 @@ class PrivkdModule(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.optimizer_name = optimizer
+        self.selection_metric = selection_metric or SELECTION_METRIC[task]
+        self.class_weights: Tensor | None = None
+        """Per-class weights of the task loss (``training.class_weights``, from the training subjects)."""
         self.weights: dict[str, float] = {"task": 1.0}
         self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
         self.validation_groups: dict[int, str] | None = None
         """File row → recording group of the validation samples, when the run scores
         regression per group (``evaluation.group_average``): the epoch is then selected on
         the same aggregation the test fold is reported with."""
+
+    def task_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Eq. 8 for this method's task, with the run's class weights."""
+        return task_loss(self.task, outputs, targets, self.class_weights)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> PrivkdModule:
@@ -109,6 +116,11 @@ class PrivkdModule(L.LightningModule):
     def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:
         """Callbacks that record what the report draws, by the file each saves to in the row's directory."""
         return {}
+
+    def fit_directly(self, fold: FoldData) -> dict[str, float] | None:
+        """Fit without Lightning and return the validation record (a closed-form or library
+        model, selected on ``fold.val``), or ``None`` to be trained by gradient descent."""
+        return None
 
     def fold_record(self, fold: FoldData) -> dict:
         """What the trained method learnt about the fold beyond its scores, for the row's record."""
@@ -123,7 +135,7 @@ class PrivkdModule(L.LightningModule):
 
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         """Unweighted loss terms for a training batch; the base trains the task loss only."""
-        return {"task": task_loss(self.task, self.net(batch.inputs).logits, batch.label)}
+        return {"task": self.task_loss(self.net(batch.inputs).logits, batch.label)}
 
     def weighted_total(self, terms: Mapping[str, Tensor]) -> Tensor:
         """``Σ weights[name] * term`` over the terms whose weight is not zero.
@@ -171,11 +183,11 @@ class PrivkdModule(L.LightningModule):
         self._val_outputs.clear()
         rows, first = np.unique(indices.cpu().numpy(), return_index=True)
         outputs, labels = outputs[first], labels[first]
-        self.log("val/loss", task_loss(self.task, outputs, labels), prog_bar=True)
+        self.log("val/loss", self.task_loss(outputs, labels), prog_bar=True)
         groups = [self.validation_groups[int(row)] for row in rows] if self.validation_groups is not None else None
         metrics = score(self.task, outputs, labels, n_outputs=self.n_outputs, groups=groups)
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, prog_bar=True)
-        selection = metrics[SELECTION_METRIC[self.task]] if self.epoch_is_selectable() else UNSELECTABLE
+        selection = metrics[self.selection_metric] if self.epoch_is_selectable() else UNSELECTABLE
         self.log(SELECTION_KEY, selection)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -21,7 +21,6 @@ from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
 from privkd.evaluation.method_figures import SIMILARITY_EVOLUTION, TEACHER_SELECTION
 from privkd.losses.distillation import centroid_loss, select_teacher
-from privkd.losses.task import task_loss
 from privkd.methods.base import FoldData, common_arguments
 from privkd.methods.distributed import gather, gather_output, gather_with_grad
 from privkd.methods.registry import register_method
@@ -69,14 +68,14 @@ class MTPKDOTModule(StudentModule):
         """Teacher selection, anchors, OT and centroid over the global batch (all ranks)."""
         pool = {name: gather_output(view) for name, view in self.teacher_pool(batch.inputs).items()}
         labels = gather(batch.label)
-        losses = {name: task_loss(self.task, view.logits, labels) for name, view in pool.items()}
+        losses = {name: self.task_loss(view.logits, labels) for name, view in pool.items()}
         chosen = select_teacher(losses, fallback=JOINT)
         if self.training:
             self._epoch_selection[chosen] += 1
         student = self.net(batch.inputs)
         teacher_features, student_features = pool[chosen].embedding, gather_with_grad(student.embedding)
         teacher_rows, student_rows = self.structure.anchored(teacher_features, student_features)
-        terms = {"task": task_loss(self.task, student.logits, batch.label)}
+        terms = {"task": self.task_loss(student.logits, batch.label)}
         if self.weights["ot"]:
             terms["ot"] = self.structure.transport_loss(teacher_rows, student_rows)
         if self.weights["centroid"]:

@@ -22,7 +22,6 @@ from privkd.losses.distillation import (
     mse_matching,
     softened_kl,
 )
-from privkd.losses.task import task_loss
 from privkd.methods.base import common_arguments
 from privkd.methods.registry import register_method
 from privkd.methods.student import StudentModule, build_student
@@ -57,7 +56,7 @@ class PointToPointModule(StudentModule):
 
     def distillation_terms(self, batch: Batch, teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
         if self.kind == "cosine":
-            weight = confidence_weight(task_loss(self.task, teacher.logits, batch.label))
+            weight = confidence_weight(self.task_loss(teacher.logits, batch.label))
             return {"match": weight * cosine_matching(teacher.embedding, student.embedding)}
         if self.kind == "mse":
             return {"match": mse_matching(teacher.embedding, student.embedding)}

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from privkd.config.fitted import require_resolved
 from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig, register_section
 from privkd.errors import ConfigError
@@ -45,7 +46,8 @@ class MethodSpec:
             ``module.from_config(cfg, info, teacher=..., method=name)``.
         role: the :data:`~privkd.models.build.ROLES` entry of the network the row keeps
             (``module.net``): its weights are saved as the row's model, and a role that sees
-            no privileged modality makes the row deployable as a student.
+            no privileged modality makes the row deployable as a student; or
+            :data:`REFERENCE_ROLE` for a reference model fitted directly.
         teacher: the method whose network, trained earlier in the same fold, this one
             distils from; ``None`` for none; or a function of the row's config (a method
             that trains its own teacher online unless told to use a fixed one).
@@ -61,6 +63,8 @@ class MethodSpec:
         figures: report figures drawn from what its rows record.
         paper: the settings that make it its paper's method (``section.key: value``); a row
             whose config departs from them is named as a departure in the results.
+        implicit: trained by a config that lists no ``methods``; reference rows that only fit
+            some data (the linear ones) are added by their own switch instead.
     """
 
     name: str
@@ -74,6 +78,7 @@ class MethodSpec:
     bound: Literal["lower", "upper"] | None = None
     figures: tuple[FigureSpec, ...] = ()
     paper: Mapping[str, Any] = field(default_factory=dict)
+    implicit: bool = True
 
     def teacher_for(self, cfg: RunConfig) -> str | None:
         """The method whose fold network a row of this method with config ``cfg`` distils from."""
@@ -101,6 +106,10 @@ def _lookup(values: Mapping[str, Any], key: str) -> Any:
     return values
 
 
+REFERENCE_ROLE = "reference"
+"""The role of a row whose model is not one of the networks of :data:`~privkd.models.build.ROLES`
+(a linear reference fitted directly): never deployed, never a teacher."""
+
 _METHODS: dict[str, MethodSpec] = {}
 
 M = TypeVar("M", bound="type[PrivkdModule]")
@@ -119,6 +128,7 @@ def register_method(
     figures: tuple[FigureSpec, ...] = (),
     settings: type | None = None,
     paper: Mapping[str, Any] | None = None,
+    implicit: bool = True,
 ) -> Callable[[M], M]:
     """Class decorator registering a method under ``name`` (see :class:`MethodSpec`).
 
@@ -126,8 +136,8 @@ def register_method(
     name). Registration order is the training order within a fold, after the teachers a
     row needs. ``settings``, a frozen dataclass, gives a method defined outside privkd its
     own config section, named after the method and read with ``cfg.section(name)``."""
-    if role not in ROLES:
-        raise ValueError(f"unknown network role {role!r}; use one of {sorted(ROLES)}")
+    if role not in ROLES and role != REFERENCE_ROLE:
+        raise ValueError(f"unknown network role {role!r}; use one of {sorted(ROLES)} or {REFERENCE_ROLE!r}")
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown task kind(s) {unknown}; use some of {TASKS}")
@@ -139,15 +149,16 @@ def register_method(
             register_section(name, settings)
         _METHODS[name] = MethodSpec(name, module, role, teacher, provides_teacher, tasks,
                                     (name, *sections) if settings is not None else sections, needs_privileged, bound, figures,
-                                    dict(paper or {}))
+                                    dict(paper or {}), implicit)
         return module
 
     return add
 
 
-def method_names() -> list[str]:
-    """Registered methods, in training order."""
-    return list(_METHODS)
+def method_names(implicit_only: bool = False) -> list[str]:
+    """Registered methods, in training order (``implicit_only``: those a config without a
+    ``methods`` list trains)."""
+    return [name for name, spec in _METHODS.items() if spec.implicit or not implicit_only]
 
 
 def specs() -> list[MethodSpec]:
@@ -170,6 +181,7 @@ def bound_row(bound: Literal["lower", "upper"]) -> str | None:
 def build_module(method: str, cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None = None) -> PrivkdModule:
     """The module a row of ``method`` trains with config ``cfg``; ``teacher`` is the fold's
     trained network of the method it distils from (see :meth:`MethodSpec.teacher_for`)."""
+    require_resolved(cfg)
     spec = method_spec(method)
     if spec.teacher_for(cfg) is not None and teacher is None:
         raise ValueError(f"{method} needs the fold's trained {spec.teacher_for(cfg)}")

@@ -20,7 +20,6 @@ from privkd.data.dataset import Batch
 from privkd.data.h5format import DatasetInfo
 from privkd.evaluation.diagnostics import structure_gaps
 from privkd.losses.structural import StructuralOTLoss
-from privkd.losses.task import task_loss
 from privkd.methods.base import FoldData, PrivkdModule
 from privkd.methods.distributed import gather_output, global_batch
 from privkd.methods.probes import SimilarityRecorder, probe_batch
@@ -68,7 +67,7 @@ class StudentModule(PrivkdModule):
         with torch.no_grad():
             teacher = self.teacher(batch.inputs)
         student = self.net(batch.inputs)
-        terms = {"task": task_loss(self.task, student.logits, batch.label)}
+        terms = {"task": self.task_loss(student.logits, batch.label)}
         terms.update(self.distillation_terms(global_batch(batch), gather_output(teacher), gather_output(student)))
         return terms
 

@@ -23,7 +23,6 @@ from privkd.data.h5format import DatasetInfo
 from privkd.evaluation.diagnostics import tnet_fidelity
 from privkd.evaluation.method_figures import ALIGNMENT_TSNE
 from privkd.losses.mmd import gaussian_mmd2
-from privkd.losses.task import task_loss
 from privkd.methods.base import FoldData, PrivkdModule, common_arguments
 from privkd.methods.probes import AlignmentRecorder, probe_batch
 from privkd.methods.registry import register_method
@@ -72,7 +71,7 @@ class TeacherModule(PrivkdModule):
         """The task loss of the fused output and the T-Net objective on detached embeddings."""
         hallucinated = self.net.hallucinate({k: v.detach() for k, v in embeddings.items()})
         return {
-            "task": task_loss(self.task, output.logits, batch.label),
+            "task": self.task_loss(output.logits, batch.label),
             "tnet": tnet_objective(self.settings.tnet_loss, hallucinated, embeddings),
         }
 
@@ -99,7 +98,7 @@ class SelfDistilledTeacherModule(TeacherModule):
         views = self.net.adapt(embeddings)
         if views:
             terms["align"] = alignment_loss([view.embedding for view in views.values()], output.embedding)
-            terms["adapter_task"] = sum(task_loss(self.task, view.logits, batch.label) for view in views.values())
+            terms["adapter_task"] = sum(self.task_loss(view.logits, batch.label) for view in views.values())
         return terms
 
     def probe_recorders(self, val_set: Dataset) -> dict[str, L.Callback]:

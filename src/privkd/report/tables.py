@@ -24,7 +24,7 @@ from privkd.evaluation.stats import (
     headline_metric,
     row_stats,
 )
-from privkd.evaluation.summary import departure_lines, metric_label
+from privkd.evaluation.summary import departure_lines, metric_label, warning_lines
 
 __all__ = ["DIAGNOSTICS_NOTE", "GAP_NOTE", "Table", "diagnostics_table", "gap_per_fold_table", "has_runs", "notes",
            "results_table", "sweep_table"]
@@ -98,6 +98,7 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
         out.append("Each distilled row's teacher (trained once per fold): "
                    + "; ".join(f"{row} ← {source}" for row, source in distilled.items()) + ".")
     out += [f"Departs from its paper: {line}." for line in departure_lines(summary)]
+    out += [f"Warning: {line}" for line in warning_lines(summary)]
     if baseline not in methods:
         out.append("No baseline row: gap closed and paired tests are not available.")
     elif teacher not in methods:

@@ -25,13 +25,31 @@ from privkd.data.h5format import DatasetInfo
 from privkd.data.opening import open_dataset, resolve_data_path
 from privkd.deploy import save_student
 from privkd.errors import ConfigError, PrivkdError
-from privkd.evaluation.metrics import retrieval_recall, score
+from privkd.evaluation.metrics import (
+    TASK_METRICS,
+    resolve_metric,
+    retrieval_recall,
+    score,
+)
+from privkd.evaluation.sanity import collapse, collapse_hint, teacher_margin
 from privkd.evaluation.summary import aggregate, summary_markdown
+from privkd.losses.task import balanced_class_weights
 from privkd.methods.base import FoldData, PrivkdModule
-from privkd.methods.registry import MethodSpec, build_module, method_names, method_spec
+from privkd.methods.registry import (
+    MethodSpec,
+    bound_row,
+    build_module,
+    method_names,
+    method_spec,
+)
 from privkd.models.build import build_net
 from privkd.models.inference import Predictions, predict
 from privkd.models.network import PrivilegedNet
+from privkd.training.auto import (
+    resolve_rows,
+    resolve_training,
+    resolve_validation_subjects,
+)
 from privkd.training.feature_cache import frozen_backbone_tokens
 from privkd.training.fit import fit, seed_everything
 from privkd.training.run_dir import (
@@ -84,6 +102,15 @@ def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
         unknown = [n for n in names if n not in available]
         if unknown:
             raise ConfigError(key, f"modality {unknown[0]!r} is not in the dataset", f"use some of {available}")
+    metric = resolve_metric(cfg.evaluation.metric, info.task)
+    if metric not in TASK_METRICS[info.task] or (metric in ("auroc", "ap") and info.n_outputs != 2):
+        allowed = [m for m in TASK_METRICS[info.task] if info.n_outputs == 2 or m not in ("auroc", "ap")]
+        raise ConfigError("evaluation.metric", f"{metric} is not a metric of this {info.task} task "
+                          f"({info.n_outputs} outputs)", f"use auto or one of {allowed}")
+    weights = cfg.training.class_weights
+    if isinstance(weights, tuple) and (info.task != "classification" or len(weights) != info.n_outputs):
+        raise ConfigError("training.class_weights", f"{len(weights)} weights for a {info.task} task with "
+                          f"{info.n_outputs} outputs", "give one weight per class, or balanced / none")
     for row in rows_to_train(cfg):
         spec = row_spec(cfg, row)
         if info.task not in spec.tasks:
@@ -111,6 +138,15 @@ def save_predictions(path: Path, test: Predictions, test_set: MultimodalDataset)
                         subjects=np.asarray(test_set.subjects, dtype=str))
 
 
+def class_weights(setting: str | tuple[float, ...], train: MultimodalDataset, info: DatasetInfo) -> torch.Tensor | None:
+    """The task loss's class weights for ``training.class_weights`` on this fold's training subjects."""
+    if info.task != "classification" or setting == "none":
+        return None
+    if setting == "balanced":
+        return balanced_class_weights(torch.as_tensor(train.labels), info.n_outputs)
+    return torch.tensor(setting, dtype=torch.float32)
+
+
 def load_finished_teacher(directory: Path, spec: MethodSpec, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
     """A fold's teacher (T-Net refit included) as a finished earlier attempt saved it."""
     net = build_net(spec.role, cfg, info)
@@ -131,17 +167,28 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: Datase
     seed = cfg.seed + 1000 * fold.index
     seed_everything(seed)
     module = build_module(spec.name, row_cfg, info, teacher=teacher)
+    module.class_weights = class_weights(row_cfg.training.class_weights, data.train, info)
     if cfg.evaluation.group_average and data.val.groups is not None:  # select on the aggregation that is reported
         module.validation_groups = dict(zip(data.val.rows.tolist(), data.val.groups.tolist()))
     recorders = module.probe_recorders(data.val)
-    fitted = fit(module, data.train, data.val, row_cfg.training, directory, seed, callbacks=list(recorders.values()))
-    module = fitted.module
+    validation = module.fit_directly(data)
+    if validation is None:
+        fitted = fit(module, data.train, data.val, row_cfg.training, directory, seed, callbacks=list(recorders.values()))
+        module, validation = fitted.module, fitted.validation
     record: dict = {"fold": fold.index, "row": row, "method": spec.name, "teacher": teacher_of(cfg, row),
-                    "validation": fitted.validation}
+                    "validation": validation}
     record.update(module.fold_record(data))
     test = predict(module.net, data.loader(data.test))
     record["test"] = score_on_fold(module, info, cfg, data, test)
+    degenerate = {where: reason for where, predictions in (("validation", predict(module.net, data.loader(data.val))),
+                                                           ("test", test))
+                  if (reason := collapse(info.task, predictions.outputs, predictions.labels, info.class_names))}
+    if degenerate:
+        steps = max(len(data.train) // row_cfg.training.batch_size, 1)
+        steps = min(steps, row_cfg.training.limit_train_batches or steps)
+        record["degenerate"] = {**degenerate, "hint": collapse_hint(steps, validation["epochs_trained"])}
     if primary:
+        directory.mkdir(parents=True, exist_ok=True)  # a row fitted without Lightning has made nothing there yet
         torch.save(module.net.state_dict(), directory / "model.pt")
         if spec.deployable:  # a row that needs privileged inputs (the teacher) gets no deployable student
             save_student(directory / "student", module.net, row_cfg, info, row=row, method=spec.name, role=spec.role,
@@ -168,20 +215,29 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     """
     data_path = resolve_data_path(cfg.data.path)
     info = read_info(data_path)
+    configured = cfg  # as written (``auto`` included): what config.yaml keeps and a resume is checked against
+    cfg, resolved = resolve_rows(cfg, info)
     check_against_dataset(cfg, info)
     primary = is_primary_process()  # data-parallel workers train alongside but write nothing
     if not primary:
         progress = lambda _: None
+    cfg, validation_subjects = resolve_validation_subjects(cfg, info)
+    resolved += validation_subjects
     dataset = open_dataset(cfg, info, data_path, frozen_backbone_tokens(cfg, info, data_path, progress))
     folds = make_folds(cfg.evaluation, dataset, cfg.seed)
+    cfg, fitted_to_folds = resolve_training(cfg, folds)
+    resolved += fitted_to_folds
+    for item in resolved:
+        progress(item.line())
     if resume is not None:
         run_dir = Path(resume)
-        check_resumable(run_dir, cfg, folds)
+        check_resumable(run_dir, configured, folds)
     else:
-        run_dir = start_run(cfg, out_root, data_path, folds, primary)
+        run_dir = start_run(configured, out_root, data_path, folds, primary, resolved)
 
     rows = rows_to_train(cfg)
     per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
+    records: dict[str, list[dict]] = {}
     failures: list[dict] = []
     for fold in folds:
         data = FoldData(*(dataset.subset(idx) for idx in (fold.train, fold.val, fold.test)), cfg.training)
@@ -210,11 +266,16 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
                     teacher_errors[row] = failures[-1]["error"]
                 continue
             per_fold[row].append(record["test"])
+            records.setdefault(row, []).append(record)
 
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)
+    summary["metric"] = resolve_metric(cfg.evaluation.metric, info.task)
     summary["teachers"] = {row: teacher_of(cfg, row) for row in rows}
     summary["departures"] = {row: row_spec(cfg, row).departures(variant_config(cfg, row)) for row in rows}
+    summary["degenerate"] = {row: [{"fold": r["fold"], **r["degenerate"]} for r in rows_records if "degenerate" in r]
+                             for row, rows_records in records.items() if any("degenerate" in r for r in rows_records)}
+    summary["teacher_margin"] = teacher_margin(records, bound_row("lower"), bound_row("upper"), summary["metric"])
     if failures:
         summary["failed"] = failures
     if primary:

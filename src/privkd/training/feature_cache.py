@@ -84,6 +84,10 @@ def cached_tokens(data_path: str | Path, modality: str, backbone: nn.Module, *, 
     return np.load(path, mmap_mode="r")
 
 
+CACHE_BATCH = 64
+"""Samples per forward pass when caching tokens for a run whose batch size is not resolved yet."""
+
+
 def frozen_backbone_tokens(cfg: RunConfig, info: DatasetInfo, data_path: Path,
                            progress: Callable[[str], None]) -> dict[str, np.ndarray]:
     """The cached tokens of every frozen backbone of the run (``<modality>@tokens``), or none
@@ -94,6 +98,7 @@ def frozen_backbone_tokens(cfg: RunConfig, info: DatasetInfo, data_path: Path,
     for name in cfg.model.frozen_backbones:
         progress(f"features of the frozen {name} backbone (computed once, then cached)")
         tokens[name + TOKENS_SUFFIX] = cached_tokens(data_path, name, reference_backbone(cfg, info, name),
-                                                     batch_size=cfg.training.batch_size,
+                                                     batch_size=CACHE_BATCH if cfg.training.batch_size == "auto"
+                                                     else cfg.training.batch_size,
                                                      show_progress=cfg.training.progress_bar)
     return tokens

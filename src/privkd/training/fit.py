@@ -16,10 +16,10 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import Dataset
 
 from privkd.atomic import write_atomic
+from privkd.config.fitted import require_resolved
 from privkd.config.schema import TrainingConfig
 from privkd.data.loaders import make_loader, modality_batches
 from privkd.errors import SplitError
-from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.methods.base import SELECTION_KEY, PrivkdModule
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -79,6 +79,7 @@ def fit(
     state, random state); when that file exists the interrupted training continues from it
     and ends exactly where an uninterrupted one would. It is removed once training is over.
     """
+    require_resolved(cfg)
     monitor = SELECTION_KEY  # validation subjects only, never the test fold
     if len(train_set) < 2 or len(val_set) < 1:
         raise SplitError(f"this fold has {len(train_set)} training and {len(val_set)} validation samples; training needs "
@@ -117,5 +118,5 @@ def fit(
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     resume.unlink(missing_ok=True)
-    validation = {f"val/{SELECTION_METRIC[module.task]}": float(checkpoint.best_model_score), "epochs_trained": int(trainer.current_epoch)}
+    validation = {f"val/{module.selection_metric}": float(checkpoint.best_model_score), "epochs_trained": int(trainer.current_epoch)}
     return FitResult(module.cpu().eval(), validation)

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from collections.abc import Sequence
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -27,6 +28,9 @@ from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig
 from privkd.data.folds import Fold
 from privkd.errors import PrivkdError
+
+if TYPE_CHECKING:
+    from privkd.training.auto import Resolved
 
 __all__ = [
     "FAILED_FILE",
@@ -146,11 +150,14 @@ def fold_records(folds: list[Fold]) -> list[dict]:
             for f in folds]
 
 
-def start_run(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: list[Fold], primary: bool) -> Path:
-    """A new run directory with the resolved config, the environment and the folds."""
+def start_run(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: list[Fold], primary: bool,
+              resolved: Sequence[Resolved] = ()) -> Path:
+    """A new run directory with the config as given (``config.yaml``), what its ``auto`` values
+    became and why (``resolved.json``), the environment and the folds."""
     run_dir = open_run_dir(out_root, cfg.name)
     if primary:
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        write_json_atomic(run_dir / "resolved.json", {item.key: {"value": item.value, "why": item.why} for item in resolved})
         write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
         write_json_atomic(run_dir / "folds.json", fold_records(folds))
     return run_dir

@@ -26,11 +26,11 @@ from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig, VariantConfig
 from privkd.config.validation import validate
 from privkd.errors import ConfigError
-from privkd.evaluation.metrics import SELECTION_METRIC
+from privkd.evaluation.metrics import resolve_metric
 from privkd.evaluation.stats import format_p, format_percent, row_stats
 from privkd.evaluation.summary import metric_label
 from privkd.methods.registry import bound_row
-from privkd.training.experiment import rows_to_train, run_experiment, teacher_of
+from privkd.training.experiment import run_experiment, teacher_of
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -60,19 +60,21 @@ def seed_run_dir(study_dir: Path, seed: int) -> Path:
     return runs[-1]
 
 
-def fold_records(run_dir: Path, cfg: RunConfig) -> list[dict[str, dict]]:
-    """Per fold (in order), every trained row's ``metrics.json``, keyed by row name in training order."""
+def fold_records(run_dir: Path) -> list[dict[str, dict]]:
+    """Per fold (in order), every trained row's ``metrics.json``, keyed by row name in the order
+    of the run's summary (the rows it trained, those its switches added included)."""
+    rows = list(json.loads((run_dir / "summary.json").read_text())["methods"])
     folds = sorted(run_dir.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
     return [{row: json.loads((fold / row / "metrics.json").read_text())
-             for row in rows_to_train(cfg) if (fold / row / "metrics.json").is_file()} for fold in folds]
+             for row in rows if (fold / row / "metrics.json").is_file()} for fold in folds]
 
 
-def choose(records: list[dict[str, dict]], task: str, candidates: Mapping[str, VariantConfig]) -> dict[str, list[dict]]:
+def choose(records: list[dict[str, dict]], metric: str, candidates: Mapping[str, VariantConfig]) -> dict[str, list[dict]]:
     """Per row and fold: among the row and its search ``candidates``, the one with the best
     validation score, with its test metrics and held-out diagnostics. A config's own variants
     are rows of their own (a control such as ``beta = 0`` must not compete with its method's
     candidates)."""
-    key = f"val/{SELECTION_METRIC[task]}"
+    key = f"val/{metric}"
     chosen: dict[str, list[dict]] = {}
     for fold in records:
         by_row: dict[str, list[dict]] = {}
@@ -130,13 +132,15 @@ def write_study(study_dir: Path, cfg: RunConfig) -> None:
     for seed in seeds:
         run_dir = seed_run_dir(study_dir, seed)
         task = json.loads((run_dir / "summary.json").read_text())["task"]
-        records[seed] = fold_records(run_dir, seed_config(cfg, seed))
-    picks = {seed: choose(records[seed], task, candidates) for seed in seeds}
+        records[seed] = fold_records(run_dir)
+    metric = resolve_metric(cfg.evaluation.metric, task)
+    picks = {seed: choose(records[seed], metric, candidates) for seed in seeds}
     summary = study_summary(task, seeds, picks)
+    summary["metric"] = metric
     summary["teachers"] = {row: teacher_of(cfg, row) for row in summary["methods"]}
     write_json_atomic(study_dir / "summary.json", summary)
     write_json_atomic(study_dir / "choices.json", {str(seed): picks[seed] for seed in seeds})
-    write_text_atomic(study_dir / "study.md", study_markdown(cfg, summary, picks, records, task))
+    write_text_atomic(study_dir / "study.md", study_markdown(cfg, summary, picks, records))
 
 
 DIAGNOSTICS = ("tnet_test", "structure_test")
@@ -144,7 +148,7 @@ DIAGNOSTICS = ("tnet_test", "structure_test")
 
 
 def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping[str, list[dict]]],
-                   records: Mapping[int, list[dict[str, dict]]], task: str) -> str:
+                   records: Mapping[int, list[dict[str, dict]]]) -> str:
     stats = row_stats(summary, baseline=bound_row("lower"), teacher=bound_row("upper"))
     metric = stats[0].headline if stats else "accuracy"
     n = len(next(iter(summary["methods"].values()))[metric]["per_run"]) if summary["methods"] else 0
@@ -162,15 +166,15 @@ def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping
         ttest = format_p(row.test.ttest_p) if row.test else "—"
         lines.append(f"| {row.row} | {mean:.4f} ± {std:.4f} | {format_percent(row.gap_closed)} | {wilcoxon} | {ttest} | {chosen} |")
     lines += ["", "Paired tests against the baseline across (seed, fold) runs, two-sided, not corrected for multiple comparisons.",
-              "", *candidate_lines(picks, records, task, metric), "", *diagnostic_lines(picks)]
+              "", *candidate_lines(picks, records, metric), "", *diagnostic_lines(picks)]
     return "\n".join(lines) + "\n"
 
 
 def candidate_lines(picks: Mapping[int, Mapping[str, list[dict]]], records: Mapping[int, list[dict[str, dict]]],
-                    task: str, metric: str) -> list[str]:
+                    metric: str) -> list[str]:
     """Every trained row: its mean validation score (what the choice saw) and, for transparency
     only, its mean test score had it always been chosen, with how often it was chosen."""
-    key = f"val/{SELECTION_METRIC[task]}"
+    key = f"val/{metric}"
     validation: dict[str, list[float]] = {}
     test: dict[str, list[float]] = {}
     for folds in records.values():
@@ -182,7 +186,7 @@ def candidate_lines(picks: Mapping[int, Mapping[str, list[dict]]], records: Mapp
     lines = ["## Every candidate", "",
              ("Mean over (seed, fold) runs. The choice saw only the validation column; the test column is shown "
               "so a reader can see what tuning cost or gained, and was never used."), "",
-             f"| row | validation {metric_label(SELECTION_METRIC[task])} | test {metric_label(metric)} | chosen |", "|---|---|---|---|"]
+             f"| row | validation {metric_label(metric)} | test {metric_label(metric)} | chosen |", "|---|---|---|---|"]
     lines += [f"| {row} | {np.mean(validation[row]):.4f} | {np.mean(test[row]):.4f} | {chosen[row]}/{len(test[row])} |"
               for row in validation]
     return lines

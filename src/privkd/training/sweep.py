@@ -25,7 +25,7 @@ from privkd.config.schema import RunConfig
 from privkd.data import read_info
 from privkd.data.opening import resolve_data_path
 from privkd.errors import ConfigError
-from privkd.evaluation.metrics import SELECTION_METRIC
+from privkd.evaluation.metrics import resolve_metric
 from privkd.evaluation.summary import metric_label
 from privkd.training.experiment import row_spec, rows_to_train, run_experiment
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
@@ -81,9 +81,9 @@ def objective_row(cfg: RunConfig, row: str | None) -> str:
     return candidates[0]
 
 
-def validation_objective(run_dir: Path, row: str, task: str) -> float:
-    """Mean over folds of ``row``'s validation selection score."""
-    key = f"val/{SELECTION_METRIC[task]}"
+def validation_objective(run_dir: Path, row: str, metric: str) -> float:
+    """Mean over folds of ``row``'s validation score on the run's selection metric."""
+    key = f"val/{metric}"
     scores = [json.loads(p.read_text())["validation"][key] for p in sorted(run_dir.glob(f"fold_*/{row}/metrics.json"))]
     return statistics.fmean(scores)
 
@@ -95,7 +95,7 @@ def evaluate_point(base: Mapping[str, Any], params: Mapping[str, Any], out: Path
     result = run_experiment(cfg, out, progress)
     test = {name: {metric: values["mean"] for metric, values in metrics.items()}
             for name, metrics in result.summary["methods"].items()}
-    return SweepPoint(dict(params), str(result.run_dir), validation_objective(result.run_dir, row, result.summary["task"]), test)
+    return SweepPoint(dict(params), str(result.run_dir), validation_objective(result.run_dir, row, result.summary["metric"]), test)
 
 
 def run_sweep(
@@ -145,8 +145,7 @@ def run_sweep(
 def write_sweep(sweep_dir: Path, config: str | Path, grid: Mapping[str, Sequence[Any]], row: str, cfg: RunConfig,
                 task: str, points: list[SweepPoint]) -> None:
     """Rewrite ``sweep.json`` and ``sweep.md`` after every point, so an interrupted sweep keeps its results."""
-    task_metric = SELECTION_METRIC[task]
-    headline = "accuracy" if task == "classification" else "ccc"
+    task_metric = headline = resolve_metric(cfg.evaluation.metric, task)
     best = max(points, key=lambda p: p.objective)
     write_json_atomic(sweep_dir / "sweep.json", {
         "config": str(config), "objective": f"val/{task_metric}", "row": row, "parameters": list(grid),

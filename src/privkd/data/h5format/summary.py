@@ -78,7 +78,7 @@ def _id_summary(what: str, values: np.ndarray) -> list[str]:
     low, high = ids[int(np.argmin(per_id))], ids[int(np.argmax(per_id))]
     heading = f"{what.capitalize()}s: {len(ids)}, "
     if per_id.min() == per_id.max():
-        heading += f"{per_id.min()} samples per {what}"
+        heading += f"{per_id.min()} sample{'s' if per_id.min() != 1 else ''} per {what}"
     else:
         heading += (f"samples per {what} min {per_id.min()} ({low}) / median {np.median(per_id):g} / "
                     f"max {per_id.max()} ({high})")
