@@ -233,10 +233,10 @@ def outputs(tmp: Path) -> set[Path]:
     return {p for p in tmp.rglob("*") if "runs" in p.parts or "out" in p.parts or p.name.endswith(".tmp")}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_gets_one_clear_message_and_leaves_nothing(case, tmp_path, monkeypatch):
+def assert_refused_cleanly(case: str, cases: dict, tmp_path: Path, monkeypatch) -> None:
+    """``cases[case]`` ends with exit 2, one ``error: ... Fix: ...`` naming its words, no traceback, nothing written."""
     monkeypatch.setenv("PRIVKD_CACHE", str(tmp_path / "cache"))
-    set_up, words = CASES[case]
+    set_up, words = cases[case]
     args = set_up(tmp_path)
     before = outputs(tmp_path)
     result = CliRunner().invoke(app, args)
@@ -247,6 +247,11 @@ def test_bad_input_gets_one_clear_message_and_leaves_nothing(case, tmp_path, mon
     for word in words:
         assert word in message, (case, word, message)
     assert outputs(tmp_path) == before, f"{case} left {sorted(outputs(tmp_path) - before)}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gets_one_clear_message_and_leaves_nothing(case, tmp_path, monkeypatch):
+    assert_refused_cleanly(case, CASES, tmp_path, monkeypatch)
 
 
 def test_the_catalogue_covers_at_least_twenty_cases():

@@ -90,10 +90,10 @@ def test_resume_refuses_other_settings(config, tmp_path):
 def test_a_failed_fold_is_recorded_and_the_others_are_kept(config, tmp_path, monkeypatch):
     real_fit = experiment.fit
 
-    def failing_fit(module, train_set, val_set, cfg, out_dir, seed, callbacks=()):
+    def failing_fit(module, train_set, val_set, cfg, out_dir, seed, callbacks=(), loggers=()):
         if out_dir.parent.name == "fold_1" and out_dir.name == "teacher":
             raise RuntimeError("simulated out-of-memory")
-        return real_fit(module, train_set, val_set, cfg, out_dir, seed, callbacks=callbacks)
+        return real_fit(module, train_set, val_set, cfg, out_dir, seed, callbacks=callbacks, loggers=loggers)
 
     monkeypatch.setattr(experiment, "fit", failing_fit)
     result = invoke("run", config, "--out", tmp_path / "runs", "--set", "training.epochs=1", "--only", "baseline",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from privkd.cli.console import console
 
@@ -25,13 +26,21 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Predictions CSV to write (one row per sample).")] = Path("predictions.csv"),
 ) -> None:
     """Predict every sample of INPUT with a saved student (it never needs the privileged modalities)."""
+    import warnings
+
     import pandas as pd
 
-    from privkd.deploy.predict import predict_file
+    from privkd.deploy.predict import InputWarning, predict_file
 
-    path = predict_file(student_dir, input, out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        path = predict_file(student_dir, input, out)
+    for warning in caught:
+        if issubclass(warning.category, InputWarning):
+            console.print(f"[bold yellow]warning:[/] {escape(str(warning.message))}", highlight=False)
     rows = len(pd.read_csv(path, usecols=["row"]))
-    console.print(f"predicted {rows} samples of {input} with {student_dir}: [bold]{path}[/]", highlight=False)
+    console.print(f"predicted {rows} samples of {escape(str(input))} with {escape(str(student_dir))}: "
+                  f"[bold]{escape(str(path))}[/]", highlight=False)
 
 
 def export(
@@ -45,5 +54,5 @@ def export(
     meta = onnx_metadata(path)
     inputs = ", ".join(f"{name} (batch, {', '.join(map(str, shape))})"
                        for name, shape in json.loads(meta.get("privkd.inputs", "{}")).items())
-    console.print(f"exported {student_dir} to [bold]{path}[/] (inputs {inputs}; "
+    console.print(f"exported {escape(str(student_dir))} to [bold]{escape(str(path))}[/] (inputs {escape(inputs)}; "
                   f"{meta.get('privkd.exporter', '?')} exporter)", highlight=False)

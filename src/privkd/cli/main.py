@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from privkd.cli.console import console
@@ -18,6 +19,7 @@ from privkd.cli.deploy import export, predict
 from privkd.cli.report import report
 from privkd.cli.run import demo, run, study, sweep
 from privkd.errors import PrivkdError
+from privkd.portable import enable_portable_kernels
 
 __all__ = ["PrivkdGroup", "app"]
 
@@ -35,7 +37,7 @@ class PrivkdGroup(TyperGroup):
         except PrivkdError as err:
             if ctx.params.get(DEBUG):
                 raise
-            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # paths and names may hold [...]
             raise typer.Exit(code=2) from None
 
 
@@ -44,8 +46,17 @@ app = typer.Typer(cls=PrivkdGroup, no_args_is_help=True, add_completion=False,
 
 
 @app.callback()
-def _options(debug: Annotated[bool, typer.Option(f"--{DEBUG}", help="Show Python tracebacks for errors.")] = False) -> None:
-    """Declares the global options; :meth:`PrivkdGroup.invoke` reads them from its context."""
+def _options(
+    debug: Annotated[bool, typer.Option(f"--{DEBUG}", help="Show Python tracebacks for errors.")] = False,
+    portable: Annotated[bool, typer.Option("--portable", help="AVX2 kernels on every CPU: the same results on "
+                                           "every x86-64 processor, see docs/portability.md.")] = False,
+) -> None:
+    """Declares the global options; :meth:`PrivkdGroup.invoke` reads ``--debug`` from its context."""
+    if portable:
+        try:
+            enable_portable_kernels()
+        except RuntimeError as err:
+            raise PrivkdError(str(err), "start a new process with PRIVKD_PORTABLE=1 set") from None
 
 
 app.command()(demo)  # registration order is the order of --help

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from privkd.cli.console import console
 
@@ -25,5 +26,5 @@ def report(
     )
 
     paths = build_report(run_dir, sweep_dir=sweep, out_dir=out)
-    console.print(f"report: [bold]{paths.markdown}[/]", highlight=False)
-    console.print(f"report: [bold]{paths.html}[/]", highlight=False)
+    console.print(f"report: [bold]{escape(str(paths.markdown))}[/]", highlight=False)
+    console.print(f"report: [bold]{escape(str(paths.html))}[/]", highlight=False)

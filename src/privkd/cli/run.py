@@ -7,16 +7,22 @@ each command, so that ``privkd --help`` and the other commands start quickly.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from privkd.cli.console import console, show_progress
 from privkd.config import RunConfig
 from privkd.config.rows import restrict_rows
 from privkd.errors import PrivkdError
+
+if TYPE_CHECKING:
+    from privkd.training.interrupt import RunInterrupted
 
 __all__ = ["QUICK_OVERRIDES", "demo", "run", "study", "sweep"]
 
@@ -25,16 +31,14 @@ QUICK_OVERRIDES = ["evaluation.max_folds=2", "training.epochs=3", "training.pati
 
 
 def _print_summary(summary: dict, run_dir: Path, seconds: float) -> None:
-    from rich.markup import escape
-
     from privkd.evaluation.summary import departure_lines, summary_rows, warning_lines
 
     header, rows = summary_rows(summary)
     table = Table(title=f"{summary['task']}: mean ± std over {summary['folds']} subject-independent folds")
     for column in header:
-        table.add_column(column)
+        table.add_column(escape(column))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # row names such as pkdot[beta=6.0] are not markup
     console.print(table)
     for line in warning_lines(summary):
         console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False)
@@ -49,14 +53,42 @@ def _execute(cfg: RunConfig, out: Path, resume: Path | None = None) -> None:
     from privkd.training.run_dir import is_primary_process
 
     start = time.perf_counter()
-    result = run_experiment(cfg, out, progress=show_progress, resume=resume)
+    with _stops_reported():
+        result = run_experiment(cfg, out, progress=show_progress, resume=resume)
     if is_primary_process():  # data-parallel workers stay silent
         _print_summary(result.summary, result.run_dir, time.perf_counter() - start)
     if result.failures:
         for failure in result.failures:
-            console.print(f"[bold red]failed:[/] fold {failure['fold']}, {failure['row']}: {failure['error']}", highlight=False)
-        console.print(f"finished results are kept; rerun the failed ones with: privkd run --resume {result.run_dir}")
+            console.print(f"[bold red]failed:[/] fold {failure['fold']}, {escape(str(failure['row']))}: "
+                          f"{escape(str(failure['error']))}", highlight=False)
+        console.print(f"finished results are kept; rerun the failed ones with: privkd run --resume {escape(str(result.run_dir))}",
+                      highlight=False)
         raise typer.Exit(code=3)
+
+
+@contextmanager
+def _stops_reported() -> Iterator[None]:
+    """Training commands end on SIGTERM or SIGINT with :func:`_report_stop`."""
+    from privkd.training.interrupt import RunInterrupted, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            yield
+    except RunInterrupted as stop:
+        _report_stop(stop)
+
+
+def _report_stop(stop: RunInterrupted) -> NoReturn:
+    """A SIGTERM (a scheduler's pre-emption) or Ctrl-C: what happened and how to go on, then
+    exit 128 + the signal's number (143, 130), never 0."""
+    where = stop.run_dir
+    if where is None:
+        console.print(f"[bold red]stopped:[/] {stop.signal_name} before a run directory was made; nothing to resume",
+                      highlight=False)
+    else:
+        console.print(f"[bold red]stopped:[/] {stop.signal_name}; the finished (fold, row) results are kept in "
+                      f"{escape(str(where))}. Resume with: privkd run --resume {escape(str(where))}", highlight=False)
+    raise typer.Exit(code=stop.exit_code)
 
 
 def demo(
@@ -109,9 +141,10 @@ def sweep(
     """Run CONFIG for every grid point; choose on validation subjects; write sweep.json and sweep.md."""
     from privkd.training.sweep import parse_grid, run_sweep
 
-    sweep_dir = run_sweep(config, list(set_), parse_grid(grid), out, row=row, trials=trials, progress=show_progress)
+    with _stops_reported():
+        sweep_dir = run_sweep(config, list(set_), parse_grid(grid), out, row=row, trials=trials, progress=show_progress)
     console.print((sweep_dir / "sweep.md").read_text(), highlight=False, markup=False)
-    console.print(f"sweep in [bold]{sweep_dir}[/]")
+    console.print(f"sweep in [bold]{escape(str(sweep_dir))}[/]")
 
 
 def study(
@@ -125,6 +158,7 @@ def study(
     from privkd.training.study import run_study
 
     overrides = list(set_) + ([f"study.seeds={seeds}"] if seeds is not None else [])
-    study_dir = run_study(load_config(config, overrides), out, progress=show_progress)
+    with _stops_reported():
+        study_dir = run_study(load_config(config, overrides), out, progress=show_progress)
     console.print((study_dir / "study.md").read_text(), highlight=False, markup=False)
-    console.print(f"study in [bold]{study_dir}[/] (privkd report {study_dir} draws its table)")
+    console.print(f"study in [bold]{escape(str(study_dir))}[/] (privkd report {escape(str(study_dir))} draws its table)")

@@ -52,7 +52,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(item, "override without '='", "write --set key.sub=value, e.g. --set training.epochs=5")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(key.strip(), f"--set value {raw!r} is not valid YAML ({problem})",
+                          f"write a complete YAML value (close every bracket and quote), e.g. --set '{key.strip()}=[1, 2]'") from err
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ before any cross-key rule (:mod:`privkd.config.validation`) or any training runs
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -33,6 +34,7 @@ def _describe(tp: Any) -> str:
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert YAML shapes (lists → tuples)."""
+    _require_finite(key, value)
     if tp is Any:
         return value
     origin = typing.get_origin(tp)
@@ -72,15 +74,25 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return float(value)
     if tp is float and isinstance(value, str):
         try:
-            return float(value)  # YAML reads 1e-3 (no dot) as a string
+            number = float(value)  # YAML reads 1e-3 (no dot) as a string
         except ValueError:
             pass
+        else:
+            _require_finite(key, number)
+            return number
     if tp in (int, bool, str, float):
         if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
             return value
         article = "an" if _type_name(tp)[0] in "aeiou" else "a"
         raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})", f"give {article} {_type_name(tp)}")
     raise TypeError(f"unsupported annotation {tp} for {key}")  # a schema bug, not a user error
+
+
+def _require_finite(key: str, value: Any) -> None:
+    """NaN and infinity pass every ``<`` / ``>`` range rule, then fail (or poison the losses)
+    only once training runs: refuse them for every numeric key, whatever its section."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value}", "give an ordinary number (not .nan or .inf)")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:

@@ -6,8 +6,12 @@ method needs, so adding a method never means editing this file.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import PurePosixPath, PureWindowsPath
+
 from privkd.config.fitted import AUTO
-from privkd.config.rows import row_method
+from privkd.config.parse import build_config, config_to_dict
+from privkd.config.rows import row_method, set_key
 from privkd.config.schema import SHARED_SECTIONS, RunConfig, VariantConfig
 from privkd.errors import ConfigError
 from privkd.methods.registry import method_names, method_spec
@@ -26,9 +30,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("methods", f"unknown method(s) {unknown}", f"use some of {method_names()}")
     if not cfg.methods and not cfg.variants:
         raise ConfigError("methods", "no method selected", f"list at least one of {method_names()}")
+    check_plain_name("name", cfg.name)
     _check_data(cfg)
     for name, variant in cfg.variants.items():
-        _check_variant(name, variant)
+        _check_variant(name, variant, _variant_sections(cfg))
     specs = [method_spec(row_method(cfg, row)) for row in (*cfg.methods, *cfg.variants)]
     needing = [spec.name for spec in specs if spec.needs_privileged]
     if needing and not cfg.data.privileged:
@@ -42,10 +47,42 @@ def validate(cfg: RunConfig) -> RunConfig:
                           "lower structural.k or raise training.batch_size (the papers: 30 anchors, batch 128)")
     if needing and batch != AUTO and batch < 2:
         raise ConfigError("training.batch_size", "structural distillation needs at least 2 samples per batch", "use >= 2")
+    for name, variant in cfg.variants.items():
+        _validate_variant_row(cfg, name, variant)
     return cfg
 
 
-def _check_variant(name: str, variant: VariantConfig) -> None:
+def check_plain_name(key: str, name: str) -> None:
+    """A name that becomes a directory (the run's, a row's) must be one plain path component,
+    so that no config can make privkd write outside ``--out`` or into another run."""
+    parts = {PurePosixPath(name).name, PureWindowsPath(name).name}
+    if not name.strip() or parts != {name} or name in (".", "..") or "\0" in name:
+        raise ConfigError(key, f"{name!r} is not a plain name (it is used as a directory name, so it may not be "
+                          "empty, '.', '..', an absolute path or contain '/' or '\\')",
+                          "use letters, digits, '-', '_' or '.', e.g. my-run")
+
+
+def _variant_sections(cfg: RunConfig) -> list[str]:
+    """The sections a variant may override: every section that is not shared by the rows."""
+    own = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    return [name for name in (*own, *cfg.extensions) if name not in SHARED_SECTIONS]
+
+
+def _validate_variant_row(cfg: RunConfig, name: str, variant: VariantConfig) -> None:
+    """Build and validate the config ``variants.<name>`` trains with, as the runner will, so a
+    bad key or value inside its ``set`` is refused before any row trains."""
+    values = config_to_dict(cfg)
+    values["variants"] = {}
+    try:
+        for key, value in variant.set.items():
+            set_key(values, key.split("."), value)
+        validate(build_config(values))
+    except ConfigError as err:
+        raise ConfigError(f"variants.{name}.set.{err.key}", err.problem, err.fix) from err
+
+
+def _check_variant(name: str, variant: VariantConfig, sections: list[str]) -> None:
+    check_plain_name(f"variants.{name}", name)
     if name in method_names():
         raise ConfigError(f"variants.{name}", "a variant may not reuse a method's name", "pick another row name")
     variable = [spec for spec in map(method_spec, method_names()) if not spec.provides_teacher]
@@ -53,11 +90,12 @@ def _check_variant(name: str, variant: VariantConfig) -> None:
         raise ConfigError(f"variants.{name}.method", f"{variant.method!r} cannot be varied",
                           f"use one of {[spec.name for spec in variable]}")
     for key in variant.set:
-        if key.split(".")[0] in SHARED_SECTIONS or "." not in key:
+        if key.split(".")[0] not in sections or "." not in key:
             raise ConfigError(
                 f"variants.{name}.set.{key}",
-                "a variant can only change its own training, not the shared data, folds, model or teacher",
-                "override keys of training, student, structural or the method's section",
+                "a variant can only change keys of its own training, not the shared data, folds, model or "
+                "teacher, nor the run's name, seed, methods or variants",
+                f"override keys of {', '.join(sections)} (e.g. training.epochs)",
             )
 
 
@@ -83,11 +121,20 @@ def _check_ranges(cfg: RunConfig) -> None:
         "training.min_steps": cfg.training.min_steps,
         "training.patience": cfg.training.patience,
         "model.embed_dim": cfg.model.embed_dim,
+        "model.attention_heads": cfg.model.attention_heads,
         "structural.k": cfg.structural.k,
     }
     for key, value in positive.items():
         if value != AUTO and value < 1:
             raise ConfigError(key, f"must be >= 1, got {value}", "use a positive integer")
+    if cfg.evaluation.max_folds is not None and cfg.evaluation.max_folds < 1:
+        raise ConfigError("evaluation.max_folds", f"must be >= 1 or null, got {cfg.evaluation.max_folds}",
+                          "use null to train every fold, or a positive number of folds")
+    if cfg.training.lr <= 0:
+        raise ConfigError("training.lr", f"must be > 0, got {cfg.training.lr}", "use e.g. 0.001")
+    if cfg.training.weight_decay < 0:
+        raise ConfigError("training.weight_decay", f"must be >= 0, got {cfg.training.weight_decay}",
+                          "use 0 for none, or e.g. 0.0001")
     if cfg.evaluation.n_folds < 2:
         raise ConfigError("evaluation.n_folds", "cross-validation needs at least 2 folds", "use 2 or more")
     if not 0 < cfg.evaluation.val_share < 1:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from privkd.data.h5format import DatasetInfo, read_info
+from privkd.data.h5format import MAX_ABS_VALUE, DatasetInfo, read_info
+from privkd.data.h5format.rules import huge_value_error
 from privkd.errors import DatasetError
 
 TOKENS_SUFFIX = "@tokens"
@@ -124,8 +125,18 @@ class MultimodalDataset(Dataset):
         if not self._rows.size:
             return {name: torch.empty((0, *self._info.modalities[name].sample_shape)) for name in self.modalities}
         lo, hi = int(self._rows.min()), int(self._rows.max()) + 1
-        return {name: torch.from_numpy(as_float(h5["modalities"][name][lo:hi])[self._rows - lo])
+        return {name: torch.from_numpy(as_float(self._read(h5, name, slice(lo, hi), f"samples {lo}-{hi - 1}"))[self._rows - lo])
                 for name in self.modalities}
+
+    def _read(self, h5: h5py.File, name: str, rows: slice | int, which: str) -> np.ndarray:
+        """``/modalities/<name>[rows]``; a damaged block (a corrupted compressed chunk: "filter
+        returned failure") becomes a :class:`DatasetError` naming the file and the field."""
+        try:
+            return h5["modalities"][name][rows]
+        except (OSError, RuntimeError) as err:
+            raise DatasetError(self.path, f"/modalities/{name}", f"{which} cannot be read (corrupted: {err})",
+                               "delete the file and write it again (re-run the import); `privkd data info FILE` "
+                               "checks every value") from err
 
     # ---------------------------------------------------------------- pickling
 
@@ -159,8 +170,8 @@ class MultimodalDataset(Dataset):
         if self._memory is not None:
             inputs = {name: tensor[i] for name, tensor in self._memory.items()}
         else:
-            group = self._handle()["modalities"]
-            inputs = {name: torch.from_numpy(as_float(group[name][row])) for name in self.modalities}
+            inputs = {name: torch.from_numpy(as_float(self._read(self._handle(), name, row, f"sample {row}")))
+                      for name in self.modalities}
             inputs.update({key: torch.from_numpy(np.asarray(array[row], dtype=np.float32)) for key, array in self.extra.items()})
         return Batch(inputs, torch.as_tensor(self._labels[i]), str(self._subjects[i]), row)
 
@@ -176,6 +187,10 @@ class MultimodalDataset(Dataset):
             if bad.any():
                 raise DatasetError(self.path, field, f"NaN or inf in sample {int(self._rows[int(bad.nonzero()[0])])}",
                                    "replace or drop non-finite values (re-import the data)")
+            huge = (values.reshape(len(values), -1).abs() >= MAX_ABS_VALUE).any(dim=1)
+            if huge.any():
+                i = int(huge.nonzero()[0])
+                raise huge_value_error(self.path, field, float(values[i].abs().max()), int(self._rows[i]))
             if len(values) < 2 or values.dim() < 2:
                 continue
             per_channel = values.transpose(0, 1).reshape(values.shape[1], -1)

@@ -42,6 +42,12 @@ def _check_enough_subjects(n_subjects: int, n_folds: int, n_val_subjects: int) -
         raise SplitError(f"n_folds is {n_folds}; cross-validation needs at least 2 folds", "set n_folds >= 2")
     if n_val_subjects < 0:
         raise SplitError(f"n_val_subjects is {n_val_subjects}", "set n_val_subjects >= 0")
+    fewest = 2 + min(n_val_subjects, 1)  # a test subject, a training one, and one to select on (if any)
+    if n_subjects < fewest:  # no config setting can help: say what can
+        raise SplitError(f"the data has {n_subjects} subject(s), but subject-independent evaluation needs at least "
+                         f"{fewest}: every fold tests on subjects it never trained on and selects its epoch on "
+                         "others", "add samples from more subjects (or, if the subject ids are wrong, re-import with "
+                         "the right subject column)")
     if n_subjects < n_folds:
         raise SplitError(f"{n_folds} folds need at least {n_folds} subjects (one test group each), "
                          f"but there are {n_subjects}", f"set n_folds <= {n_subjects}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from privkd.atomic import write_bytes_atomic, write_text_atomic
+from privkd.errors import PrivkdError
 from privkd.evaluation.artifacts import fold_dirs
 from privkd.evaluation.stats import headline_metric
 from privkd.evaluation.summary import metric_label
@@ -44,6 +45,10 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
     """Write ``report.md`` and ``report.html`` for ``run_dir`` into ``out_dir`` (default: the run
     directory) and every figure as a PNG under ``run_dir/report/``."""
     run_dir = Path(run_dir)
+    figure_dir = run_dir / FIGURE_DIR
+    if figure_dir.is_symlink():
+        raise PrivkdError(f"{figure_dir}: a symbolic link (to {figure_dir.resolve()}); the report never writes through "
+                          "a link out of the run directory", f"delete the link (rm {figure_dir}); the report makes the directory")
     summary = load_summary(run_dir)
     sweep = load_sweep(Path(sweep_dir)) if sweep_dir is not None else None
     out_dir = Path(out_dir) if out_dir is not None else run_dir

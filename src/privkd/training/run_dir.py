@@ -3,7 +3,8 @@ that made them, and holding what every (fold, row) finished or why it failed.
 
 Layout: ``config.yaml``, ``environment.json`` and ``folds.json`` at the top, written before
 anything trains; one ``fold_<i>/<row>/`` per (fold, row), whose ``metrics.json`` marks it
-finished (written last) and whose ``failed.json`` says why it failed.
+finished (written last) and whose ``failed.json`` says why it failed. While a process trains
+into a run directory it holds its lock (:mod:`privkd.training.run_lock`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -23,11 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from privkd.atomic import write_json_atomic, write_text_atomic
+from privkd.atomic import remove_orphans, write_json_atomic, write_text_atomic
 from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig
 from privkd.data.folds import Fold
 from privkd.errors import PrivkdError
+from privkd.portable import portable_kernels
+from privkd.training.run_lock import locked_run_dir
 
 if TYPE_CHECKING:
     from privkd.training.auto import Resolved
@@ -35,7 +39,9 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILED_FILE",
     "check_resumable",
+    "claim_run_dir",
     "create_run_dir",
+    "discard_broken_checkpoints",
     "environment",
     "finished_record",
     "is_primary_process",
@@ -43,8 +49,8 @@ __all__ = [
     "record_failure",
     "row_dir",
     "run_config_path",
-    "start_run",
     "write_json_atomic",
+    "write_run_files",
     "write_text_atomic",
 ]
 
@@ -134,6 +140,7 @@ def environment() -> dict[str, Any]:
         "command": sys.argv,
         "cpu": _cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "portable_kernels": portable_kernels(),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -150,17 +157,38 @@ def fold_records(folds: list[Fold]) -> list[dict]:
             for f in folds]
 
 
-def start_run(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: list[Fold], primary: bool,
-              resolved: Sequence[Resolved] = ()) -> Path:
-    """A new run directory with the config as given (``config.yaml``), what its ``auto`` values
-    became and why (``resolved.json``), the environment and the folds."""
+def write_run_files(run_dir: Path, cfg: RunConfig, data_path: Path, folds: list[Fold],
+                    resolved: Sequence[Resolved] = ()) -> None:
+    """A new run's config as given (``config.yaml``), what its ``auto`` values became and why
+    (``resolved.json``), the environment and the folds."""
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_json_atomic(run_dir / "resolved.json", {item.key: {"value": item.value, "why": item.why} for item in resolved})
+    write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
+    write_json_atomic(run_dir / "folds.json", fold_records(folds))
+
+
+@contextmanager
+def claim_run_dir(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: list[Fold], primary: bool,
+                  resolved: Sequence[Resolved] = (), resume: str | Path | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> Iterator[Path]:
+    """The run directory, locked for the block: a new one, or the run
+    to ``resume``, checked first (:func:`check_resumable`) and rid of what its interrupted
+    process left broken (:func:`discard_broken_checkpoints`). A new one gets the files of
+    :func:`write_run_files`. Data-parallel workers share the
+    primary process's directory and lock."""
+    if resume is not None:
+        run_dir = Path(resume)
+        check_resumable(run_dir, cfg, folds)
+        with locked_run_dir(run_dir) if primary else nullcontext():
+            if primary:
+                discard_broken_checkpoints(run_dir, progress)
+            yield run_dir
+        return
     run_dir = open_run_dir(out_root, cfg.name)
-    if primary:
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        write_json_atomic(run_dir / "resolved.json", {item.key: {"value": item.value, "why": item.why} for item in resolved})
-        write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
-        write_json_atomic(run_dir / "folds.json", fold_records(folds))
-    return run_dir
+    with locked_run_dir(run_dir) if primary else nullcontext():
+        if primary:
+            write_run_files(run_dir, cfg, data_path, folds, resolved)
+        yield run_dir
 
 
 def run_config_path(run_dir: str | Path) -> Path:
@@ -179,9 +207,61 @@ def check_resumable(run_dir: Path, cfg: RunConfig, folds: list[Fold]) -> None:
         raise PrivkdError(f"{saved}: the config differs from the one being resumed",
                           "resume with `privkd run --resume RUN_DIR` alone, which reads the run's own config.yaml")
     folds_file = run_dir / "folds.json"
-    if folds_file.is_file() and json.loads(folds_file.read_text()) != fold_records(folds):
+    if folds_file.is_file() and _read_json(folds_file, "start a new run") != fold_records(folds):
         raise PrivkdError(f"{folds_file}: the dataset now gives other folds than the interrupted run",
                           "resume against the same dataset file, or start a new run")
+    _check_no_links_out(run_dir)
+    _check_writable(run_dir)
+    for record in run_dir.glob("fold_*/*/metrics.json"):
+        finished_record(record.parent)
+
+
+def _check_no_links_out(run_dir: Path) -> None:
+    """Resuming writes all over the run directory: never through a link that leads out of it."""
+    root = run_dir.resolve()
+    for top, dirs, files in os.walk(run_dir):
+        for name in (*dirs, *files):
+            path = Path(top) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise PrivkdError(f"{path}: a symbolic link to {path.resolve()}, outside the run directory; resuming "
+                                  "would write through it", f"replace the link by a real copy (or delete it) in {run_dir}")
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Refuse a read-only run (or part of one) now, not with an OSError after minutes of training."""
+    for top, _, files in os.walk(run_dir):
+        for path in (Path(top), *(Path(top) / name for name in files)):
+            if not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+                raise PrivkdError(f"{path}: not writable, and resuming writes checkpoints, logs and results there",
+                                  f"make it writable (chmod -R u+w {run_dir}), or copy the run directory somewhere "
+                                  "writable and resume the copy")
+
+
+def _read_json(path: Path, fix: str) -> Any:
+    """A JSON file of the run; a damaged one (truncated, stray bytes) is named with ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PrivkdError(f"{path}: unreadable ({type(err).__name__}: {err}); the file is damaged", fix) from err
+
+
+def discard_broken_checkpoints(run_dir: Path, progress: Callable[[str], None]) -> None:
+    """Delete each interrupted training's ``last.ckpt`` that does not load with
+    ``weights_only=True`` (damaged, truncated by a kill mid-write, or holding code) and the
+    temporary files of dead writers, saying so; those rows train again from their first epoch."""
+    import torch
+
+    for top, _, _ in os.walk(run_dir):
+        remove_orphans(Path(top))
+    for checkpoint in sorted(run_dir.glob("fold_*/*/checkpoints/last.ckpt")):
+        try:
+            torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a damaged pickle fails with many exception types
+            checkpoint.unlink()
+            reason = str(err).splitlines()[0][:200] if str(err) else ""
+            progress(f"{checkpoint}: unreadable resume checkpoint ({type(err).__name__}: {reason}), discarded: "
+                     f"{checkpoint.parent.parent.parent.name}/{checkpoint.parent.parent.name} trains again "
+                     "from its first epoch")
 
 
 def row_dir(run_dir: Path, fold: Fold, row: str) -> Path:
@@ -192,7 +272,13 @@ def row_dir(run_dir: Path, fold: Fold, row: str) -> Path:
 def finished_record(directory: Path) -> dict | None:
     """The metrics of a (fold, row) a previous attempt finished, else ``None``."""
     path = directory / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = _read_json(path, f"delete {path} so that this (fold, row) is trained again on resume")
+    if not isinstance(record, dict) or "test" not in record:
+        raise PrivkdError(f"{path}: not a finished row's record (no test metrics)",
+                          f"delete {path} so that this (fold, row) is trained again on resume")
+    return record
 
 
 FAILED_FILE = "failed.json"

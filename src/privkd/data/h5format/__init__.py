@@ -36,6 +36,7 @@ in-memory arrays exactly as the validator checks a file, so a file written by
 from privkd.data.h5format.spec import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    MAX_ABS_VALUE,
     MODALITY_KINDS,
     TASKS,
     DatasetInfo,
@@ -48,6 +49,7 @@ from privkd.data.h5format.writing import write_dataset, write_streamed_dataset
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MAX_ABS_VALUE",
     "MODALITY_KINDS",
     "TASKS",
     "DatasetInfo",

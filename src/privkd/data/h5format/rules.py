@@ -20,6 +20,7 @@ import numpy as np
 from privkd.data.h5format.spec import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    MAX_ABS_VALUE,
     MODALITY_KINDS,
     TASKS,
     DatasetInfo,
@@ -27,7 +28,7 @@ from privkd.data.h5format.spec import (
 )
 from privkd.errors import DatasetError
 
-__all__: list[str] = []  # package-private: used by validation and writing only
+__all__ = ["huge_value_error"]  # the rest is package-private: used by validation and writing only
 
 # Value scans read at most this many bytes at a time, so a video dataset is
 # checked for NaN/inf without ever being loaded whole.
@@ -208,8 +209,16 @@ def _rows_within(shape: tuple[int, ...], budget: int) -> int:
     return max(1, budget // max(4 * math.prod(shape[1:]), 1))
 
 
+def huge_value_error(file: Path, field: str, value: float, sample: int) -> DatasetError:
+    """A value beyond :data:`MAX_ABS_VALUE`, named with its sample."""
+    return DatasetError(file, field, f"value {value:.3g} in sample {sample} is beyond ±{MAX_ABS_VALUE:g}, where float32 "
+                        "arithmetic overflows (float32 ends at 3.4e38): a unit or conversion mistake",
+                        "rescale the modality (other units, or a log transform) or drop the sample, then write the "
+                        "file again")
+
+
 def _check_finite(file: Path, field: str, array: _ArrayLike) -> None:
-    """Scan ``array`` block by block (never whole) for NaN or inf.
+    """Scan ``array`` block by block (never whole) for NaN, inf and values beyond :data:`MAX_ABS_VALUE`.
 
     Values are checked as float32, the stored precision, so float64 input
     that would overflow to inf when written is caught too.
@@ -229,6 +238,11 @@ def _check_finite(file: Path, field: str, array: _ArrayLike) -> None:
             raise DatasetError(file, field, f"{what} value in sample {start + row}",
                                "replace or drop non-finite values before writing "
                                "(interpolate short gaps, drop the affected samples)")
+        huge = np.abs(block.reshape(len(block), -1)) >= MAX_ABS_VALUE
+        rows = np.flatnonzero(huge.any(axis=1))
+        if rows.size:
+            row = int(rows[0])
+            raise huge_value_error(file, field, float(block.reshape(len(block), -1)[row][huge[row]][0]), start + row)
 
 
 def _check_content(c: _Content, *, check_values: bool) -> DatasetInfo:

@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MAX_ABS_VALUE",
     "MODALITY_KINDS",
     "TASKS",
     "DatasetInfo",
@@ -22,6 +23,10 @@ FORMAT_NAME = "privkd-dataset"
 FORMAT_VERSION = 1
 MODALITY_KINDS = ("signal", "spectrogram", "video", "features")
 TASKS = ("classification", "regression")
+MAX_ABS_VALUE = 1e18
+"""Largest magnitude a stored value may have: beyond it float32 arithmetic on the data (its
+squares in a standardisation or a loss; float32 ends at 3.4e38) overflows, and a value of
+1e30 among ordinary ones is a unit or conversion mistake, not a measurement."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import TypeVar
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,7 +35,7 @@ def progress(items: Iterable[T], description: str, *, total: int | None = None, 
         total = len(items)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(escape(description), total=total)  # file names may hold [...]
         for item in items:
             yield item
             bar.advance(task)

@@ -27,6 +27,7 @@ from scipy.io import wavfile
 
 from privkd.data.importers.common import source_error
 from privkd.errors import DatasetError
+from privkd.optional import require
 
 __all__ = [
     "frames_for",
@@ -79,7 +80,7 @@ def _center_crop(rgb: np.ndarray, frame_size: int) -> np.ndarray:
 
 def load_image(path: str | Path, frame_size: int) -> np.ndarray:
     """One image file as uint8 ``(3, frame_size, frame_size)``: shorter side resized, center-cropped."""
-    from PIL import Image, UnidentifiedImageError
+    Image = require("PIL.Image", "video", "reading image frames")
 
     path = Path(path)
     try:
@@ -89,7 +90,7 @@ def load_image(path: str | Path, frame_size: int) -> np.ndarray:
             if size != (image.width, image.height):
                 image = image.resize(size, Image.Resampling.BILINEAR)
             rgb = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, Image.UnidentifiedImageError, ValueError) as exc:
         raise source_error(path, f"cannot read the image ({exc})",
                            "replace the file with a readable JPEG/PNG, or delete it (missing frames are "
                            "filled with the nearest available one)") from exc
@@ -107,7 +108,7 @@ def _frame_keys(path: Path, *, decode: bool) -> tuple[list[int | None], float, f
     Without ``decode`` only the packets are read (cheap); with it every frame is decoded,
     which also covers containers whose packets carry no timestamps.
     """
-    import av
+    av = require("av", "video", "decoding videos")
 
     with av.open(str(path)) as container:
         if not container.streams.video:
@@ -128,7 +129,7 @@ def _decode_selected(path: Path, wanted: dict[int, list[int]], by_index: bool, n
 
     Returns the output array and the keys that were never found.
     """
-    import av
+    av = require("av", "video", "decoding videos")
 
     out = np.empty((3, n_frames, frame_size, frame_size), dtype=np.uint8)
     remaining = dict(wanted)
@@ -165,7 +166,7 @@ def sample_video_frames(path: str | Path, n_frames: int, frame_size: int, *,
     Raises :class:`~privkd.errors.DatasetError` naming ``path`` when the file cannot be
     opened or decoded, or has no frame in the requested span.
     """
-    import av
+    av = require("av", "video", "decoding videos")
 
     path = Path(path)
     if n_frames < 1 or frame_size < 1:

@@ -30,6 +30,7 @@ and no output file is left behind.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ import pandas as pd
 from privkd.data.h5format import TASKS, write_dataset
 from privkd.data.importers.common import progress as progress_bar
 from privkd.data.importers.common import require_file, source_error
+from privkd.optional import require
 
 __all__ = ["grouping_lines", "import_table", "table_modalities"]
 
@@ -230,10 +232,27 @@ def _grouping_sentence(groups: Mapping[str, Sequence[str]], patterns: Mapping[st
 
 
 def _read_columns(path: Path) -> list[str]:
-    """The column names only (cheap), so missing columns are reported before the data is read."""
+    """The column names only (cheap), so missing columns are reported before the data is read;
+    a name used twice is refused (pandas would import the copy as ``eda.mean.1``)."""
+    columns = _header(path)
+    repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+    if repeated is not None:
+        raise source_error(path, f"the column name '{repeated}' appears more than once",
+                           "give every column its own name (drop or rename the copy)", field=_field(repeated))
+    return columns
+
+
+def _header(path: Path) -> list[str]:
+    """The column names as written (duplicates included), or a DatasetError for an unreadable file."""
+    if path.suffix.lower() != ".csv":
+        require("pyarrow.parquet", "parquet", "reading a Parquet table")
     try:
         if path.suffix.lower() == ".csv":
-            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+            with path.open(newline="", encoding="utf-8-sig") as handle:  # as pandas reads it: no BOM, blank lines skipped
+                header = next((row for row in csv.reader(handle) if row), None)
+            if not header:
+                raise pd.errors.EmptyDataError("no header line")
+            return header
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
