@@ -1,29 +1,54 @@
 # The README's two commands: `make demo` and `make test`. Both create .venv on first use.
+# `make demo` installs privkd's core only; `make test` adds the test extra (the test tools and
+# every optional extra). Both install exactly the versions in requirements.lock, the ones
+# `make test` last passed with (CPython 3.11, Linux x86-64); `make demo LOCK=` installs the
+# newest allowed versions instead (e.g. on another Python), and `make lock` rewrites the lock
+# from .venv.
 PYTHON ?= python3
 VENV ?= .venv
+LOCK ?= requirements.lock
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.install-stamp
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(LOCK),-c $(LOCK))
+CORE_STAMP := $(VENV)/.install-core
+TEST_STAMP := $(VENV)/.install-test
 
-.PHONY: demo demo-quick test test-slow bench
+.PHONY: demo demo-quick test test-slow bench lock
 
-$(STAMP): pyproject.toml
+# A venv made by `make demo` still gets the test extra on its first `make test` (its own stamp);
+# one made by `make test` already holds the core, so it counts for `make demo` too.
+$(CORE_STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+	$(PIP_INSTALL) -e .
+	touch $(CORE_STAMP)
 
-demo: $(STAMP)
+$(TEST_STAMP): pyproject.toml $(LOCK)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e '.[test]'
+	touch $(TEST_STAMP) $(CORE_STAMP)
+
+demo: $(CORE_STAMP)
 	$(VENV)/bin/privkd demo
 
-demo-quick: $(STAMP)
+demo-quick: $(CORE_STAMP)
 	$(VENV)/bin/privkd demo --quick
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) benchmarks/ot_solver.py
 	$(PY) benchmarks/feature_cache.py
 	$(PY) benchmarks/train_step.py
+
+# Moving to newer versions: `.venv/bin/pip install -U -e '.[test]'` (no -c), then `make lock`, then
+# `make test`. privkd itself is left out of the lock (it is installed from this checkout).
+lock:
+	@test -f $(TEST_STAMP) || { echo "$(VENV) has no test extra: run make test first" >&2; exit 1; }
+	$(PY) -m pip check --disable-pip-version-check
+	{ echo "# pip constraints: the versions \`make test\` passed with (CPython 3.11, Linux x86-64)."; \
+	  echo "# The Makefile installs with -c $(LOCK). Rewrite with \`make lock\`; do not edit by hand."; \
+	  $(PY) -m pip freeze --disable-pip-version-check --all --exclude-editable --exclude privkd --exclude pip; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)

@@ -1,12 +1,14 @@
 """Training-step throughput of every student method, and where the structural loss spends its time.
 
-Usage: ``python benchmarks/train_step.py [--steps N] [--batch B] [--quick]``
+Usage: ``python benchmarks/train_step.py [--steps N] [--batch B] [--threads T] [--quick]``
 
 Part 1: steps per second of one optimisation step (forward, backward, AdamW) of the
 baseline, PKDOT, MT-PKDOT and AMID students on the same network and the same batch of the
 embedded smartwatch data (the demo's model), each method's step time printed as a ratio to
-the baseline step measured in the same run. The distillation methods also run the frozen
-teacher forward, which the ratio includes.
+the baseline step measured in the same run. PKDOT and MT-PKDOT run twice: recomputing their
+frozen teacher's outputs (PKDOT's plain teacher, MT-PKDOT's pool of the self-distilled
+teacher) at every step, and looking them up (``student.cache_teacher_outputs``, the
+default). AMID trains its teacher online, so it has no frozen outputs to cache.
 
 Part 2: the structural loss alone (PKDOT's, k = 30 anchors, epsilon = 0.01) for batch sizes
 64 to 4096, forward + backward, split into cosine-similarity matrices, anchor selection and
@@ -30,9 +32,11 @@ from privkd.losses.structural import (
     cosine_similarity_matrix,
     select_anchors,
 )
-from privkd.methods.registry import build_module
+from privkd.methods.registry import build_module, method_spec
+from privkd.training.auto import resolve_training
 
 METHODS = ("baseline", "pkdot", "mtpkdot", "amid")
+CFG = config_from_dict({})
 
 
 def median_seconds(step: Callable[[], None], repeats: int) -> float:
@@ -46,30 +50,52 @@ def median_seconds(step: Callable[[], None], repeats: int) -> float:
 
 
 def method_steps(batch_size: int, steps: int) -> dict[str, float]:
+    """Median seconds of one step per method; students with and without their teacher's cached outputs."""
     path = embedded_dataset_path()
     info = read_info(path)
     data = MultimodalDataset(path, ["accelerometer", "gyroscope"], indices=range(batch_size), in_memory=True)
     batch = Batch({m: torch.stack([data[i].inputs[m] for i in range(batch_size)]) for m in ("accelerometer", "gyroscope")},
-                  torch.as_tensor(data.labels))
-    cfg = config_from_dict({"amid": {"warmup_epochs": 0}, "training": {"batch_size": batch_size}})
-    torch.manual_seed(0)
-    teacher = build_module("teacher", cfg, info).net.eval()
-    seconds = {}
+                  torch.as_tensor(data.labels), index=torch.arange(batch_size))
+    steppers: dict[str, Callable[[], None]] = {}
     for method in METHODS:
-        torch.manual_seed(0)
-        module = build_module(method, cfg, info, teacher=teacher)
-        module.train()
-        optimizers = module.configure_optimizers()
-        optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
+        for cached in (False, True) if method_spec(method).teacher_for(CFG) else (None,):
+            cfg = config_from_dict({"amid": {"warmup_epochs": 0}, "training": {"batch_size": batch_size},
+                                    "student": {"cache_teacher_outputs": bool(cached)}})
+            cfg, _ = resolve_training(cfg, 30 * batch_size)  # a fold of the demo's size: 30 anchors
+            teacher = None
+            if (role := method_spec(method).teacher_for(cfg)) is not None:
+                torch.manual_seed(0)
+                teacher = build_module(role, cfg, info).net.eval()
+            torch.manual_seed(0)
+            module = build_module(method, cfg, info, teacher=teacher)
+            module.train()
+            optimizers = module.configure_optimizers()
+            optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
 
-        def step() -> None:
-            loss = module.weighted_total(module.loss_terms(batch))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            def step(module=module, optimizer=optimizer) -> None:
+                loss = module.weighted_total(module.loss_terms(batch))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
 
-        seconds[method] = median_seconds(step, steps)
-    return seconds
+            name = method if cached is None else f"{method} ({'cached' if cached else 'recomputed'} teacher)"
+            steppers[name] = step
+    return interleaved_medians(steppers, steps)
+
+
+def interleaved_medians(steppers: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds per stepper, timed in rounds (one step of each in turn), so that a load
+    change on a shared CPU hits every method alike; one warm-up round first (it also fills the
+    teacher caches)."""
+    for step in steppers.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steppers}
+    for _ in range(repeats):
+        for name, step in steppers.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def structural_breakdown(batch_size: int, mode: str, repeats: int) -> dict[str, float]:
@@ -99,14 +125,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and batch sizes")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     steps = 5 if args.quick else args.steps
 
     seconds = method_steps(args.batch, steps)
     print(f"Part 1: one training step, batch {args.batch}, demo model, {torch.get_num_threads()} threads, median of {steps}")
-    print(f"{'method':>10} | {'ms/step':>8} {'steps/s':>8} | {'x baseline':>10}")
+    print(f"{'method':>30} | {'ms/step':>8} {'steps/s':>8} | {'x baseline':>10}")
     for method, value in seconds.items():
-        print(f"{method:>10} | {1e3 * value:8.1f} {1 / value:8.1f} | {value / seconds['baseline']:10.2f}")
+        print(f"{method:>30} | {1e3 * value:8.1f} {1 / value:8.1f} | {value / seconds['baseline']:10.2f}")
 
     sizes = (64, 256, 1024) if args.quick else (64, 128, 256, 512, 1024, 2048, 4096)
     print("\nPart 2: structural loss forward + backward, ms (k = 30, epsilon = 0.01)")

@@ -61,16 +61,16 @@ def reference_lmi(teacher: np.ndarray, student: np.ndarray, labels: list[int], t
 @pytest.mark.parametrize("tau", [0.5, 0.1, 1.0])
 def test_label_aware_mi_matches_loop(tau: float) -> None:
     teacher, student = clustered_batch(LABELS)
-    ours = label_aware_contrastive_mi(teacher, student, torch.tensor(LABELS), tau)
+    ours = label_aware_contrastive_mi(teacher, student, torch.tensor(LABELS), tau, reduction="sum")
     assert ours.item() == pytest.approx(reference_lmi(teacher.numpy(), student.numpy(), LABELS, tau), rel=1e-10)
 
 
 def test_label_aware_mi_softmax_runs_over_other_modality() -> None:
     teacher, student = clustered_batch(LABELS, seed=3)
     labels = torch.tensor(LABELS)
-    swapped = label_aware_contrastive_mi(student, teacher, labels, 0.5).item()
+    swapped = label_aware_contrastive_mi(student, teacher, labels, 0.5, reduction="sum").item()
     assert swapped == pytest.approx(reference_lmi(student.numpy(), teacher.numpy(), LABELS, 0.5), rel=1e-10)
-    assert swapped != pytest.approx(label_aware_contrastive_mi(teacher, student, labels, 0.5).item(), rel=1e-3)
+    assert swapped != pytest.approx(label_aware_contrastive_mi(teacher, student, labels, 0.5, reduction="sum").item(), rel=1e-3)
 
 
 def test_label_aware_mi_decreases_as_positives_approach() -> None:
@@ -79,8 +79,8 @@ def test_label_aware_mi_decreases_as_positives_approach() -> None:
     # each student embedding moves towards the mean teacher embedding of its class
     target = torch.stack([teacher[labels == y].mean(dim=0) for y in labels])
     moved = [(1 - t) * student + t * target for t in np.linspace(0, 1, 6)]
-    losses = [label_aware_contrastive_mi(s, teacher, labels, 0.5).item() for s in moved]
-    losses_ms = [label_aware_contrastive_mi(teacher, s, labels, 0.5).item() for s in moved]
+    losses = [label_aware_contrastive_mi(s, teacher, labels, 0.5, reduction="sum").item() for s in moved]
+    losses_ms = [label_aware_contrastive_mi(teacher, s, labels, 0.5, reduction="sum").item() for s in moved]
     assert all(a > b for a, b in zip(losses, losses[1:]))
     assert all(a > b for a, b in zip(losses_ms, losses_ms[1:]))
 
@@ -88,7 +88,7 @@ def test_label_aware_mi_decreases_as_positives_approach() -> None:
 def test_label_aware_mi_finite_when_confident() -> None:
     teacher, _ = clustered_batch(LABELS, noise=0.0)
     student = teacher.clone().float().requires_grad_(True)
-    loss = label_aware_contrastive_mi(teacher.float(), student, torch.tensor(LABELS), tau=0.01)
+    loss = label_aware_contrastive_mi(teacher.float(), student, torch.tensor(LABELS), tau=0.01, reduction="sum")
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
 

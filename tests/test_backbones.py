@@ -6,7 +6,7 @@ from torchvision.models import resnet18
 from torchvision.models.video import r3d_18
 
 from privkd.errors import ConfigError
-from privkd.models.backbones import build_backbone, load_backbone_weights
+from privkd.models.backbones import PairMaxPool1d, build_backbone, load_backbone_weights
 
 
 @pytest.mark.parametrize("name", ["r3d_18", "r2plus1d_18"])
@@ -57,3 +57,18 @@ def test_weights_of_another_architecture_are_refused_naming_the_key(tmp_path):
         load_backbone_weights(build_backbone("r3d_18", (3, 8, 32, 32)), path, "model.backbone_weights.video")
     with pytest.raises(ConfigError, match="does not exist"):
         load_backbone_weights(build_backbone("r3d_18", (3, 8, 32, 32)), tmp_path / "nope.pt", "model.backbone_weights.video")
+
+
+@pytest.mark.parametrize("length", [100, 51, 1])
+def test_pair_max_pool_equals_max_pool_in_values_and_gradient(length):
+    """Ties included (the zeros a ReLU leaves, and repeated positives): the gradient goes to the
+    first of tied values, as ``max_pool1d``'s does, so training is bit-identical."""
+    gen = torch.Generator().manual_seed(length)
+    x = torch.relu(torch.randn(8, 5, length, generator=gen))
+    x[..., 1::4] = x[..., 0::4][..., : x[..., 1::4].shape[-1]]  # positive ties
+    x.requires_grad_(True)
+    reference, pairs = torch.nn.MaxPool1d(2, ceil_mode=True)(x), PairMaxPool1d()(x)
+    assert torch.equal(reference, pairs)
+    upstream = torch.randn(reference.shape, generator=gen)
+    (expected,), (got,) = torch.autograd.grad(reference, x, upstream), torch.autograd.grad(pairs, x, upstream)
+    assert torch.equal(expected, got)

@@ -43,7 +43,7 @@ class RiggedPool(MTPKDOTModule):
 
     pool_logits: dict[str, torch.Tensor]
 
-    def teacher_pool(self, inputs):
+    def teacher_views(self, inputs):
         return {name: NetOutput(logits, torch.randn(len(logits), 8)) for name, logits in self.pool_logits.items()}
 
 

@@ -165,7 +165,7 @@ def test_the_centroid_loss_follows_eq_9_by_default(info, reading):
     module = build_module("mtpkdot", cfg, info, teacher=build_net("mt_teacher", cfg, info)).eval()  # no dropout
     torch.manual_seed(1)
     joint = torch.randn(6, 8)
-    module.teacher_pool = lambda inputs: {"joint": NetOutput(torch.zeros(6, 7), joint)}  # the joint teacher alone
+    module.teacher_outputs.compute = lambda inputs: {"joint": NetOutput(torch.zeros(6, 7), joint)}  # the joint teacher alone
     batch = Batch({"accelerometer": torch.randn(6, *info.modalities["accelerometer"].sample_shape)}, torch.arange(6))
     student = module.net(batch.inputs).embedding
     expected = (centroid_loss(joint, student) if reading == "features"

@@ -1,21 +1,23 @@
 """Repository safety: no credentials in the sources, and no unsafe deserialisation in ``src/``.
 
-Files scanned: the project's own sources as git would track them, i.e. ``src/``, ``tests/``,
-``benchmarks/``, ``.ci/`` and the top-level files (README, Makefile, pyproject.toml, ...),
-minus what ``.gitignore`` ignores (``*.egg-info``, ``.venv``, caches). Found by walking the
-tree rather than ``git ls-files`` so the test also runs from an sdist or a copy without ``.git``.
-
-The credential patterns are assembled from pieces (``"AK" + "IA"``), so this file, which is
-scanned like any other, does not match its own patterns.
+Credentials: ruff's flake8-bandit rules (:data:`CREDENTIAL_RULES`), a maintained detector,
+run over the Python sources of ``src/``, ``tests/``, ``benchmarks/`` and ``.ci/`` with the
+file selection ruff makes itself (``.gitignore`` respected, ``.venv`` and caches skipped), and
+its hard-coded ``/tmp`` rule (:data:`TEMP_FILE_RULES`) over ``src/``.
+Unsafe loading: an AST check of ``src/`` (``torch.load`` without ``weights_only=True``,
+unrestricted unpickling, ``yaml.load``, ``eval`` ...), which no linter rule covers as a whole.
 """
 
 from __future__ import annotations
 
 import ast
 import fnmatch
+import json
 import os
 import pickle
-import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("src", "tests", "benchmarks", ".ci")
 ALWAYS_SKIPPED = {".git", ".hypothesis", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache",
                   ".mypy_cache", "node_modules"}
-MAX_BYTES = 2 * 2**20
 
 
 # ============================================================================ which files
@@ -50,143 +51,73 @@ def _ignored(relative: Path, patterns: list[str]) -> bool:
     )
 
 
-def _repository_files() -> list[Path]:
-    """Relative paths of the files to scan (sorted)."""
-    patterns = _ignore_patterns()
-    found: list[Path] = [p.relative_to(ROOT) for p in ROOT.iterdir() if p.is_file()]
-    for name in SOURCE_DIRS:
-        for dirpath, dirnames, filenames in os.walk(ROOT / name):
-            here = Path(dirpath).relative_to(ROOT)
-            dirnames[:] = [d for d in dirnames if not _ignored(here / d, patterns)]
-            found += [here / f for f in filenames]
-    return sorted(p for p in found if not _ignored(p, patterns))
-
-
-def _text_lines(relative: Path) -> list[str] | None:
-    """The lines of a text file; ``None`` for binary, oversized or vanished files."""
-    try:
-        data = (ROOT / relative).read_bytes()
-    except OSError:  # deleted by someone else mid-scan
-        return None
-    if len(data) > MAX_BYTES or b"\0" in data[:8192]:
-        return None
-    return data.decode("utf-8", errors="replace").splitlines()
-
-
-def test_the_scan_covers_the_sources() -> None:
-    files = {p.as_posix() for p in _repository_files()}
-    for expected in ("README.md", "Makefile", "pyproject.toml", "src/privkd/__init__.py", "tests/test_safety.py",
-                     "src/privkd/data/embedded.py"):
-        assert expected in files, f"{expected} is not scanned"
-    assert any(f.startswith("src/privkd/configs/") and f.endswith(".yaml") for f in files), "configs not scanned"
-    assert not any("egg-info" in f or "__pycache__" in f for f in files), "ignored build output is scanned"
-
-
 # ============================================================================ credentials
 
-# A literal secret value: 16+ characters without quotes or whitespace.
-_VALUE = r"[^\s\"'`]{16,}"
-# Names whose value is a secret: api_key / apikey / WANDB_API_KEY / secret_key / access_key /
-# auth_token / hf_token / password / passwd, with any prefix ("comet_ml.api_key", "WANDB_").
-_KEY = (r"(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?key"
-        r"|auth[_-]?token|" + "to" + r"ken|" + "pass" + r"(?:word|wd))")
-# `=` or `:` (not `==`), optionally after a type annotation (`api_key: str = ...`) or a closing quote.
-_ASSIGN = r"[\"']?\s*(?::\s*[A-Za-z_][\w\[\], |.]*?\s*)?(?<![=!<>])(?:=(?!=)|:)\s*"
-
-SECRET_PATTERNS: dict[str, re.Pattern[str]] = {
-    "AWS access key id": re.compile(r"(?<![A-Z0-9])(?:" + "AK" + "IA|" + "AS" + r"IA)[0-9A-Z]{16}(?![A-Z0-9])"),
-    "private key block": re.compile("-----" + "BEGIN" + r"(?: [A-Z0-9]+)* " + "PRIVATE" + r" KEY-----"),
-    "GitHub token": re.compile(r"(?<![A-Za-z0-9])(?:" + "gh" + r"[pousr]_[A-Za-z0-9]{20,}|" + "github" +
-                               r"_pat_[A-Za-z0-9_]{20,})"),
-    "Slack token": re.compile(r"(?<![A-Za-z0-9])" + "xo" + r"x[baprs]-[A-Za-z0-9-]{10,}"),
-    "OpenAI-style key": re.compile(r"(?<![A-Za-z0-9-])" + "s" + r"k-(?:proj-)?[A-Za-z0-9]{20,}"),
-    "hard-coded secret (quoted)": re.compile(r"(?i)" + _KEY + _ASSIGN + r"([\"'])(" + _VALUE + r")\1"),
-}
-# Outside Python an unquoted value is a literal too (YAML, .env, shell, Makefile, TOML, INI);
-# in Python it is an expression (`token = os.environ[...]`), so this one skips .py files.
-UNQUOTED_SECRET = re.compile(r"(?i)" + _KEY + _ASSIGN + r"(" + _VALUE + r")\s*(?:$|[#,;])")
+CREDENTIAL_RULES = "S105,S106,S107"
+"""flake8-bandit (ruff ``S``): a password, token or secret as a string literal assigned to a
+name (S105), passed as an argument (S106) or as a parameter default (S107). Checked everywhere."""
+TEMP_FILE_RULES = "S108"
+"""A hard-coded path under ``/tmp`` (predictable, shared with other users). Checked in ``src/``
+only: tests name such paths on purpose (a directory that must not be written to)."""
 
 
-def _placeholder(value: str) -> bool:
-    """Templated or obviously fake values: `${VAR}`, `$VAR`, `{{ x }}`, `<your key>`, `xxxx...`, `...`."""
-    return (value.startswith(("$", "{", "<", "%(")) or "..." in value or len(set(value)) <= 2
-            or not any(c.isalnum() for c in value))
+def _ruff() -> str:
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.fail("ruff is missing: install the test extra (pip install -e '.[test]')")
+    return ruff
 
 
-def find_secrets(text: str, name: str) -> list[tuple[int, str]]:
-    """``(line number, kind)`` of every key-like string in ``text`` (a file called ``name``)."""
-    hits = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        for kind, pattern in SECRET_PATTERNS.items():
-            for match in pattern.finditer(line):
-                if kind.startswith("hard-coded") and _placeholder(match.group(2)):
-                    continue
-                hits.append((number, kind))
-        if not name.endswith(".py"):
-            for match in UNQUOTED_SECRET.finditer(line):
-                value = match.group(1)
-                # An unquoted literal secret mixes letters and digits; words and numbers are config.
-                if not _placeholder(value) and re.search(r"\d", value) and re.search(r"[A-Za-z]", value):
-                    hits.append((number, "hard-coded secret (unquoted)"))
-    return hits
+def ruff_findings(rules: str, *paths: Path | str, cwd: Path = ROOT) -> list[str]:
+    """``file:line: CODE message`` for every finding of ruff's ``rules`` in ``paths``."""
+    result = subprocess.run([_ruff(), "check", "--no-cache", "--select", rules, "--output-format", "json",
+                             *map(str, paths)], check=False, cwd=cwd, capture_output=True, text=True)
+    assert result.returncode in (0, 1), result.stderr  # 1: findings; anything else: ruff itself failed
+    return [f"{os.path.relpath(f['filename'], cwd)}:{f['location']['row']}: {f['code']} {f['message']}"
+            for f in json.loads(result.stdout)]
 
 
-def _planted() -> list[tuple[str, str]]:
-    """(file name, text) pairs that must each be caught; assembled so this file holds none of them."""
-    body = "A1b2C3d4E5f6G7h8J9k0"
-    return [
-        ("a.py", "aws = '" + "AK" + "IA" + "ABCDEFGHIJKLMNOP" + "'"),
-        ("key.pem", "-----" + "BEGIN RSA " + "PRIVATE" + " KEY-----"),
-        ("k.txt", "-----" + "BEGIN " + "PRIVATE" + " KEY-----"),
-        ("a.py", "gh = '" + "gh" + "p_" + body * 2 + "'"),
-        ("a.py", "gh = '" + "github" + "_pat_" + body + "_" + body + "'"),
-        ("a.sh", "SLACK=" + "xo" + "xb-" + "123456789012-" + body),
-        ("a.py", "client = OpenAI(" + "api_key='" + "s" + "k-" + body + "')"),
-        ("a.py", "api" + "_key = '" + body + "'"),
-        ("a.py", "api" + "_key: str = \"" + body + "\""),
-        ("a.py", "comet_ml.init(project_name='x', " + "api" + "_key=\"" + body + "\")"),
-        ("c.yaml", "comet_ml:\n  " + "api" + "_key: " + body),
-        ("c.yaml", "to" + "ken: '" + body + "'"),
-        ("c.json", "{\"" + "to" + "ken\": \"" + body + "\"}"),
-        ("a.py", "login(" + "pass" + "word=\"" + body + "\")"),
-        (".env", "pass" + "word=" + body),
-        (".env", "export WANDB_API" + "_KEY=" + body.lower()),
-        ("Makefile", "HF_TO" + "KEN = " + body),
-    ]
+def _source_dirs() -> list[str]:
+    return [name for name in SOURCE_DIRS if (ROOT / name).is_dir()]
 
 
-NOT_SECRETS = [
-    ("a.py", "token = os.environ['HF_" + "TOKEN']"),
-    ("a.py", "api" + "_key = None"),
-    ("a.py", "password = getpass.getpass('Password: ')"),
-    ("a.py", "if token == '" + "A1b2C3d4E5f6G7h8J9k0" + "':"),
-    ("a.py", "n_tokens = len(tokenizer_for_the_model_2)"),
-    ("a.py", "model.eval()  # see the ghp_ and sk- prefixes"),
-    ("c.yaml", "max_tokens: 300000000000000000"),
-    ("c.yaml", "tokenizer: bert-base-uncased-v2-large"),
-    ("c.yaml", "api" + "_key: ${WANDB_API_KEY_FROM_ENVIRONMENT}"),
-    ("c.yaml", "api" + "_key: <your-api-key-goes-here-123>"),
-    ("README.md", "pip install scikit-learn-intelex-2024"),
+def test_ruff_scans_the_sources() -> None:
+    result = subprocess.run([_ruff(), "check", "--no-cache", "--show-files", *_source_dirs()], check=True, cwd=ROOT,
+                            capture_output=True, text=True)
+    files = {Path(line).resolve().relative_to(ROOT).as_posix() for line in result.stdout.split()}
+    for expected in ("src/privkd/__init__.py", "src/privkd/data/embedded.py", "tests/test_safety.py",
+                     "tests/conftest.py"):
+        assert expected in files, f"{expected} is not scanned"
+    assert not any(".venv" in f or "egg-info" in f or "__pycache__" in f for f in files), "ignored files are scanned"
+
+
+PLANTED = [
+    ('password = "hunter2"\n', "S105"),
+    ('DB_PASSWORD: str = "correct-horse-battery"\n', "S105"),
+    ('config = {}\nconfig["api_token"] = "A1b2C3d4E5f6G7h8J9k0"\n', "S105"),
+    ('login(user="me", password="hunter2")\n', "S106"),
+    ('def connect(secret="A1b2C3d4E5f6G7h8J9k0"):\n    return secret\n', "S107"),
+    ('LOG = open("/tmp/privkd.log", "w")\n', "S108"),
 ]
 
 
-@pytest.mark.parametrize("name, text", _planted())
-def test_the_detector_catches_planted_secrets(name: str, text: str) -> None:
-    assert find_secrets(text, name), f"not detected: {text!r}"
+@pytest.mark.parametrize("source, code", PLANTED)
+def test_ruff_catches_planted_credentials(tmp_path: Path, source: str, code: str) -> None:
+    (tmp_path / "planted.py").write_text(source)
+    found = ruff_findings(f"{CREDENTIAL_RULES},{TEMP_FILE_RULES}", "planted.py", cwd=tmp_path)
+    assert len(found) == 1 and f" {code} " in found[0] and found[0].startswith("planted.py:"), found
 
 
-@pytest.mark.parametrize("name, text", NOT_SECRETS)
-def test_the_detector_ignores_ordinary_code_and_config(name: str, text: str) -> None:
-    assert find_secrets(text, name) == []
+def test_ruff_ignores_credentials_read_at_run_time(tmp_path: Path) -> None:
+    (tmp_path / "safe.py").write_text('import getpass\nimport os\n\ntoken = os.environ["HF_TOKEN"]\n'
+                                      'password = getpass.getpass("Password: ")\nn_tokens = len("a b")\n'
+                                      'if token == password:\n    api_key = None\n')
+    assert ruff_findings(f"{CREDENTIAL_RULES},{TEMP_FILE_RULES}", "safe.py", cwd=tmp_path) == []
 
 
-def test_no_credentials_in_the_repository() -> None:
-    found = []
-    for relative in _repository_files():
-        lines = _text_lines(relative)
-        if lines is not None:
-            found += [f"{relative.as_posix()}:{n}: {kind}" for n, kind in find_secrets("\n".join(lines), relative.name)]
-    assert not found, "key-like strings (move them to the environment / a secrets store):\n" + "\n".join(found)
+def test_no_credentials_in_the_sources() -> None:
+    found = ruff_findings(CREDENTIAL_RULES, *_source_dirs()) + ruff_findings(TEMP_FILE_RULES, "src")
+    assert not found, "credentials in the sources (read them from the environment / a secrets store):\n" + "\n".join(found)
 
 
 # ============================================================================ safe loading
@@ -273,6 +204,9 @@ def unsafe_loading(source: str, relative: str) -> tuple[list[str], list[tuple[st
         if name in ("torch.load", "torch.serialization.load"):
             if _keyword_is(node, "weights_only", True) is not True:
                 offences.append(f"{where}: torch.load without a literal weights_only=True")
+        elif any(keyword.arg == "ckpt_path" for keyword in node.keywords):  # Lightning's fit/validate/test resume
+            if _keyword_is(node, "weights_only", True) is not True:
+                offences.append(f"{where}: a Lightning checkpoint read without a literal weights_only=True")
         elif name in ("numpy.load", "numpy.lib.npyio.load"):
             if _keyword_is(node, "allow_pickle", False) is False:
                 offences.append(f"{where}: numpy.load with allow_pickle not the literal False")
@@ -304,6 +238,8 @@ def _src_modules() -> Iterator[tuple[str, str]]:
     ("from pickle import load\nload(f)", "pickle.load"),
     ("import pickle as pk\npk.Unpickler(f).load()", "pickle.Unpickler"),
     ("import pickle\nclass Free(pickle.Unpickler):\n    pass", "subclasses an unpickler"),
+    ("trainer.fit(module, loader, ckpt_path=path)", "Lightning checkpoint"),
+    ("trainer.fit(module, ckpt_path=path, weights_only=False)", "Lightning checkpoint"),
     ("import numpy as np\nnp.load(p, allow_pickle=True)", "numpy.load"),
     ("import numpy\nnumpy.load(p, allow_pickle=flag)", "numpy.load"),
     ("eval(text)", "eval"),
@@ -317,7 +253,8 @@ def test_the_loader_check_catches_planted_unsafe_calls(source: str, problem: str
 def test_the_loader_check_accepts_safe_calls() -> None:
     source = ("import torch, yaml, numpy as np\n"
               "torch.load(p, map_location='cpu', weights_only=True)\nyaml.safe_load(text)\n"
-              "np.load(p)\nnp.load(p, allow_pickle=False, mmap_mode='r')\nmodel.eval()\nnet.train().eval()\n")
+              "np.load(p)\nnp.load(p, allow_pickle=False, mmap_mode='r')\nmodel.eval()\nnet.train().eval()\n"
+              "trainer.fit(module, ckpt_path=path, weights_only=True)\n")
     assert unsafe_loading(source, "src/privkd/planted.py") == ([], [])
 
 

@@ -9,8 +9,11 @@ it, is in ``docs/defaults.md``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from privkd.errors import ConfigError
 
 SHARED_SECTIONS = ("data", "evaluation", "model", "teacher", "study")
 """Sections every row of a run shares; a variant may override any other section."""
@@ -125,6 +128,17 @@ class TrainingConfig:
     the global batch of all processes (:mod:`privkd.methods.distributed`).
     ``sync_batchnorm`` makes batch norm use global statistics too. ``precision``:
     ``bf16-mixed`` / ``16-mixed`` autocast (the Sinkhorn solver always runs in float32).
+
+    ``lr_schedule`` multiplies ``lr`` once per epoch: ``none`` (constant), ``cosine`` (half a
+    cosine from ``lr`` down towards 0 over the epochs) or ``step`` (times ``lr_step_gamma``
+    every ``lr_step_epochs``), after ``lr_warmup_epochs`` of linear warm-up. ``grad_clip``
+    clips each optimiser's gradient norm to that value (Lightning's norm clipping). Both are
+    off by default, so that a result does not move unless asked to.
+
+    ``loggers``: where the per-epoch metrics also go. ``csv`` (``logs/metrics.csv``, which the
+    report reads) is always written; ``tensorboard`` adds event files under the row's
+    ``tensorboard/``, ``mlflow`` a run in a local file store (``mlruns/`` of the run
+    directory; no server).
     """
 
     epochs: int | Literal["auto"] = "auto"
@@ -144,6 +158,33 @@ class TrainingConfig:
     strategy: str = "auto"
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     sync_batchnorm: bool = False
+    lr_schedule: Literal["none", "cosine", "step"] = "none"
+    lr_warmup_epochs: int = 0
+    lr_step_epochs: int = 10
+    lr_step_gamma: float = 0.1
+    grad_clip: float | None = None
+    loggers: tuple[Literal["csv", "tensorboard", "mlflow"], ...] = ("csv",)
+
+    def __post_init__(self) -> None:
+        """Range checks of the schedule, clipping and logger keys, here so that a
+        ``TrainingConfig`` built in code is held to them as well as one read from YAML."""
+        if self.lr_warmup_epochs < 0:
+            raise ConfigError("training.lr_warmup_epochs", f"must be >= 0, got {self.lr_warmup_epochs}",
+                              "use 0 for no warm-up")
+        if isinstance(self.epochs, int) and self.lr_warmup_epochs >= self.epochs > 0:
+            raise ConfigError("training.lr_warmup_epochs", f"{self.lr_warmup_epochs} warm-up epochs leave none of the "
+                              f"{self.epochs} training epochs at the full learning rate", "use fewer warm-up epochs")
+        if self.lr_step_epochs < 1:
+            raise ConfigError("training.lr_step_epochs", f"must be >= 1, got {self.lr_step_epochs}",
+                              "use e.g. 10 (the step schedule lowers the learning rate every 10 epochs)")
+        if not 0 < self.lr_step_gamma <= 1:  # also False for NaN
+            raise ConfigError("training.lr_step_gamma", f"must be in (0, 1], got {self.lr_step_gamma}",
+                              "use e.g. 0.1 (each step divides the learning rate by 10)")
+        if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
+            raise ConfigError("training.grad_clip", f"must be a finite number > 0, got {self.grad_clip}",
+                              "use e.g. 1.0, or null for no clipping")
+        if len(set(self.loggers)) != len(self.loggers):
+            raise ConfigError("training.loggers", f"{list(self.loggers)} names a logger twice", "list each logger once")
 
 
 @dataclass(frozen=True)
@@ -180,10 +221,13 @@ class StudentConfig:
     refitted T-Net, frozen. ``init_from_teacher`` also starts the student's prevalent
     encoders, fusion and head from the teacher's (the paper's student shares the teacher's
     architecture, and the T-Net then sees embeddings from the space it was trained on);
-    ``false`` starts them from random weights.
+    ``false`` starts them from random weights. ``cache_teacher_outputs`` computes the frozen
+    teacher's outputs once per sample instead of at every step (same results, see
+    :mod:`privkd.methods.frozen_outputs`); ``false`` recomputes them.
     """
 
     init_from_teacher: bool = True
+    cache_teacher_outputs: bool = True
 
 
 @dataclass(frozen=True)

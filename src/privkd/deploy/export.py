@@ -23,8 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from privkd.atomic import write_atomic
+from privkd.deploy.output import check_output_file
 from privkd.deploy.student import LoadedStudent, load_student
 from privkd.errors import PrivkdError
+from privkd.optional import require
 
 __all__ = ["EXPORTERS", "export_onnx", "onnx_metadata"]
 
@@ -47,12 +49,6 @@ class _Exportable(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.net(dict(zip(self.names, inputs))).logits
-
-
-def _require(module: str, why: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise PrivkdError(f"ONNX export needs the '{module}' package ({why}), which is not installed",
-                          "pip install onnx onnxscript onnxruntime")
 
 
 def _examples(student: LoadedStudent, batch: int, seed: int) -> tuple[Tensor, ...]:
@@ -107,7 +103,7 @@ def _check(path: Path, wrapper: nn.Module, student: LoadedStudent) -> str | None
 
 
 def _add_metadata(path: Path, student: LoadedStudent, exporter: str) -> None:
-    import onnx
+    onnx = require("onnx", "export", "ONNX export")
 
     model = onnx.load(str(path))
     card = student.card
@@ -130,7 +126,7 @@ def _add_metadata(path: Path, student: LoadedStudent, exporter: str) -> None:
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
     """The ``privkd.*`` metadata of an exported student (exporter, inputs, output names, ...)."""
-    import onnx
+    onnx = require("onnx", "export", "reading an ONNX file's metadata")
 
     model = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}
@@ -145,9 +141,9 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, opset: int | N
     the dynamo exporter first and falls back to the TorchScript one (see the module doc);
     raises :class:`PrivkdError` when neither produces a graph that matches PyTorch.
     """
-    _require("onnx", "the ONNX format")
+    require("onnx", "export", "ONNX export")
     student = load_student(student_dir)
-    out_path = Path(out_path)
+    out_path = check_output_file(Path(out_path), "--onnx", "model.onnx")
     names = list(student.prevalent)
     output_name = "logits" if student.task == "classification" else "values"
     wrapper = _Exportable(student.net, names).eval()

@@ -2,11 +2,16 @@
 
 The input is checked against what the student expects (every prevalent modality present,
 with the sample shape it was trained on) before anything is computed; the privileged
-modalities are never asked for. Predictions are written as one CSV row per sample.
+modalities are never asked for. Predictions are written as one CSV row per sample. Values
+beyond what float32 arithmetic survives are refused; values that lie many orders of magnitude
+outside the training data (in training standard deviations) are scored with an
+:class:`InputWarning`, since the prediction then says little.
 """
 
 from __future__ import annotations
 
+import csv
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,16 +22,25 @@ import torch
 
 from privkd.atomic import write_atomic
 from privkd.data.dataset import as_float
-from privkd.data.h5format import read_info
+from privkd.data.h5format import MAX_ABS_VALUE, read_info
+from privkd.deploy.output import check_output_file
 from privkd.deploy.student import LoadedStudent, load_student
 from privkd.errors import DatasetError
+from privkd.optional import require
 
-__all__ = ["TABLE_SUFFIXES", "predict_arrays", "predict_file"]
+__all__ = ["TABLE_SUFFIXES", "InputWarning", "predict_arrays", "predict_file"]
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 H5_SUFFIXES = (".h5", ".hdf5")
 ID_COLUMNS = ("subject", "group")
 """Columns of a table input copied to the predictions beside the row index."""
+FAR_FROM_TRAINING = 1e3
+"""Distance from the training mean, in training standard deviations, beyond which an input value
+is reported: a thousand is no outlier but other units or another preprocessing."""
+
+
+class InputWarning(UserWarning):
+    """An input the student scores although it never saw anything like it in training."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -67,15 +81,25 @@ def _h5_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple[di
 
 
 def _table_columns(path: Path) -> list[str]:
+    """The header as written: pandas would rename a second ``eda.mean`` to ``eda.mean.1``."""
+    if path.suffix.lower() != ".csv":
+        require("pyarrow.parquet", "parquet", "reading a Parquet table")
     try:
         if path.suffix.lower() == ".csv":
-            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-        import pyarrow.parquet as pq
+            with path.open(newline="", encoding="utf-8-sig") as handle:  # as pandas reads it: no BOM, blank lines skipped
+                columns = next((row for row in csv.reader(handle) if row), [])
+        else:
+            import pyarrow.parquet as pq
 
-        return [str(c) for c in pq.read_schema(path).names]
+            columns = [str(c) for c in pq.read_schema(path).names]
     except Exception as exc:  # pandas / pyarrow report unreadable files with many exception types
         raise DatasetError(path, "/", f"cannot read the table ({type(exc).__name__}: {exc})",
                            "give a valid CSV (comma-separated, header line) or Parquet file") from exc
+    repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+    if repeated is not None:
+        raise DatasetError(path, f"column {repeated}", f"the column name '{repeated}' appears more than once",
+                           "give every column its own name (drop or rename the copy)")
+    return columns
 
 
 def _table_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
@@ -174,6 +198,43 @@ def _output_frame(student: LoadedStudent, outputs: np.ndarray, ids: dict[str, np
     return pd.DataFrame(columns)
 
 
+def _training_distance(student: LoadedStudent, name: str, array: np.ndarray) -> np.ndarray | None:
+    """Per sample, the largest distance of a value from the training mean in training standard
+    deviations (the student's own standardisation); ``None`` if the student has none."""
+    encoders = getattr(student.net, "encoders", None)
+    standardize = getattr(encoders[name], "standardize", None) if encoders is not None and name in encoders else None
+    if standardize is None:
+        return None
+    with torch.inference_mode():
+        z = standardize(torch.as_tensor(array, dtype=torch.float32).cpu().double())
+    return z.abs().reshape(len(array), -1).amax(dim=1).numpy() if len(array) else np.zeros(0)
+
+
+def _check_values(student: LoadedStudent, path: Path, name: str, array: np.ndarray, start: int, reported: set[str]) -> None:
+    """Refuse NaN, inf and values float32 cannot compute with; warn (once per modality) of a
+    sample far outside the training range."""
+    field = f"/modalities/{name}"
+    flat = array.reshape(len(array), -1)
+    bad = ~np.isfinite(flat).all(axis=1)
+    if bad.any():
+        raise DatasetError(path, field, f"NaN or inf value in sample {start + int(np.argmax(bad))}",
+                           "replace or drop non-finite values before predicting")
+    huge = (np.abs(flat) >= MAX_ABS_VALUE).any(axis=1)
+    if huge.any():
+        i = int(np.argmax(huge))
+        raise DatasetError(path, field, f"value {np.abs(flat[i]).max():.3g} in sample {start + i} is beyond "
+                           f"±{MAX_ABS_VALUE:g}, where float32 arithmetic overflows",
+                           "rescale it the way the training data was (same units and preprocessing) or drop the sample")
+    distance = _training_distance(student, name, array) if name not in reported else None
+    if distance is not None and (distance > FAR_FROM_TRAINING).any():
+        i = int(np.argmax(distance > FAR_FROM_TRAINING))
+        reported.add(name)
+        warnings.warn(InputWarning(f"{path}: field '{field}': sample {start + i} lies {distance[i]:.3g} training "
+                                   "standard deviations from the training mean, so its prediction says little: check "
+                                   "that the units and preprocessing match the training data (see the model card)"),
+                      stacklevel=3)
+
+
 def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str | Path, *, batch_size: int = 256,
                  device: str = "cpu") -> Path:
     """Predict every sample of ``input_path`` with the student saved in ``student_dir``.
@@ -187,7 +248,7 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
     per class, or one column per regression target. Returns ``out_csv``.
     """
     student = load_student(student_dir)
-    input_path, out_csv = Path(input_path), Path(out_csv)
+    input_path, out_csv = Path(input_path), check_output_file(Path(out_csv), "--out", "predictions.csv")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     suffix = input_path.suffix.lower()
@@ -202,13 +263,10 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
         raise DatasetError(input_path, "/", f"unsupported input type {input_path.suffix or '(no suffix)'!r}",
                            "give a privkd .h5 dataset or a .csv / .parquet feature table")
     student.net.to(device)
-    outputs, start = [], 0
+    outputs, start, reported = [], 0, set()
     for batch in batches:
         for name, array in batch.items():
-            bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-            if bad.any():
-                raise DatasetError(input_path, f"/modalities/{name}", f"NaN or inf value in sample {start + int(np.argmax(bad))}",
-                                   "replace or drop non-finite values before predicting")
+            _check_values(student, input_path, name, array, start, reported)
         outputs.append(predict_arrays(student, batch, device))
         start += len(next(iter(batch.values())))
     n_outputs = len(student.output_names) or (outputs[0].shape[1] if outputs else 0)

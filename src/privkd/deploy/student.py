@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +43,7 @@ from privkd.data.h5format import DatasetInfo, ModalityInfo
 from privkd.deploy.card import model_card
 from privkd.errors import PrivkdError
 from privkd.models.build import DEPLOYABLE_ROLES, build_net
+from privkd.version import __version__
 
 __all__ = [
     "CARD_FILE",
@@ -226,8 +228,6 @@ def save_student(
     write_atomic(weights, lambda tmp: torch.save(state, tmp))
     card["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights),
                        "parameters": int(sum(p.numel() for p in net.parameters()))}
-    from privkd import __version__
-
     card["privkd_version"] = __version__
     card["torch_version"] = torch.__version__
     write_text_atomic(directory / STUDENT_FILE, json.dumps(card, indent=2) + "\n")
@@ -264,6 +264,34 @@ class LoadedStudent:
     def privileged(self) -> list[str]:
         """Modalities the student was distilled with but never needs."""
         return list(self.card.get("privileged") or {})
+
+    def predict_proba(self, arrays: Mapping[str, Any], batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (softmax of the outputs), float64 ``(n, n_classes)`` whose rows sum
+        to 1, in :attr:`output_names` order, for ``arrays`` = ``{modality: (n, *sample_shape)}``
+        holding every prevalent modality (others are ignored). Refuses a regression student,
+        which has no classes, and inputs of another shape than the student was trained on.
+        """
+        if self.task != "classification":
+            raise PrivkdError(f"{self.directory}: a {self.task} student predicts values, not class probabilities",
+                              "run its network (privkd.deploy.predict_arrays) for the predicted targets")
+        inputs = {}
+        for name, expected in self.inputs.items():
+            if name not in arrays:
+                raise PrivkdError(f"no input {name!r}: this student needs {', '.join(self.prevalent)}",
+                                  f"pass {{{name!r}: array of shape (n, {', '.join(map(str, expected.sample_shape))})}}")
+            array = np.asarray(arrays[name], dtype=np.float32)
+            if array.shape[1:] != tuple(expected.sample_shape):
+                raise PrivkdError(f"input {name!r} has samples shaped {array.shape[1:]}, this student expects "
+                                  f"{tuple(expected.sample_shape)}", "window / resample the data as the training data was")
+            inputs[name] = torch.from_numpy(array)
+        sizes = {name: len(array) for name, array in inputs.items()}
+        if len(set(sizes.values())) > 1:
+            raise PrivkdError(f"the inputs hold different numbers of samples ({sizes})", "pass the same samples of every modality")
+        n = next(iter(sizes.values()))
+        with torch.inference_mode():
+            logits = [self.net({k: v[i:i + batch_size] for k, v in inputs.items()}).logits for i in range(0, n, batch_size)]
+        stacked = torch.cat(logits) if logits else torch.empty(0, len(self.output_names))
+        return torch.softmax(stacked.double(), dim=-1).numpy()
 
 
 def _read_card(directory: Path) -> dict[str, Any]:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
 
+from privkd.optional import require
+
+# imported when the report draws its first figure (this module is loaded only then): a missing
+# matplotlib is a one-line error naming the report extra, not a traceback
+matplotlib = require("matplotlib", "report", "the report's figures (privkd report)")
 matplotlib.use("Agg")  # headless: the report never opens a window
 
-import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 

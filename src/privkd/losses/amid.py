@@ -84,7 +84,8 @@ def _check_batch(anchor: Tensor, other: Tensor, labels: Tensor | None = None) ->
         raise ValueError(f"labels must be shaped ({anchor.shape[0]},), got {tuple(labels.shape)}")
 
 
-def label_aware_contrastive_mi(anchor: Tensor, other: Tensor, labels: Tensor, tau: float, reduction: str = "sum") -> Tensor:
+def label_aware_contrastive_mi(anchor: Tensor, other: Tensor, labels: Tensor, tau: float = 0.6,
+                               reduction: str = "mean") -> Tensor:
     r"""Label-aware contrastive loss whose minimisation maximises a lower bound on MI (Eq. 7-9).
 
     With ``s_iu = Φ(anchor_i, other_u) / τ`` (cosine similarity),
@@ -118,7 +119,9 @@ def label_aware_contrastive_mi(anchor: Tensor, other: Tensor, labels: Tensor, ta
       so the outer normaliser is the batch size either way.
     * Φ is applied to the embeddings as given (the paper mentions no projection head).
 
-    ``reduction="mean"`` (not the paper's, but privkd's config default) averages each anchor's positive terms over its
+    The defaults are the config's (``amid.tau``, ``amid.mi_reduction``): τ = 0.6, the paper's
+    emotion setting, and ``reduction="mean"``; ``reduction="sum"`` is the literal Eq. 8.
+    ``"mean"`` averages each anchor's positive terms over its
     ``k`` positives and its negative terms over its ``N`` negatives. With the literal sums the
     loss grows with batch size and class size (about 80 per anchor at batch 128 and 7
     classes), and alpha = 4 then drowns the classification loss; the mean keeps the term
@@ -140,7 +143,7 @@ def label_aware_contrastive_mi(anchor: Tensor, other: Tensor, labels: Tensor, ta
     return -(positive + negative).mean()
 
 
-def info_nce(anchor: Tensor, other: Tensor, tau: float) -> Tensor:
+def info_nce(anchor: Tensor, other: Tensor, tau: float = 0.6) -> Tensor:
     """Plain InfoNCE: the only positive of ``anchor_i`` is ``other_i`` ("AMID with L_nce", Table 4).
 
     ``-1/b Σ_i log h(M_i, S_i)`` with ``h`` of Eq. 7: the same softmax as

@@ -45,11 +45,12 @@ def mse_matching(teacher: Tensor, student: Tensor) -> Tensor:
     return F.mse_loss(student, teacher.detach())
 
 
-def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
     r"""Hinton et al.'s distillation term :math:`T^2\,\mathrm{KL}(p_T^{(T)} \| p_S^{(T)})`.
 
     ``p^{(T)} = softmax(logits / T)``; the ``T^2`` keeps its gradient on the scale of the
-    task loss as ``T`` changes. Averaged over the batch.
+    task loss as ``T`` changes. Averaged over the batch. ``temperature`` defaults to the
+    config's ``p2p.temperature``.
     """
     log_student = F.log_softmax(student_logits / temperature, dim=-1)
     teacher_probs = F.softmax(teacher_logits.detach() / temperature, dim=-1)

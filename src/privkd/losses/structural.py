@@ -153,13 +153,17 @@ class StructuralOTLoss(nn.Module):
     r"""Structural OT loss of PKDOT / MT-PKDOT (Eq. 2-7): Sinkhorn divergence of anchored similarities.
 
     Args:
-        k: anchors per sample (paper: 30), clipped to ``b - 1``.
+        k: anchors per sample, clipped to ``b - 1``. 30, the papers' value at their batch
+            of 128; the config's ``structural.k: auto`` gives the same 30 at batch 128 and
+            scales it with the batch size (:mod:`privkd.training.auto`), whereas this class
+            takes the number itself.
         epsilon: entropic regularisation in units of the cost ``1/2 |x - y|^2``
             (paper: 0.01, geomloss ``blur=0.1``); absolute, not relative to a
             cost scale, so that the paper mode is the authors' loss.
         mode: ``"paper"`` (similarity matrices shifted to a zero minimum, rows as
             one point cloud each, permutation invariant) or ``"paired"`` (row
             ``i`` against row ``i``, 1-D clouds of ``k`` values, averaged over rows).
+            ``k``, ``epsilon`` and ``mode`` default to the config's ``structural`` section.
         max_iter: most Sinkhorn iterations per OT problem at the target epsilon.
             10000: on the clouds of ``benchmarks/ot_convergence.py`` (teacher and
             student embeddings of the smartwatch data, batches of 64 and 128, both

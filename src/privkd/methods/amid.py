@@ -239,7 +239,11 @@ class AMIDModule(PrivkdModule):
         self._epoch_correct["total"] += len(labels)
 
     def on_train_epoch_end(self) -> None:
-        """Eq. 14 update of lambda from this epoch's alignment, and the teacher-student gap (Fig. 4)."""
+        """Eq. 14 update of lambda from this epoch's alignment, the teacher-student gap (Fig. 4),
+        and the epoch's step of ``training.lr_schedule`` (manual optimisation steps it here)."""
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
         if self.settings.dynamic_weights and self.d2 is not None and not self.in_warmup():
             self.lambdas.update(self.alignment.means())
         self.alignment.reset()
@@ -262,11 +266,12 @@ class AMIDModule(PrivkdModule):
         self._epoch_correct = dict(state["epoch_correct"])
         self.alignment.sums, self.alignment.counts = list(state["alignment"]["sums"]), list(state["alignment"]["counts"])
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self) -> list[torch.optim.Optimizer] | tuple[list[torch.optim.Optimizer], list]:
+        """The networks' optimiser, scheduled by ``training.lr_schedule``, and the discriminators'
+        Adam at ``amid.discriminator_lr``, which the schedule leaves alone."""
         discriminators = list(self.d1.parameters()) + (list(self.d2.parameters()) if self.d2 is not None else [])
         disc_ids = {id(p) for p in discriminators}
-        main = [p for p in self.trainable_parameters() if id(p) not in disc_ids]
-        return [
-            self.make_optimizer(main),
-            torch.optim.Adam(discriminators, lr=self.settings.discriminator_lr, betas=(0.5, 0.999)),
-        ]
+        main = self.make_optimizer([p for p in self.trainable_parameters() if id(p) not in disc_ids])
+        optimizers = [main, torch.optim.Adam(discriminators, lr=self.settings.discriminator_lr, betas=(0.5, 0.999))]
+        scheduler = self.make_scheduler(main)
+        return optimizers if scheduler is None else (optimizers, [scheduler])

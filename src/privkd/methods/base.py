@@ -30,6 +30,7 @@ from privkd.data.loaders import make_loader
 from privkd.evaluation.metrics import SELECTION_METRIC, resolve_metric, score
 from privkd.losses.task import task_loss
 from privkd.methods.distributed import gather
+from privkd.methods.schedule import CONSTANT_LR, LRSchedule
 from privkd.models.network import PrivilegedNet
 
 
@@ -73,8 +74,9 @@ class FoldData:
 
 def common_arguments(cfg: RunConfig, info: DatasetInfo) -> dict[str, object]:
     """What every method's constructor takes from the run: the task and the optimiser settings."""
-    return dict(task=info.task, n_outputs=info.n_outputs, lr=cfg.training.lr, weight_decay=cfg.training.weight_decay,
-                optimizer=cfg.training.optimizer, selection_metric=resolve_metric(cfg.evaluation.metric, info.task))
+    return {"task": info.task, "n_outputs": info.n_outputs, "lr": cfg.training.lr, "weight_decay": cfg.training.weight_decay,
+            "optimizer": cfg.training.optimizer, "selection_metric": resolve_metric(cfg.evaluation.metric, info.task),
+            "lr_schedule": LRSchedule.of(cfg.training), "grad_clip": cfg.training.grad_clip}
 
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
@@ -85,7 +87,8 @@ class PrivkdModule(L.LightningModule):
     """Trains ``net`` on ``Σ weights[name] * loss_terms()[name]`` and scores it on validation data."""
 
     def __init__(self, net: PrivilegedNet, *, task: str, n_outputs: int, lr: float, weight_decay: float,
-                 optimizer: str = "adamw", selection_metric: str | None = None) -> None:
+                 optimizer: str = "adamw", selection_metric: str | None = None, lr_schedule: LRSchedule = CONSTANT_LR,
+                 grad_clip: float | None = None) -> None:
         super().__init__()
         self.net = net
         self.task = task
@@ -93,6 +96,9 @@ class PrivkdModule(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.optimizer_name = optimizer
+        self.lr_schedule = lr_schedule
+        self.grad_clip = grad_clip
+        """Largest gradient norm per optimiser step (``training.grad_clip``); ``None``: no clipping."""
         self.selection_metric = selection_metric or SELECTION_METRIC[task]
         self.class_weights: Tensor | None = None
         """Per-class weights of the task loss (``training.class_weights``, from the training subjects)."""
@@ -243,5 +249,24 @@ class PrivkdModule(L.LightningModule):
         """The configured optimiser (``training.optimizer``) over ``parameters``."""
         return OPTIMIZERS[self.optimizer_name](parameters, lr=self.lr, weight_decay=self.weight_decay)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.make_optimizer(self.trainable_parameters())
+    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """The per-epoch ``training.lr_schedule`` of ``optimizer`` over this training's epochs, or
+        ``None`` when the learning rate stays constant."""
+        return None if self.lr_schedule.constant else self.lr_schedule.scheduler(optimizer, self.trainer.max_epochs)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.make_optimizer(self.trainable_parameters())
+        scheduler = self.make_scheduler(optimizer)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the gradient norm to ``training.grad_clip`` with Lightning's norm clipping.
+
+        Done in this hook rather than with ``Trainer(gradient_clip_val=...)`` because it runs
+        in manual optimisation too (AMID steps its own optimisers, where the Trainer refuses
+        to clip) and after mixed precision has unscaled the gradients.
+        """
+        if self.grad_clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")

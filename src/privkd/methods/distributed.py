@@ -28,32 +28,20 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather whose backward sums every rank's gradient of the gathered tensor and hands
-    each rank the rows it contributed (public collectives only: all_gather, all_reduce)."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: Tensor) -> Tensor:
-        ctx.rows = (dist.get_rank() * tensor.shape[0], (dist.get_rank() + 1) * tensor.shape[0])
-        return gather(tensor)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)  # every rank's loss depends on every row
-        start, end = ctx.rows
-        return grad[start:end]
-
-
 def gather_with_grad(tensor: Tensor) -> Tensor:
     """Every rank's ``tensor`` concatenated along the batch axis, in rank order.
 
-    Gradients flow back to each rank's own rows. All ranks must pass the same shape
+    Gradients flow back to each rank's own rows, summed over every rank's loss (each rank's
+    loss depends on every row): torch's differentiable
+    :func:`torch.distributed.nn.functional.all_gather`. All ranks must pass the same shape
     (training loaders drop the ragged last batch, and the distributed sampler pads).
     """
     if world_size() == 1:
         return tensor
-    return _GatherWithGrad.apply(tensor)
+    # imported only when distributed, as it needs a torch built with torch.distributed
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
 def gather(tensor: Tensor) -> Tensor:

@@ -21,10 +21,10 @@ from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
 from privkd.evaluation.method_figures import SIMILARITY_EVOLUTION, TEACHER_SELECTION
 from privkd.losses.distillation import centroid_loss, select_teacher
-from privkd.methods.base import FoldData, common_arguments
+from privkd.methods.base import FoldData
 from privkd.methods.distributed import gather, gather_output, gather_with_grad
 from privkd.methods.registry import register_method
-from privkd.methods.student import StudentModule, build_student
+from privkd.methods.student import StudentModule, build_student, student_arguments
 from privkd.models.network import NetOutput, PrivilegedNet
 
 JOINT = "joint"
@@ -52,21 +52,21 @@ class MTPKDOTModule(StudentModule):
         student = build_student(cfg, info, teacher)
         if not teacher.adapters:
             raise ConfigError("teacher.align_weight", "mtpkdot needs a teacher with modality adapters", "set align_weight > 0")
-        return cls(student, teacher, settings=cfg.mtpkdot, structural=cfg.structural, **common_arguments(cfg, info))
+        return cls(student, teacher, settings=cfg.mtpkdot, **student_arguments(cfg, info))
 
     def fold_record(self, fold: FoldData) -> dict:
         """The structure gaps, and how often each teacher was chosen per epoch (MT-PKDOT Fig. 6)."""
         return {**super().fold_record(fold), "teacher_selection": self.selection_history}
 
-    def teacher_pool(self, inputs: Mapping[str, Tensor]) -> dict[str, NetOutput]:
-        """The joint teacher and every adapter view, for one batch (no gradient)."""
+    def teacher_views(self, inputs: Mapping[str, Tensor]) -> dict[str, NetOutput]:
+        """The pool: the joint teacher and every adapter view, for one batch (no gradient)."""
         with torch.no_grad():
             embeddings = self.teacher.encode(inputs)
             return {JOINT: self.teacher.fuse(embeddings), **self.teacher.adapt(embeddings)}
 
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         """Teacher selection, anchors, OT and centroid over the global batch (all ranks)."""
-        pool = {name: gather_output(view) for name, view in self.teacher_pool(batch.inputs).items()}
+        pool = {name: gather_output(view) for name, view in self.teacher_outputs(batch).items()}
         labels = gather(batch.label)
         losses = {name: self.task_loss(view.logits, labels) for name, view in pool.items()}
         chosen = select_teacher(losses, fallback=JOINT)

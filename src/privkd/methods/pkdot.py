@@ -13,9 +13,8 @@ from privkd.config.schema import RunConfig
 from privkd.data.dataset import Batch
 from privkd.data.h5format import DatasetInfo
 from privkd.evaluation.method_figures import SIMILARITY_EVOLUTION
-from privkd.methods.base import common_arguments
 from privkd.methods.registry import register_method
-from privkd.methods.student import StudentModule, build_student
+from privkd.methods.student import StudentModule, build_student, student_arguments
 from privkd.models.network import NetOutput, PrivilegedNet
 
 
@@ -30,8 +29,7 @@ class PKDOTModule(StudentModule):
 
     @classmethod
     def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> PKDOTModule:
-        return cls(build_student(cfg, info, teacher), teacher, beta=cfg.pkdot.beta, structural=cfg.structural,
-                   **common_arguments(cfg, info))
+        return cls(build_student(cfg, info, teacher), teacher, beta=cfg.pkdot.beta, **student_arguments(cfg, info))
 
     def distillation_terms(self, batch: Batch, teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
         return {"ot": self.structure(teacher.embedding, student.embedding)}

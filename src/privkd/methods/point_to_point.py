@@ -22,9 +22,8 @@ from privkd.losses.distillation import (
     mse_matching,
     softened_kl,
 )
-from privkd.methods.base import common_arguments
 from privkd.methods.registry import register_method
-from privkd.methods.student import StudentModule, build_student
+from privkd.methods.student import StudentModule, build_student, student_arguments
 from privkd.models.network import NetOutput, PrivilegedNet
 
 KINDS = ("cosine", "mse", "kl")
@@ -52,7 +51,7 @@ class PointToPointModule(StudentModule):
     @classmethod
     def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> PointToPointModule:
         return cls(build_student(cfg, info, teacher), teacher, kind=method.removeprefix("p2p_"), beta=cfg.p2p.beta,
-                   temperature=cfg.p2p.temperature, structural=cfg.structural, **common_arguments(cfg, info))
+                   temperature=cfg.p2p.temperature, **student_arguments(cfg, info))
 
     def distillation_terms(self, batch: Batch, teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
         if self.kind == "cosine":

@@ -9,6 +9,7 @@ statistics of the teacher must not drift with the student's batches.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import lightning as L
 import torch
@@ -20,8 +21,9 @@ from privkd.data.dataset import Batch
 from privkd.data.h5format import DatasetInfo
 from privkd.evaluation.diagnostics import structure_gaps
 from privkd.losses.structural import StructuralOTLoss
-from privkd.methods.base import FoldData, PrivkdModule
+from privkd.methods.base import FoldData, PrivkdModule, common_arguments
 from privkd.methods.distributed import gather_output, global_batch
+from privkd.methods.frozen_outputs import FrozenOutputCache
 from privkd.methods.probes import SimilarityRecorder, probe_batch
 from privkd.models.build import build_net
 from privkd.models.network import NetOutput, PrivilegedNet
@@ -43,18 +45,26 @@ def build_student(cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | No
     return student
 
 
+def student_arguments(cfg: RunConfig, info: DatasetInfo) -> dict[str, object]:
+    """What every distilled student's constructor takes from the run, beside its own settings."""
+    return {**common_arguments(cfg, info), "structural": cfg.structural, "cache_teacher": cfg.student.cache_teacher_outputs}
+
+
 class StudentModule(PrivkdModule):
     """Trains ``student`` on ``task + Σ weighted distillation terms`` against a frozen ``teacher``.
 
     ``structure`` is the structural OT loss of the run's ``structural`` settings: the
     structural methods train with it, and every student is measured with it on the test
     subjects (:func:`~privkd.evaluation.diagnostics.structure_gaps`), as initialised and as
-    trained.
+    trained. The teacher's outputs a step reads (:meth:`teacher_views`) are computed once per
+    sample (``cache_teacher``, :mod:`privkd.methods.frozen_outputs`).
     """
 
-    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, structural: StructuralConfig, **kwargs: object) -> None:
+    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, structural: StructuralConfig,
+                 cache_teacher: bool = True, **kwargs: object) -> None:
         super().__init__(student, **kwargs)
         self.teacher = teacher.requires_grad_(False).eval()
+        self.teacher_outputs = FrozenOutputCache(self.teacher_views, enabled=cache_teacher)
         if student.tnet is not None:
             student.tnet.requires_grad_(False)
         self.structure = StructuralOTLoss(k=structural.k, epsilon=structural.epsilon, mode=structural.ot_mode)
@@ -63,9 +73,12 @@ class StudentModule(PrivkdModule):
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.teacher] + ([self.net.tnet] if self.net.tnet is not None else [])
 
+    def teacher_views(self, inputs: Mapping[str, Tensor]) -> dict[str, NetOutput]:
+        """The frozen teacher's outputs a training step reads, by name (here: the joint teacher's)."""
+        return {"teacher": self.teacher(inputs)}
+
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
-        with torch.no_grad():
-            teacher = self.teacher(batch.inputs)
+        teacher = self.teacher_outputs(batch)["teacher"]
         student = self.net(batch.inputs)
         terms = {"task": self.task_loss(student.logits, batch.label)}
         terms.update(self.distillation_terms(global_batch(batch), gather_output(teacher), gather_output(student)))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torchvision.models import resnet18
 from torchvision.models.video import r2plus1d_18, r3d_18
 
@@ -64,6 +65,21 @@ def _require_rank(name: str, sample_shape: Sequence[int], rank: int, layout: str
         raise ValueError(f"{name} expects samples shaped {layout}, got {tuple(sample_shape)}")
 
 
+class PairMaxPool1d(nn.Module):
+    """``nn.MaxPool1d(2, ceil_mode=True)`` as a reshape and a max over pairs.
+
+    The same values (a ragged last step is its own maximum) and the same gradient (to the
+    first of tied values, as ``max_pool1d``), in about half the time: on CPU ``max_pool1d``
+    runs through the 2-D pooling kernel with indices, which took a fifth of a training step
+    of the demo's network in a profile.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % 2:
+            x = F.pad(x, (0, 1), value=float("-inf"))
+        return x.unflatten(-1, (-1, 2)).max(-1).values
+
+
 class SignalCNN1d(Backbone):
     """A small 1D-CNN for multichannel time series (``(batch, channels, time)``).
 
@@ -78,7 +94,7 @@ class SignalCNN1d(Backbone):
                 nn.Conv1d(c_in, c_out, kernel_size=5, padding=2, bias=False),
                 nn.BatchNorm1d(c_out),
                 nn.ReLU(inplace=True),
-                nn.MaxPool1d(2, ceil_mode=True),
+                PairMaxPool1d(),
             )
 
         self.features = nn.Sequential(block(in_channels, width), block(width, 2 * width), block(2 * width, 2 * width))

@@ -9,14 +9,17 @@ records is asked from the method registry; nothing here names a method.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import Logger
 
 from privkd.config.loading import variant_config
+from privkd.config.parse import config_to_dict
 from privkd.config.rows import row_method
 from privkd.config.schema import RunConfig
 from privkd.data import Fold, MultimodalDataset, read_info
@@ -24,7 +27,7 @@ from privkd.data.folds import make_folds
 from privkd.data.h5format import DatasetInfo
 from privkd.data.opening import open_dataset, resolve_data_path
 from privkd.deploy import save_student
-from privkd.errors import ConfigError, PrivkdError
+from privkd.errors import ConfigError, DatasetError, PrivkdError
 from privkd.evaluation.metrics import (
     TASK_METRICS,
     resolve_metric,
@@ -52,14 +55,16 @@ from privkd.training.auto import (
 )
 from privkd.training.feature_cache import frozen_backbone_tokens
 from privkd.training.fit import fit, seed_everything
+from privkd.training.interrupt import RunInterrupted
+from privkd.training.loggers import check_logger_packages, row_loggers
+from privkd.training.reuse import fingerprint, take_over
 from privkd.training.run_dir import (
     FAILED_FILE,
-    check_resumable,
+    claim_run_dir,
     finished_record,
     is_primary_process,
     record_failure,
     row_dir,
-    start_run,
     write_json_atomic,
     write_text_atomic,
 )
@@ -159,8 +164,26 @@ def load_finished_teacher(directory: Path, spec: MethodSpec, cfg: RunConfig, inf
     return net.eval()
 
 
+@dataclass(frozen=True)
+class Tracking:
+    """Lightning loggers and callbacks a caller adds to every (fold, row) trained by gradient
+    descent, beside the configured ones (``training.loggers``) and privkd's own."""
+
+    loggers: Sequence[Logger] = ()
+    callbacks: Sequence[L.Callback] = ()
+
+
+def row_fingerprints(cfg: RunConfig, rows: list[str]) -> dict[str, str]:
+    """Each row's :func:`~privkd.training.reuse.fingerprint` (``rows`` in training order, teachers first)."""
+    prints: dict[str, str] = {}
+    for row in rows:
+        spec, teacher = row_spec(cfg, row), teacher_of(cfg, row)
+        prints[row] = fingerprint(variant_config(cfg, row), spec.name, spec.sections, prints[teacher] if teacher else None)
+    return prints
+
+
 def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetInfo, teacher: PrivilegedNet | None,
-              directory: Path, primary: bool) -> tuple[dict, PrivilegedNet]:
+              directory: Path, primary: bool, row_fingerprint: str, tracking: Tracking = Tracking()) -> tuple[dict, PrivilegedNet]:
     """Train, score and save one (fold, row); returns its record and trained network."""
     row_cfg = variant_config(cfg, row)
     spec = row_spec(cfg, row)
@@ -173,10 +196,15 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: Datase
     recorders = module.probe_recorders(data.val)
     validation = module.fit_directly(data)
     if validation is None:
-        fitted = fit(module, data.train, data.val, row_cfg.training, directory, seed, callbacks=list(recorders.values()))
+        run_dir = directory.parents[1]  # directory is row_dir(run_dir, fold, row)
+        configured = row_loggers(row_cfg.training, directory, run_dir, experiment=cfg.name,
+                                 run_name=f"fold_{fold.index}/{row}", params=config_to_dict(row_cfg),
+                                 tags={"fold": str(fold.index), "row": row, "method": spec.name, "run_dir": run_dir.name})
+        fitted = fit(module, data.train, data.val, row_cfg.training, directory, seed,
+                     callbacks=[*recorders.values(), *tracking.callbacks], loggers=[*configured, *tracking.loggers])
         module, validation = fitted.module, fitted.validation
     record: dict = {"fold": fold.index, "row": row, "method": spec.name, "teacher": teacher_of(cfg, row),
-                    "validation": validation}
+                    "fingerprint": row_fingerprint, "validation": validation}
     record.update(module.fold_record(data))
     test = predict(module.net, data.loader(data.test))
     record["test"] = score_on_fold(module, info, cfg, data, test)
@@ -202,7 +230,8 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: Datase
 
 
 def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None,
-                   resume: str | Path | None = None) -> RunResult:
+                   resume: str | Path | None = None, tracking: Tracking = Tracking(),
+                   reuse: Sequence[Path] = ()) -> RunResult:
     """Train and score every row on every fold; write config, environment, per-fold
     metrics, ``summary.json`` and ``summary.md`` under a new run directory.
 
@@ -211,13 +240,19 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     that fails is recorded in ``failed.json`` and the summary, and the other folds go on (the
     rows that distil from a failed teacher fail with it). ``resume`` continues an interrupted
     run in its own directory: finished (fold, row) pairs are read back, an interrupted training
-    continues from its last epoch, and the result equals an uninterrupted run's.
+    continues from its last epoch, and the result equals an uninterrupted run's. ``tracking``
+    adds the caller's own Lightning loggers and callbacks to every training (the same objects
+    each time, so a logger sees every (fold, row) in turn). ``reuse`` names earlier run
+    directories whose finished (fold, row) pairs are taken over where the row depends on
+    nothing that differs (:mod:`privkd.training.reuse`: a sweep's later points).
     """
     data_path = resolve_data_path(cfg.data.path)
     info = read_info(data_path)
     configured = cfg  # as written (``auto`` included): what config.yaml keeps and a resume is checked against
     cfg, resolved = resolve_rows(cfg, info)
     check_against_dataset(cfg, info)
+    for row in rows_to_train(cfg):
+        check_logger_packages(variant_config(cfg, row).training)
     primary = is_primary_process()  # data-parallel workers train alongside but write nothing
     if not primary:
         progress = lambda _: None
@@ -229,13 +264,21 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     resolved += fitted_to_folds
     for item in resolved:
         progress(item.line())
-    if resume is not None:
-        run_dir = Path(resume)
-        check_resumable(run_dir, configured, folds)
-    else:
-        run_dir = start_run(configured, out_root, data_path, folds, primary, resolved)
+    with claim_run_dir(configured, out_root, data_path, folds, primary, resolved, resume, progress) as run_dir:
+        try:
+            return _train_every_row(cfg, info, dataset, folds, run_dir, primary, progress, tracking, reuse)
+        except RunInterrupted as stop:  # the CLI says where to resume
+            stop.run_dir = run_dir
+            raise
 
+
+def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDataset, folds: list[Fold], run_dir: Path,
+                     primary: bool, progress: ProgressCallback, tracking: Tracking, reuse: Sequence[Path]) -> RunResult:
+    """Every (fold, row) not finished yet, in training order, then the summary files."""
     rows = rows_to_train(cfg)
+    prints = row_fingerprints(cfg, rows)
+    if cfg.training.devices * cfg.training.num_nodes > 1:  # every rank must train a row together: no rank skips one
+        reuse = ()
     per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
     records: dict[str, list[dict]] = {}
     failures: list[dict] = []
@@ -246,6 +289,11 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
         for row in rows:
             directory = row_dir(run_dir, fold, row)
             record = finished_record(directory)
+            if record is None and reuse:
+                source = take_over(directory, prints[row], [row_dir(Path(earlier), fold, row) for earlier in reuse])
+                if source is not None:
+                    progress(f"fold {fold.index + 1}/{len(folds)}: {row} reused from {source.parent.parent.name}")
+                    record = finished_record(directory)
             spec = row_spec(cfg, row)
             try:
                 needed = teacher_of(cfg, row)
@@ -256,9 +304,12 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
                         teachers[needed] = load_finished_teacher(row_dir(run_dir, fold, needed), method_spec(needed),
                                                                  cfg, info)
                     progress(f"fold {fold.index + 1}/{len(folds)}: {row}")
-                    record, net = train_row(row, cfg, fold, data, info, teachers.get(needed), directory, primary)
+                    record, net = train_row(row, cfg, fold, data, info, teachers.get(needed), directory, primary,
+                                            prints[row], tracking)
                     if spec.provides_teacher:
                         teachers[row] = net
+            except DatasetError:  # the data's fault, which every other row would meet too
+                raise
             except Exception as error:  # noqa: BLE001 - one failed (fold, row) must not lose the others
                 failures.append(record_failure(directory, fold, row, error, primary))
                 progress(f"fold {fold.index + 1}/{len(folds)}: {row} FAILED: {failures[-1]['error']}")

@@ -12,7 +12,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from torch.utils.data import Dataset
 
 from privkd.atomic import write_atomic
@@ -68,7 +68,7 @@ class FitResult:
 
 def fit(
     module: PrivkdModule, train_set: Dataset, val_set: Dataset, cfg: TrainingConfig, out_dir: Path, seed: int,
-    callbacks: Sequence[L.Callback] = (),
+    callbacks: Sequence[L.Callback] = (), loggers: Sequence[Logger] = (),
 ) -> FitResult:
     """Train ``module`` and return it with the weights of its best validation epoch.
 
@@ -78,6 +78,7 @@ def fit(
     Every epoch also writes ``checkpoints/last.ckpt`` (weights, optimiser, loop and callback
     state, random state); when that file exists the interrupted training continues from it
     and ends exactly where an uninterrupted one would. It is removed once training is over.
+    The epoch metrics go to ``logs/metrics.csv`` and to every one of ``loggers`` besides.
     """
     require_resolved(cfg)
     monitor = SELECTION_KEY  # validation subjects only, never the test fold
@@ -101,7 +102,7 @@ def fit(
         precision=cfg.precision,
         sync_batchnorm=cfg.sync_batchnorm,
         deterministic=True,
-        logger=CSVLogger(out_dir, name="logs", version=""),
+        logger=[CSVLogger(out_dir, name="logs", version=""), *loggers],  # the CSV first: its log is the one read back
         callbacks=[checkpoint, last, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience), *callbacks],
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
@@ -110,9 +111,12 @@ def fit(
         limit_train_batches=cfg.limit_train_batches,
     )
     resuming = resume.is_file()
+    if not resuming:  # trained again from its start: an earlier attempt's best.ckpt would push this one to best-v1.ckpt
+        for stale in (out_dir / "checkpoints").glob("best*.ckpt"):
+            stale.unlink(missing_ok=True)  # data-parallel ranks share the directory
     earlier_log = read_epoch_log(out_dir) if resuming else None
     trainer.fit(module, make_loader(train_set, cfg, train=True, seed=seed), make_loader(val_set, cfg, train=False),
-                ckpt_path=resume if resuming else None)
+                ckpt_path=resume if resuming else None, weights_only=True)  # whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says
     if earlier_log is not None:
         keep_earlier_epochs(out_dir, earlier_log)
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]

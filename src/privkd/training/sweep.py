@@ -1,7 +1,8 @@
 """``privkd sweep``: a grid (or an Optuna search) over config keys, chosen on validation subjects.
 
 Every point is a full run (its own run directory, same folds, same seed) with some keys
-overridden. The objective is the mean over folds of one row's *validation* score (macro-F1
+overridden; rows a point does not change are taken over from earlier points
+(:mod:`privkd.training.reuse`), not retrained. The objective is the mean over folds of one row's *validation* score (macro-F1
 or CCC on the validation subjects, the score the run already selects epochs on), never a
 test score: test scores are recorded beside it for the table and the batch-size/anchor
 figure, but the best point is picked without them.
@@ -27,6 +28,7 @@ from privkd.data.opening import resolve_data_path
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import resolve_metric
 from privkd.evaluation.summary import metric_label
+from privkd.optional import require
 from privkd.training.experiment import row_spec, rows_to_train, run_experiment
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
@@ -89,10 +91,12 @@ def validation_objective(run_dir: Path, row: str, metric: str) -> float:
 
 
 def evaluate_point(base: Mapping[str, Any], params: Mapping[str, Any], out: Path, row: str,
-                   progress: ProgressCallback) -> SweepPoint:
+                   progress: ProgressCallback, earlier: Sequence[SweepPoint] = ()) -> SweepPoint:
+    """One point's run; the rows it does not change (the baseline and teacher of a point that
+    changes only a student key) are taken over from the ``earlier`` points' runs."""
     cfg = config_from_dict(apply_overrides(dict(base), [f"{k}={json.dumps(v)}" for k, v in params.items()]))
     progress(f"sweep point {dict(params)}")
-    result = run_experiment(cfg, out, progress)
+    result = run_experiment(cfg, out, progress, reuse=[Path(point.run_dir) for point in earlier])
     test = {name: {metric: values["mean"] for metric, values in metrics.items()}
             for name, metrics in result.summary["methods"].items()}
     return SweepPoint(dict(params), str(result.run_dir), validation_objective(result.run_dir, row, result.summary["metric"]), test)
@@ -109,6 +113,7 @@ def run_sweep(
     progress: ProgressCallback = lambda _: None,
 ) -> Path:
     """Evaluate the grid (or ``trials`` Optuna TPE samples of it) and write ``sweep.json`` / ``sweep.md``."""
+    optuna = require("optuna", "sweep", "privkd sweep --trials") if trials is not None else None
     cfg = load_config(config, list(overrides))
     for key in grid:  # every key must exist in the schema, checked before anything trains
         config_from_dict(apply_overrides(config_to_dict(cfg), [f"{key}={json.dumps(grid[key][0])}"]))
@@ -125,16 +130,14 @@ def run_sweep(
 
     if trials is None:
         for values in itertools.product(*grid.values()):
-            record(evaluate_point(base, dict(zip(grid, values)), points_dir, row, progress))
+            record(evaluate_point(base, dict(zip(grid, values)), points_dir, row, progress, points))
     else:
-        import optuna
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
 
         def objective(trial: optuna.Trial) -> float:
             params = {key: trial.suggest_categorical(key, list(values)) for key, values in grid.items()}
-            point = evaluate_point(base, params, points_dir, row, progress)
+            point = evaluate_point(base, params, points_dir, row, progress, points)
             record(point)
             return point.objective
 
