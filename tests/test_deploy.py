@@ -132,7 +132,12 @@ def test_model_card_describes_inputs_and_what_is_never_needed(tmp_path, watch):
     assert "gyroscope" not in text[text.index("## Inputs"):text.index("## Never needed")]
     assert all(name in text for name in info.class_names)
     assert "s01, s02, s03" in text and "| macro_f1 | 0.7500 |" in text
-    assert f"privkd predict {directory}" in text and f"privkd export {directory}" in text
+    assert f"privkd predict {directory.name} " in text and f"privkd export {directory.name} " in text
+    assert str(tmp_path) not in text  # no path of the training machine
+    header = text[: text.index("# privkd student")]
+    assert header.startswith("---\nlibrary_name: privkd\n") and "datasets: [" in header
+    assert "{name: macro_f1, value: 0.7500" in header
+    assert "## Intended use" in text and "## Limitations" in text and "one fold's, not a population estimate" in text
 
 
 def test_weights_from_another_model_are_refused(tmp_path, watch):

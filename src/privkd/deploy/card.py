@@ -35,13 +35,51 @@ def _input_line(name: str, entry: Mapping[str, Any]) -> str:
     return text
 
 
+def _dataset(training: Mapping[str, Any]) -> str:
+    """The training data's file name, without the training machine's directories."""
+    return Path(str(training["dataset"])).name
+
+
+def _front_matter(card: Mapping[str, Any]) -> list[str]:
+    """A YAML metadata header (the keys model hubs read): library, tags, dataset, test metrics."""
+    training = card["training"]
+    metrics = [f"  - {{name: {name}, value: {value:.4f}, split: 'test subjects of fold {training['fold']}'}}"
+               for name, value in card.get("test_metrics", {}).items() if isinstance(value, float) and math.isfinite(value)]
+    return ["---", "library_name: privkd", f"tags: [privileged-knowledge-distillation, {card['method']}, {card['task']}]",
+            f"datasets: ['{_dataset(training)}']",
+            "license: other  # the training data's terms decide; set it when you publish the model",
+            "metrics:", *(metrics or ["  []"]), "---", ""]
+
+
+def _use_and_limits(card: Mapping[str, Any]) -> list[str]:
+    training = card["training"]
+    inputs = ", ".join(card["inputs"])
+    return [
+        "## Intended use", "",
+        (f"Research use: {card['task']} from {inputs} alone, on recordings like those of `{_dataset(training)}` "
+         "(same sensors, placement, sampling rate and preprocessing). The privileged modalities its teacher saw are "
+         "never needed."), "",
+        "## Limitations", "",
+        (f"- Trained on {len(training['train_subjects'])} subjects and scored on the unseen test subjects of one "
+         f"cross-validation fold ({training['fold']}): the metrics above are one fold's, not a population estimate; "
+         "the run's summary gives the mean and spread over folds."),
+        "- Not validated on other populations, devices or recording conditions; expect lower scores there.",
+        "- Inputs far outside the training range (after standardisation) are warned about by `privkd predict`, not refused.",
+        "",
+    ]
+
+
 def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -> str:
-    """The human-readable model card of a student description (the content of student.json)."""
+    """The human-readable model card of a student description (the content of student.json).
+
+    ``directory`` names the student's folder in the commands; give a relative path (the card
+    travels with the folder, and must not carry the training machine's paths)."""
     training = card["training"]
     inputs, privileged = card["inputs"], card.get("privileged") or {}
     cfg = card["config"]
     names = card.get("class_names") if card["task"] == "classification" else card.get("target_names")
     lines = [
+        *_front_matter(card),
         f"# privkd student: {card['row']} (fold {training['fold']})",
         "",
         f"- Method: `{card['method']}`" + (f" (results row `{card['row']}`)" if card["row"] != card["method"] else ""),
@@ -81,7 +119,7 @@ def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -
         "",
         "## Training data",
         "",
-        f"- Dataset: `{training['dataset']}` (config `data.path: {training['data_path']}`)",
+        f"- Dataset: `{_dataset(training)}` (config `data.path: {Path(str(training['data_path'])).name}`)",
     ]
     if training.get("description"):
         lines.append(f"- Description: {training['description']}")
@@ -100,7 +138,10 @@ def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -
         *[f"| {name} | {'n/a' if value is None else (f'{value:.4f}' if isinstance(value, float) else value)} |"
           for name, value in card.get("test_metrics", {}).items()],
         "",
+        *_use_and_limits(card),
         "## How to run it",
+        "",
+        f"From the directory that holds the `{directory}` folder:",
         "",
         "```",
         f"privkd predict {directory} INPUT.h5 --out predictions.csv   # a privkd dataset holding {', '.join(inputs)}",

@@ -231,7 +231,7 @@ def save_student(
     card["privkd_version"] = __version__
     card["torch_version"] = torch.__version__
     write_text_atomic(directory / STUDENT_FILE, json.dumps(card, indent=2) + "\n")
-    write_text_atomic(directory / CARD_FILE, model_card(card, directory))
+    write_text_atomic(directory / CARD_FILE, model_card(card, Path(directory.name)))  # no machine paths in the card
     return directory
 
 
