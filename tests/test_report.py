@@ -126,6 +126,17 @@ def test_figures_without_data_are_skipped():
     assert plots.training_curves({}) is None
 
 
+def test_training_curves_star_the_selected_epoch_and_show_validation_loss():
+    log = {"epoch": [0, 1, 2, 3], "train/loss": [1.0, 0.8, 0.6, 0.5], "val/loss": [1.1, 0.9, 0.95, 1.0],
+           "val/selection": [0.5, 0.7, 0.7, 0.6]}
+    fig = plots.training_curves({"pkdot": log})
+    loss_ax, val_ax = fig.axes[:2]
+    (star,) = [line for line in val_ax.lines if line.get_marker() == "*"]
+    assert list(star.get_xdata()) == [2] and list(star.get_ydata()) == [0.7]  # epoch 2 (1-based): the first of the ties
+    dotted = [line for line in loss_ax.lines if line.get_linestyle() == ":"]
+    assert len(dotted) == 1 and list(dotted[0].get_ydata()) == log["val/loss"]
+
+
 def test_sweep_amid_and_regression_figures():
     points = [{"params": {"training.batch_size": b, "structural.k": k}, "objective": 0.5,
                "test": {"mtpkdot": {"accuracy": 0.5 + b / 1000 + k / 100}}} for b in (16, 32, 64) for k in (5, 10)]

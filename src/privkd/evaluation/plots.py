@@ -347,8 +347,11 @@ def regression_scatter(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
 
 def training_curves(logs: Mapping[str, Mapping[str, Sequence[float]]], selection_label: str = "val/selection") -> Figure | None:
-    """Per row: the training loss (left) and the validation selection metric (right) per epoch.
-    ``logs[row]`` maps ``"epoch"``, ``"train/loss"`` and ``"val/selection"`` to per-epoch lists."""
+    """Per row: the training loss, and the validation loss dashed where logged (left), and the
+    validation selection metric with its selected epoch starred (right), per epoch.
+    ``logs[row]`` maps ``"epoch"``, ``"train/loss"``, ``"val/loss"`` (optional) and
+    ``"val/selection"`` to per-epoch lists. The star is the first best epoch, the one the
+    checkpoint keeps (a later equal score does not replace it)."""
     logs = {row: log for row, log in logs.items() if log.get("epoch")}
     if not logs:
         return None
@@ -359,18 +362,26 @@ def training_curves(logs: Mapping[str, Mapping[str, Sequence[float]]], selection
         epochs = np.asarray(log["epoch"]) + 1
         if log.get("train/loss") is not None:
             loss_ax.plot(epochs, log["train/loss"], **style)
+        val_loss = np.asarray(log.get("val/loss") or [], dtype=float)
+        if len(val_loss) == len(epochs) and np.isfinite(val_loss).any():
+            loss_ax.plot(epochs, val_loss, **{**style, "ls": ":", "marker": None, "label": f"{row} (validation)"})
         if log.get("val/selection") is not None:
-            val_ax.plot(epochs, log["val/selection"], **style)
+            scores = np.asarray(log["val/selection"], dtype=float)
+            val_ax.plot(epochs, scores, **style)
+            if np.isfinite(scores).any():
+                best = int(np.nanargmax(scores))
+                val_ax.plot(epochs[best], scores[best], marker="*", ms=12, color=style["color"], ls="none",
+                            label="_selected")
     from matplotlib.ticker import MaxNLocator
 
     for ax in (loss_ax, val_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("train/loss (epoch mean)")
-    loss_ax.set_title("Training loss (each method's own objective)")
+    loss_ax.set_ylabel("loss (epoch mean)")
+    loss_ax.set_title("Training loss (each method's own objective); validation loss dotted")
     val_ax.set_xlabel("epoch")
     val_ax.set_ylabel(selection_label)
-    val_ax.set_title("Validation selection metric")
+    val_ax.set_title("Validation selection metric; ★ the selected epoch")
     handles, names = val_ax.get_legend_handles_labels() if val_ax.lines else loss_ax.get_legend_handles_labels()
     fig.legend(handles, names, fontsize=7, loc="outside right center")
     return fig

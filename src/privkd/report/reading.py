@@ -114,7 +114,7 @@ def read_epoch_log(path: Path, task: str) -> dict[str, list[float]]:
                     except ValueError:
                         pass
     selection = f"val/{SELECTION_METRIC.get(task, 'f1')}"
-    out: dict[str, list[float]] = {"epoch": [], "train/loss": [], "val/selection": []}
+    out: dict[str, list[float]] = {"epoch": [], "train/loss": [], "val/loss": [], "val/selection": []}
     for epoch in sorted(sums):
         bucket = sums[epoch]
 
@@ -126,5 +126,6 @@ def read_epoch_log(path: Path, task: str) -> dict[str, list[float]]:
 
         out["epoch"].append(epoch)
         out["train/loss"].append(mean("train/loss", "train/loss_epoch"))
+        out["val/loss"].append(mean("val/loss"))
         out["val/selection"].append(mean("val/selection", selection))
     return out
