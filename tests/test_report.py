@@ -137,6 +137,16 @@ def test_training_curves_star_the_selected_epoch_and_show_validation_loss():
     assert len(dotted) == 1 and list(dotted[0].get_ydata()) == log["val/loss"]
 
 
+def test_similarity_figure_maps_the_teacher_student_differences():
+    rng = np.random.default_rng(0)
+    teacher, student = rng.uniform(-1, 1, (6, 6)), rng.uniform(-1, 1, (5, 6, 6))
+    fig = plots.similarity_evolution(teacher, student, np.arange(6) % 2, "pkdot")
+    maps = [ax.images[0].get_array() for ax in fig.axes if ax.images and ax.images[0].get_cmap().name == "magma"]
+    shown = plots.similarity_epochs(4)
+    assert len(maps) == len(shown)
+    np.testing.assert_allclose(maps[-1], np.abs(teacher - student[shown[-1]]))
+
+
 def test_sweep_amid_and_regression_figures():
     points = [{"params": {"training.batch_size": b, "structural.k": k}, "objective": 0.5,
                "test": {"mtpkdot": {"accuracy": 0.5 + b / 1000 + k / 100}}} for b in (16, 32, 64) for k in (5, 10)]

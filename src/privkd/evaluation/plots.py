@@ -60,23 +60,34 @@ def similarity_epochs(n_epochs: int, fractions: Sequence[float] = SIMILARITY_FRA
 
 def similarity_evolution(teacher: np.ndarray, student: np.ndarray, labels: np.ndarray, row: str) -> Figure | None:
     """MT-PKDOT Fig. 4: the teacher's cosine-similarity matrix on the probe batch beside the
-    student's before training and at 50 %, 75 % and 100 % of its epochs."""
+    student's before training and at 50 %, 75 % and 100 % of its epochs (top), and under each
+    student panel its difference map ``|S_teacher - S_student|`` with its mean (bottom): the
+    matrices look alike at a glance, the differences are what distillation changes."""
     if student is None or len(student) == 0:
         return None
     labels = np.asarray(labels)
     labels = labels if labels.ndim == 1 else labels.reshape(len(labels), -1)[:, 0]
     shown = similarity_epochs(len(student) - 1)
-    fig = _figure(2.6 * (len(shown) + 1) + 0.6, 2.9)
-    axes = fig.subplots(1, len(shown) + 1)
+    fig = _figure(2.6 * (len(shown) + 1) + 0.6, 5.6)
+    axes = fig.subplots(2, len(shown) + 1)
     panels = [("teacher", teacher)] + [(f"student, epoch {e}" + (" (init)" if e == 0 else ""), student[e]) for e in shown]
-    image = None
-    for ax, (title, matrix) in zip(axes, panels, strict=True):
+    differences = [np.abs(np.asarray(teacher) - np.asarray(student[e])) for e in shown]
+    largest = max(float(d.max()) for d in differences) or 1.0
+    image = difference = None
+    for ax, (title, matrix) in zip(axes[0], panels, strict=True):
         image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="viridis", interpolation="nearest")
         _class_boundaries(ax, labels)
         ax.set_title(title, fontsize=9)
+    axes[1][0].axis("off")
+    for ax, gap, e in zip(axes[1][1:], differences, shown, strict=True):
+        difference = ax.imshow(gap, vmin=0, vmax=largest, cmap="magma", interpolation="nearest")
+        _class_boundaries(ax, labels)
+        ax.set_title(f"|teacher - epoch {e}|, mean {gap.mean():.3f}", fontsize=8)
+    for ax in np.asarray(axes).ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(image, ax=list(axes), shrink=0.8, label="cosine similarity")
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="cosine similarity")
+    fig.colorbar(difference, ax=list(axes[1]), shrink=0.8, label="absolute difference")
     order = "class" if _is_classes(labels) else "first target"
     fig.suptitle(f"{row}: joint-embedding similarity on the validation probe batch (sorted by {order})", fontsize=10)
     return fig
