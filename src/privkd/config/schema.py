@@ -9,11 +9,9 @@ it, is in ``docs/defaults.md``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from privkd.errors import ConfigError
 
 SHARED_SECTIONS = ("data", "evaluation", "model", "teacher", "study")
 """Sections every row of a run shares; a variant may override any other section."""
@@ -164,27 +162,6 @@ class TrainingConfig:
     lr_step_gamma: float = 0.1
     grad_clip: float | None = None
     loggers: tuple[Literal["csv", "tensorboard", "mlflow"], ...] = ("csv",)
-
-    def __post_init__(self) -> None:
-        """Range checks of the schedule, clipping and logger keys, here so that a
-        ``TrainingConfig`` built in code is held to them as well as one read from YAML."""
-        if self.lr_warmup_epochs < 0:
-            raise ConfigError("training.lr_warmup_epochs", f"must be >= 0, got {self.lr_warmup_epochs}",
-                              "use 0 for no warm-up")
-        if isinstance(self.epochs, int) and self.lr_warmup_epochs >= self.epochs > 0:
-            raise ConfigError("training.lr_warmup_epochs", f"{self.lr_warmup_epochs} warm-up epochs leave none of the "
-                              f"{self.epochs} training epochs at the full learning rate", "use fewer warm-up epochs")
-        if self.lr_step_epochs < 1:
-            raise ConfigError("training.lr_step_epochs", f"must be >= 1, got {self.lr_step_epochs}",
-                              "use e.g. 10 (the step schedule lowers the learning rate every 10 epochs)")
-        if not 0 < self.lr_step_gamma <= 1:  # also False for NaN
-            raise ConfigError("training.lr_step_gamma", f"must be in (0, 1], got {self.lr_step_gamma}",
-                              "use e.g. 0.1 (each step divides the learning rate by 10)")
-        if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
-            raise ConfigError("training.grad_clip", f"must be a finite number > 0, got {self.grad_clip}",
-                              "use e.g. 1.0, or null for no clipping")
-        if len(set(self.loggers)) != len(self.loggers):
-            raise ConfigError("training.loggers", f"{list(self.loggers)} names a logger twice", "list each logger once")
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ method needs, so adding a method never means editing this file.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import PurePosixPath, PureWindowsPath
 
 from privkd.config.fitted import AUTO
 from privkd.config.parse import build_config, config_to_dict
 from privkd.config.rows import row_method, set_key
-from privkd.config.schema import SHARED_SECTIONS, RunConfig, VariantConfig
+from privkd.config.schema import SHARED_SECTIONS, RunConfig, TrainingConfig, VariantConfig
 from privkd.errors import ConfigError
 from privkd.methods.registry import method_names, method_spec
 
@@ -146,6 +147,28 @@ def _check_ranges(cfg: RunConfig) -> None:
                           "give one positive weight per class, or balanced / none")
     if cfg.structural.epsilon <= 0:
         raise ConfigError("structural.epsilon", f"must be > 0, got {cfg.structural.epsilon}", "use e.g. 0.01")
+    _check_training_options(cfg.training)
+
+
+def _check_training_options(t: TrainingConfig) -> None:
+    """The schedule, clipping and logger keys (off by default)."""
+    if t.lr_warmup_epochs < 0:
+        raise ConfigError("training.lr_warmup_epochs", f"must be >= 0, got {t.lr_warmup_epochs}",
+                          "use 0 for no warm-up")
+    if t.epochs != AUTO and t.lr_warmup_epochs >= t.epochs > 0:
+        raise ConfigError("training.lr_warmup_epochs", f"{t.lr_warmup_epochs} warm-up epochs leave none of the "
+                          f"{t.epochs} training epochs at the full learning rate", "use fewer warm-up epochs")
+    if t.lr_step_epochs < 1:
+        raise ConfigError("training.lr_step_epochs", f"must be >= 1, got {t.lr_step_epochs}",
+                          "use e.g. 10 (the step schedule lowers the learning rate every 10 epochs)")
+    if not 0 < t.lr_step_gamma <= 1:  # also False for NaN
+        raise ConfigError("training.lr_step_gamma", f"must be in (0, 1], got {t.lr_step_gamma}",
+                          "use e.g. 0.1 (each step divides the learning rate by 10)")
+    if t.grad_clip is not None and not 0 < t.grad_clip < math.inf:
+        raise ConfigError("training.grad_clip", f"must be a finite number > 0, got {t.grad_clip}",
+                          "use e.g. 1.0, or null for no clipping")
+    if len(set(t.loggers)) != len(t.loggers):
+        raise ConfigError("training.loggers", f"{list(t.loggers)} names a logger twice", "list each logger once")
 
 
 def _check_model(cfg: RunConfig) -> None:

@@ -32,6 +32,14 @@ names another (``evaluation.metric``); higher is better."""
 TASK_METRICS = {"classification": ("accuracy", "f1", "ua", "auroc", "ap"), "regression": ("ccc",)}
 """Metrics ``evaluation.metric`` may name per task (``auroc`` and ``ap`` for two classes only)."""
 
+BINARY_METRICS = ("auroc", "ap")
+"""The ranking metrics :func:`score` adds for two classes only."""
+
+
+def available_metrics(task: str, n_outputs: int) -> list[str]:
+    """The metrics :func:`score` reports, so ``evaluation.metric`` may name, for this task and output count."""
+    return [m for m in TASK_METRICS[task] if n_outputs == 2 or m not in BINARY_METRICS]
+
 
 def resolve_metric(requested: str, task: str) -> str:
     """The selection and headline metric of a run: ``evaluation.metric``, or the task's default for ``auto``."""

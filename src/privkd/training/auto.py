@@ -26,13 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privkd.config.schema import RunConfig, VariantConfig
+from privkd.config.schema import RunConfig, TrainingConfig, VariantConfig
 from privkd.config.fitted import AUTO
 from privkd.config.validation import validate
 from privkd.data.folds import Fold
 from privkd.data.h5format import DatasetInfo
 
-__all__ = ["MIN_STEPS_PER_EPOCH", "Resolved", "resolve_rows", "resolve_training", "resolve_validation_subjects"]
+__all__ = ["MIN_STEPS_PER_EPOCH", "Resolved", "resolve_rows", "resolve_training", "resolve_validation_subjects",
+           "steps_per_epoch"]
 
 LINEAR_ROWS = ("linear", "linear_teacher")
 CONTROL_ROW = "teacher_init"
@@ -103,6 +104,13 @@ def resolve_validation_subjects(cfg: RunConfig, info: DatasetInfo) -> tuple[RunC
     return _replace(cfg, "evaluation", n_val_subjects=n_val), [Resolved("evaluation.n_val_subjects", n_val, why)]
 
 
+def steps_per_epoch(n_train: int, t: TrainingConfig) -> int:
+    """Optimiser steps in an epoch of ``n_train`` samples (per data-parallel process, full batches,
+    capped by ``limit_train_batches``); ``t.batch_size`` must be resolved."""
+    steps = max(max(n_train // max(t.devices * t.num_nodes, 1), 1) // t.batch_size, 1)
+    return min(steps, t.limit_train_batches) if t.limit_train_batches is not None else steps
+
+
 def resolve_training(cfg: RunConfig, n_train: int | list[Fold]) -> tuple[RunConfig, list[Resolved]]:
     """Batch size, epochs, patience and anchors, where ``auto``, from the number of training
     samples (or the smallest training fold of ``folds``); the result is validated again
@@ -121,9 +129,7 @@ def resolve_training(cfg: RunConfig, n_train: int | list[Fold]) -> tuple[RunConf
             batch //= 2
         resolved.append(Resolved("training.batch_size", batch, f"{per_process} training samples in the smallest fold; "
                                  f"at least {MIN_STEPS_PER_EPOCH} optimiser steps per epoch"))
-    steps = max(per_process // batch, 1)
-    if t.limit_train_batches is not None:
-        steps = min(steps, t.limit_train_batches)
+    steps = steps_per_epoch(n_train, dataclasses.replace(t, batch_size=batch))
     epochs = t.epochs
     if epochs == AUTO:
         epochs = min(max(BASE_EPOCHS, math.ceil(t.min_steps / steps)), MAX_EPOCHS)

@@ -29,7 +29,7 @@ from privkd.data.opening import open_dataset, resolve_data_path
 from privkd.deploy import save_student
 from privkd.errors import ConfigError, DatasetError, PrivkdError
 from privkd.evaluation.metrics import (
-    TASK_METRICS,
+    available_metrics,
     resolve_metric,
     retrieval_recall,
     score,
@@ -52,6 +52,7 @@ from privkd.training.auto import (
     resolve_rows,
     resolve_training,
     resolve_validation_subjects,
+    steps_per_epoch,
 )
 from privkd.training.feature_cache import frozen_backbone_tokens
 from privkd.training.fit import fit, seed_everything
@@ -108,8 +109,8 @@ def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
         if unknown:
             raise ConfigError(key, f"modality {unknown[0]!r} is not in the dataset", f"use some of {available}")
     metric = resolve_metric(cfg.evaluation.metric, info.task)
-    if metric not in TASK_METRICS[info.task] or (metric in ("auroc", "ap") and info.n_outputs != 2):
-        allowed = [m for m in TASK_METRICS[info.task] if info.n_outputs == 2 or m not in ("auroc", "ap")]
+    allowed = available_metrics(info.task, info.n_outputs)
+    if metric not in allowed:
         raise ConfigError("evaluation.metric", f"{metric} is not a metric of this {info.task} task "
                           f"({info.n_outputs} outputs)", f"use auto or one of {allowed}")
     weights = cfg.training.class_weights
@@ -212,8 +213,7 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: Datase
                                                            ("test", test))
                   if (reason := collapse(info.task, predictions.outputs, predictions.labels, info.class_names))}
     if degenerate:
-        steps = max(len(data.train) // row_cfg.training.batch_size, 1)
-        steps = min(steps, row_cfg.training.limit_train_batches or steps)
+        steps = steps_per_epoch(len(data.train), row_cfg.training)
         record["degenerate"] = {**degenerate, "hint": collapse_hint(steps, validation["epochs_trained"])}
     if primary:
         directory.mkdir(parents=True, exist_ok=True)  # a row fitted without Lightning has made nothing there yet

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig
+from privkd.training.run_dir import finished_record
 
 __all__ = ["fingerprint", "take_over"]
 
@@ -47,8 +48,8 @@ def take_over(directory: Path, row_fingerprint: str, sources: Iterable[Path]) ->
     The copy is made beside ``directory`` and renamed into place, so an interrupted copy never
     looks finished."""
     for source in sources:
-        metrics = source / "metrics.json"
-        if not metrics.is_file() or json.loads(metrics.read_text()).get("fingerprint") != row_fingerprint:
+        record = finished_record(source)
+        if record is None or record.get("fingerprint") != row_fingerprint:
             continue
         staging = directory.with_name(f".{directory.name}.reused")
         shutil.rmtree(staging, ignore_errors=True)
