@@ -2,7 +2,8 @@
 
 Errors a user can fix (bad config, bad data, unwritable output) are :class:`PrivkdError`s;
 :class:`PrivkdGroup` prints them as one ``error: ...`` line with exit code 2, or lets them
-through with their traceback under ``--debug``. Commands just raise.
+through with their traceback under ``--debug``. Commands just raise. A SIGTERM or Ctrl-C
+ends any command with one ``stopped: ...`` line and exit code 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from privkd.cli.report import report
 from privkd.cli.run import demo, run, study, sweep
 from privkd.errors import PrivkdError
 from privkd.portable import enable_portable_kernels
+from privkd.training.interrupt import RunInterrupted, stop_on_signals
 
 __all__ = ["PrivkdGroup", "app"]
 
@@ -33,7 +35,12 @@ class PrivkdGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with stop_on_signals():  # the training commands report their own stops, with the run to resume
+                return super().invoke(ctx)
+        except RunInterrupted as stop:
+            console.print(f"[bold red]stopped:[/] {stop.signal_name}; nothing half-written is left (files are written "
+                          "whole or not at all): run the command again", highlight=False)
+            raise typer.Exit(code=stop.exit_code) from None
         except PrivkdError as err:
             if ctx.params.get(DEBUG):
                 raise
