@@ -124,6 +124,31 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
     assert "stopped: SIGINT" in message and f"privkd run --resume {run_dir}" in message and "Traceback" not in message
 
 
+def test_a_sigterm_to_the_process_group_stops_the_run_not_its_loader_workers_row(tmp_path):
+    """A scheduler signals every process of the job: the loader workers must leave the stop to
+    the main process instead of dying and failing the row while the run goes on."""
+    config = config_file(tmp_path, small_dataset(tmp_path / "data.h5"), methods=["baseline", "teacher"],
+                         training={**TRAINING, "epochs": 50, "patience": 50, "num_workers": 2})
+    process = subprocess.Popen([sys.executable, "-m", "privkd", "run", str(config), "--out", str(tmp_path / "runs")],
+                               env={**os.environ, "PRIVKD_CACHE": str(tmp_path / "cache")}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    run_dir = started_training(process, tmp_path / "runs")
+    os.killpg(process.pid, signal.SIGTERM)
+    message = one_line(process.communicate(timeout=120)[0])
+    assert process.returncode == 143, message
+    assert "stopped: SIGTERM" in message and "FAILED" not in message and "Traceback" not in message
+    assert not list(run_dir.glob("fold_*/*/failed.json")) and not (run_dir / "fold_0" / "teacher").exists()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the workers are gone too
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("loader workers outlived the stopped run")
+
+
 def test_a_dead_importers_temporary_file_is_removed(tmp_path):
     pd.DataFrame({"subject": ["s0", "s1"], "label": ["a", "b"], "eda.mean": [0.1, 0.2]}).to_csv(tmp_path / "t.csv", index=False)
     dead = subprocess.Popen([sys.executable, "-c", ""])

@@ -3,6 +3,7 @@ full training batches, and evaluation in file order."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -10,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from privkd.config.schema import TrainingConfig
 
-__all__ = ["EpochShuffler", "make_loader", "modality_batches"]
+__all__ = ["EpochShuffler", "leave_stops_to_the_main_process", "make_loader", "modality_batches"]
 
 
 class EpochShuffler(Sampler[int]):
@@ -48,7 +49,18 @@ def make_loader(dataset: Dataset, cfg: TrainingConfig, *, train: bool, seed: int
         generator=torch.Generator().manual_seed(seed),
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
+        worker_init_fn=leave_stops_to_the_main_process if cfg.num_workers > 0 else None,
     )
+
+
+def leave_stops_to_the_main_process(worker_id: int) -> None:
+    """A loader worker ignores SIGTERM and Ctrl-C. A scheduler's SIGTERM (or a terminal's Ctrl-C)
+    reaches the whole process group; a worker killed by it would make the main process fail the
+    row with "DataLoader worker killed by signal" and go on to the next one. Ignored here, the
+    stop is the main process's alone: it stops the run, says how to resume, and shuts its
+    workers down (which also exit by themselves once the main process is gone)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def modality_batches(dataset: Dataset, name: str, batch_size: int = 512) -> Iterator[torch.Tensor]:
