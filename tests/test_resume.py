@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import privkd.training.experiment as experiment
+import privkd.training.row as training_row
 from privkd.cli import app
 
 CONFIG = {
@@ -88,14 +88,14 @@ def test_resume_refuses_other_settings(config, tmp_path):
 
 
 def test_a_failed_fold_is_recorded_and_the_others_are_kept(config, tmp_path, monkeypatch):
-    real_fit = experiment.fit
+    real_fit = training_row.fit
 
     def failing_fit(module, train_set, val_set, cfg, out_dir, seed, callbacks=(), loggers=()):
         if out_dir.parent.name == "fold_1" and out_dir.name == "teacher":
             raise RuntimeError("simulated out-of-memory")
         return real_fit(module, train_set, val_set, cfg, out_dir, seed, callbacks=callbacks, loggers=loggers)
 
-    monkeypatch.setattr(experiment, "fit", failing_fit)
+    monkeypatch.setattr(training_row, "fit", failing_fit)
     result = invoke("run", config, "--out", tmp_path / "runs", "--set", "training.epochs=1", "--only", "baseline",
                     "--only", "pkdot")
     assert result.exit_code == 3, result.output
@@ -109,7 +109,7 @@ def test_a_failed_fold_is_recorded_and_the_others_are_kept(config, tmp_path, mon
     assert (run_dir / "fold_1" / "teacher" / "failed.json").is_file()
     assert "failed" in (run_dir / "summary.md").read_text()
 
-    monkeypatch.setattr(experiment, "fit", real_fit)
+    monkeypatch.setattr(training_row, "fit", real_fit)
     resumed = invoke("run", "--resume", run_dir)
     assert resumed.exit_code == 0, resumed.output
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -1,5 +1,5 @@
 """The resume matrix: SIGINT, SIGTERM and SIGKILL at every stage of the work (import, teacher,
-T-Net refit, student, the run's summary, the report), each in a real ``privkd`` process; doing
+T-Net refit, student, the run's summary, the final all-subject training, the report), each in a real ``privkd`` process; doing
 the work again (``privkd run --resume``, or the same import or report command) must give the
 uninterrupted result and leave no temporary file, lock or resume checkpoint behind.
 
@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_bad_input import config_file, small_dataset
 from typer.testing import CliRunner
 
@@ -27,7 +28,7 @@ from privkd.training.run_lock import LOCK_FILE
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL")
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGKILL": -signal.SIGKILL}
-RUN_STAGES = ("teacher", "tnet_refit", "student", "summary")
+RUN_STAGES = ("teacher", "tnet_refit", "student", "summary", "final")
 
 LAUNCHER = '''
 """privkd, with a stop signal sent to itself mid-way through one stage: launcher.py STAGE SIGNAL ARGS..."""
@@ -58,22 +59,23 @@ def stopping_at(call, function):
 if stage == "import":  # inside the temporary file, after the arrays, before the labels
     import privkd.data.h5format.writing as writing
     writing._write_columns = stopping_at(1, writing._write_columns)
-elif stage in ("teacher", "student"):  # at the end of the row's second epoch, the first one checkpointed
+elif stage in ("teacher", "student", "final"):  # at the end of the row's second epoch, the first one checkpointed
     import lightning as L
-    import privkd.training.experiment as experiment
+    import privkd.training.row as training_row
 
     class StopInSecondEpoch(L.Callback):
         def on_train_epoch_end(self, trainer, module):
             if trainer.current_epoch == 1:
                 stop()
 
-    real_fit, row = experiment.fit, {"teacher": "teacher", "student": "pkdot"}[stage]
+    real_fit = training_row.fit
+    where = {"teacher": ("fold_0", "teacher"), "student": ("fold_0", "pkdot"), "final": ("final", "pkdot")}[stage]
 
     def fit(module, train_set, val_set, cfg, out_dir, seed, callbacks=(), loggers=()):
-        if out_dir.name == row:
+        if (out_dir.parent.name, out_dir.name) == where:
             callbacks = [*callbacks, StopInSecondEpoch()]
         return real_fit(module, train_set, val_set, cfg, out_dir, seed, callbacks=callbacks, loggers=loggers)
-    experiment.fit = fit
+    training_row.fit = fit
 elif stage == "tnet_refit":  # the third T-Net objective of the refit: its first epoch's batches
     import privkd.methods.teacher as teacher
     real_refit = teacher.refit_tnet
@@ -121,7 +123,8 @@ def leftovers(directory: Path) -> list[Path]:
 
 
 def row_records(run_dir: Path) -> dict[str, dict]:
-    return {str(p.relative_to(run_dir)): json.loads(p.read_text()) for p in sorted(run_dir.glob("fold_*/*/metrics.json"))}
+    """Every (fold, row)'s and final row's record."""
+    return {str(p.relative_to(run_dir)): json.loads(p.read_text()) for p in sorted(run_dir.glob("*/*/metrics.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -130,30 +133,38 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("matrix")
     config = config_file(tmp, small_dataset(tmp / "data.h5"), methods=["baseline", "teacher", "pkdot"],
                          training={"epochs": 3, "patience": 3, "batch_size": 8}, teacher={"tnet_refit_epochs": 3})
-    result = invoke("run", config, "--out", tmp / "whole")
-    assert result.exit_code == 0, result.output
-    (whole,) = (tmp / "whole").iterdir()
+    for out in ("whole", "whole_final"):  # the final stage's cases are compared with a run that has one
+        result = invoke("run", config, "--out", tmp / out, *(["--final"] if out == "whole_final" else []))
+        assert result.exit_code == 0, result.output
+    (whole,), (whole_final,) = (tmp / "whole").iterdir(), (tmp / "whole_final").iterdir()
     assert invoke("report", whole).exit_code == 0
     table = pd.DataFrame({"subject": [f"s{i // 3}" for i in range(12)], "label": ["a", "b", "c"] * 4,
                           "eda.mean": np.linspace(0.0, 1.0, 12), "ecg.hr": np.linspace(60.0, 90.0, 12)})
     table.to_csv(tmp / "table.csv", index=False)
     assert invoke("data", "import", "table", tmp / "table.csv", tmp / "whole.h5", "--no-progress").exit_code == 0
-    return {"tmp": tmp, "config": config, "whole": whole}
+    return {"tmp": tmp, "config": config, "whole": whole, "whole_final": whole_final}
 
 
 @pytest.mark.parametrize("signal_name", SIGNALS)
 @pytest.mark.parametrize("stage", RUN_STAGES)
 def test_an_interrupted_run_resumes_to_the_uninterrupted_results(setup, stage, signal_name, tmp_path):
-    interrupted(tmp_path, stage, signal_name, "run", setup["config"], "--out", tmp_path / "runs")
+    whole = setup["whole_final" if stage == "final" else "whole"]
+    interrupted(tmp_path, stage, signal_name, "run", setup["config"], "--out", tmp_path / "runs",
+                *(["--final"] if stage == "final" else []))
     (run_dir,) = (tmp_path / "runs").iterdir()
-    if stage != "summary":
+    if stage not in ("summary", "final"):
         assert not (run_dir / "summary.json").exists()
 
     resumed = invoke("run", "--resume", run_dir)
     assert resumed.exit_code == 0, resumed.output
-    assert row_records(run_dir) == row_records(setup["whole"])
+    assert row_records(run_dir) == row_records(whole)
     for name in ("summary.json", "summary.md"):
-        assert (run_dir / name).read_text() == (setup["whole"] / name).read_text()
+        assert (run_dir / name).read_text() == (whole / name).read_text()
+    if stage == "final":
+        assert (run_dir / "final" / "final.json").read_text() == (whole / "final" / "final.json").read_text()
+        for a, b in zip(*(sorted(d.glob("final/*/student/weights.pt")) for d in (run_dir, whole)), strict=True):
+            for key, value in torch.load(b, weights_only=True).items():
+                torch.testing.assert_close(torch.load(a, weights_only=True)[key], value, rtol=0, atol=0)
     assert leftovers(run_dir) == []
 
 

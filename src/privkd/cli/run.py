@@ -57,6 +57,9 @@ def _execute(cfg: RunConfig, out: Path, resume: Path | None = None) -> None:
         result = run_experiment(cfg, out, progress=show_progress, resume=resume)
     if is_primary_process():  # data-parallel workers stay silent
         _print_summary(result.summary, result.run_dir, time.perf_counter() - start)
+        for row, student in (result.final or {}).get("students", {}).items():
+            console.print(f"trained on every subject: {escape(row)} -> [bold]{escape(str(result.run_dir / student))}[/]",
+                          highlight=False)
     if result.failures:
         for failure in result.failures:
             console.print(f"[bold red]failed:[/] fold {failure['fold']}, {escape(str(failure['row']))}: "
@@ -110,12 +113,15 @@ def run(
     devices: Annotated[int | None, typer.Option("--devices", help="Data-parallel processes per node (training.devices).")] = None,
     num_nodes: Annotated[int | None, typer.Option("--num-nodes", help="Nodes (training.num_nodes).")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="Lightning strategy, e.g. ddp (training.strategy).")] = None,
+    final: Annotated[bool, typer.Option("--final", help="After the folds, train the baseline and students on every subject "
+                                        "for deployment, under RUN_DIR/final/ (evaluation.final).")] = False,
 ) -> None:
     """Run the experiment described by CONFIG, or finish an interrupted one with --resume RUN_DIR."""
     from privkd.config.loading import load_config
 
     scale = {"training.devices": devices, "training.num_nodes": num_nodes, "training.strategy": strategy}
     overrides = list(set_) + [f"{key}={value}" for key, value in scale.items() if value is not None]
+    overrides += ["evaluation.final=true"] if final else []
     if resume is None:
         if config is None:
             raise PrivkdError("no CONFIG given", "pass a YAML config (or a shipped name), or --resume RUN_DIR")
@@ -123,7 +129,7 @@ def run(
     else:
         if config is not None or overrides or only:
             raise PrivkdError("--resume finishes a run exactly as it was configured",
-                              "drop CONFIG, --set, --only and the scale options when resuming")
+                              "drop CONFIG, --set, --only, --final and the scale options when resuming")
         from privkd.training.run_dir import run_config_path
 
         cfg = load_config(run_config_path(resume))

@@ -55,7 +55,9 @@ class EvaluationConfig:
     own and average the per-group CCCs, as per-video protocols do; else pool all samples.
     ``protocol: splits`` uses the dataset's official ``/splits`` instead of folds (Affwild2):
     one fold testing the ``validation`` split, training on the ``train`` split minus
-    ``n_val_subjects`` of its subjects, which select the epoch.
+    ``n_val_subjects`` of its subjects, which select the epoch. ``final`` (``privkd run
+    --final``): after the folds, train the baseline and the students once more on every
+    subject but ``n_val_subjects`` validation ones, under ``final/``, for deployment.
     """
 
     n_folds: int = 5
@@ -68,6 +70,7 @@ class EvaluationConfig:
     max_folds: int | None = None
     group_average: bool = False
     protocol: Literal["subject_folds", "splits"] = "subject_folds"
+    final: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,34 @@ def _dataset(training: Mapping[str, Any]) -> str:
     return Path(str(training["dataset"])).name
 
 
+def _is_final(card: Mapping[str, Any]) -> bool:
+    """Trained on every subject (``evaluation.final``), not on one cross-validation fold."""
+    return card["training"]["fold"] is None
+
+
+def _scores(card: Mapping[str, Any]) -> dict[str, tuple[float, float | None]]:
+    """Per metric, the value the card reports and its spread: a fold's test score (no spread),
+    or for a final student its row's cross-validated mean and std."""
+    if _is_final(card):
+        return {name: (values["mean"], values["std"]) for name, values in card.get("cross_validated", {}).items()
+                if isinstance(values.get("mean"), float) and math.isfinite(values["mean"])}
+    return {name: (value, None) for name, value in card.get("test_metrics", {}).items()
+            if isinstance(value, float) and math.isfinite(value)}
+
+
+def _score_source(card: Mapping[str, Any]) -> str:
+    if _is_final(card):
+        folds = max((v.get("folds", 0) for v in card.get("cross_validated", {}).values()), default=0)
+        return f"cross-validated mean over {int(folds)} subject-independent test folds"
+    return f"test subjects of fold {card['training']['fold']}"
+
+
 def _front_matter(card: Mapping[str, Any]) -> list[str]:
     """A YAML metadata header (the keys model hubs read): library, tags, dataset, test metrics."""
-    training = card["training"]
-    metrics = [f"  - {{name: {name}, value: {value:.4f}, split: 'test subjects of fold {training['fold']}'}}"
-               for name, value in card.get("test_metrics", {}).items() if isinstance(value, float) and math.isfinite(value)]
+    source = _score_source(card)
+    metrics = [f"  - {{name: {name}, value: {value:.4f}, split: '{source}'}}" for name, (value, _) in _scores(card).items()]
     return ["---", "library_name: privkd", f"tags: [privileged-knowledge-distillation, {card['method']}, {card['task']}]",
-            f"datasets: ['{_dataset(training)}']",
+            f"datasets: ['{_dataset(card['training'])}']",
             "license: other  # the training data's terms decide; set it when you publish the model",
             "metrics:", *(metrics or ["  []"]), "---", ""]
 
@@ -60,13 +81,31 @@ def _use_and_limits(card: Mapping[str, Any]) -> list[str]:
          "(same sensors, placement, sampling rate and preprocessing). The privileged modalities its teacher saw are "
          "never needed."), "",
         "## Limitations", "",
-        (f"- Trained on {len(training['train_subjects'])} subjects and scored on the unseen test subjects of one "
+        (f"- Trained on {len(training['train_subjects'])} subjects, every one but those that chose its epoch; no "
+         "subject was left to test this model: the metrics above estimate the procedure that trained it (the same "
+         "on each cross-validation fold), not this model itself." if _is_final(card) else
+         f"- Trained on {len(training['train_subjects'])} subjects and scored on the unseen test subjects of one "
          f"cross-validation fold ({training['fold']}): the metrics above are one fold's, not a population estimate; "
          "the run's summary gives the mean and spread over folds."),
         "- Not validated on other populations, devices or recording conditions; expect lower scores there.",
         "- Inputs far outside the training range (after standardisation) are warned about by `privkd predict`, not refused.",
         "",
     ]
+
+
+def _split(card: Mapping[str, Any]) -> str:
+    return "trained on every subject" if _is_final(card) else f"cross-validation fold {card['training']['fold']}"
+
+
+def _metric_lines(card: Mapping[str, Any]) -> list[str]:
+    if _is_final(card):
+        return [(f"The {_score_source(card)} of this row in the same run (mean ± std); this model was trained the "
+                 "same way on every subject:"), "", "| metric | mean ± std |", "|---|---|",
+                *[f"| {name} | {mean:.4f} ± {std:.4f} |" for name, (mean, std) in _scores(card).items()]]
+    return [f"On the unseen test subjects of fold {card['training']['fold']} (subject-independent):", "",
+            "| metric | value |", "|---|---|",
+            *[f"| {name} | {'n/a' if value is None else (f'{value:.4f}' if isinstance(value, float) else value)} |"
+              for name, value in card.get("test_metrics", {}).items()]]
 
 
 def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -> str:
@@ -80,7 +119,7 @@ def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -
     names = card.get("class_names") if card["task"] == "classification" else card.get("target_names")
     lines = [
         *_front_matter(card),
-        f"# privkd student: {card['row']} (fold {training['fold']})",
+        f"# privkd student: {card['row']} ({_split(card)})",
         "",
         f"- Method: `{card['method']}`" + (f" (results row `{card['row']}`)" if card["row"] != card["method"] else ""),
         f"- Network role: `{card['role']}` "
@@ -126,17 +165,12 @@ def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -
     if training.get("source"):
         lines.append(f"- Source: {training['source']}")
     lines += [
-        f"- Cross-validation fold: {training['fold']}",
+        f"- Split: {_split(card)}",
         f"- Training subjects ({len(training['train_subjects'])}): {', '.join(training['train_subjects'])}",
         "",
         "## Test metrics",
         "",
-        f"On the unseen test subjects of fold {training['fold']} (subject-independent):",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {name} | {'n/a' if value is None else (f'{value:.4f}' if isinstance(value, float) else value)} |"
-          for name, value in card.get("test_metrics", {}).items()],
+        *_metric_lines(card),
         "",
         *_use_and_limits(card),
         "## How to run it",

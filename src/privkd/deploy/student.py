@@ -173,17 +173,20 @@ def save_student(
     row: str,
     method: str,
     role: str,
-    fold: int,
+    fold: int | None,
     test_metrics: Mapping[str, float],
     train_subjects: Sequence[str],
+    cross_validated: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Path:
     """Save a trained ``net`` (built by ``build_net(role, cfg, info)``) as a deployable student.
 
     ``cfg`` is the row's resolved config (``variant_config(cfg, row)``), ``info`` the training
     dataset, ``fold`` the cross-validation fold index, ``test_metrics`` its scores on the
     fold's unseen test subjects and ``train_subjects`` the subjects it was trained on (whose
-    statistics the standardisation was fitted on). Writes ``weights.pt``, ``student.json`` and
-    ``model_card.md`` into ``directory`` (created) and returns it.
+    statistics the standardisation was fitted on). A student trained on every subject
+    (``evaluation.final``) has ``fold`` None, no test metrics, and its row's
+    ``cross_validated`` mean, std and fold count per metric instead. Writes ``weights.pt``,
+    ``student.json`` and ``model_card.md`` into ``directory`` (created) and returns it.
     """
     directory = Path(directory)
     if role not in DEPLOYABLE_ROLES:
@@ -211,10 +214,12 @@ def save_student(
             "data_path": cfg.data.path,
             "description": info.description,
             "source": info.source,
-            "fold": int(fold),
+            "fold": None if fold is None else int(fold),
             "train_subjects": [str(s) for s in train_subjects],
         },
         "test_metrics": {str(k): _plain_number(v) for k, v in test_metrics.items()},
+        "cross_validated": {str(metric): {str(k): _plain_number(v) for k, v in values.items()}
+                            for metric, values in (cross_validated or {}).items()},
         "config": config_to_dict(cfg),
     }
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privkd.config.schema import RunConfig, TrainingConfig, VariantConfig
 from privkd.config.fitted import AUTO
+from privkd.config.schema import RunConfig, TrainingConfig, VariantConfig
 from privkd.config.validation import validate
 from privkd.data.folds import Fold
 from privkd.data.h5format import DatasetInfo

@@ -13,21 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import Logger
 
 from privkd.config.loading import variant_config
-from privkd.config.parse import config_to_dict
-from privkd.config.rows import row_method
 from privkd.config.schema import RunConfig
 from privkd.data import Fold, MultimodalDataset, read_info
 from privkd.data.folds import make_folds
 from privkd.data.h5format import DatasetInfo
 from privkd.data.opening import open_dataset, resolve_data_path
 from privkd.deploy import save_student
-from privkd.errors import ConfigError, DatasetError, PrivkdError
+from privkd.errors import ConfigError, DatasetError
 from privkd.evaluation.metrics import (
     available_metrics,
     resolve_metric,
@@ -36,16 +32,8 @@ from privkd.evaluation.metrics import (
 )
 from privkd.evaluation.sanity import collapse, collapse_hint, teacher_margin
 from privkd.evaluation.summary import aggregate, summary_markdown
-from privkd.losses.task import balanced_class_weights
 from privkd.methods.base import FoldData, PrivkdModule
-from privkd.methods.registry import (
-    MethodSpec,
-    bound_row,
-    build_module,
-    method_names,
-    method_spec,
-)
-from privkd.models.build import build_net
+from privkd.methods.registry import bound_row, method_names, method_spec
 from privkd.models.inference import Predictions, predict
 from privkd.models.network import PrivilegedNet
 from privkd.training.auto import (
@@ -55,10 +43,17 @@ from privkd.training.auto import (
     steps_per_epoch,
 )
 from privkd.training.feature_cache import frozen_backbone_tokens
-from privkd.training.fit import fit, seed_everything
+from privkd.training.final import train_final_rows
 from privkd.training.interrupt import RunInterrupted
-from privkd.training.loggers import check_logger_packages, row_loggers
+from privkd.training.loggers import check_logger_packages
 from privkd.training.reuse import fingerprint, take_over
+from privkd.training.row import (
+    Tracking,
+    fit_row,
+    load_finished_teacher,
+    row_spec,
+    teacher_of,
+)
 from privkd.training.run_dir import (
     FAILED_FILE,
     claim_run_dir,
@@ -79,19 +74,12 @@ class RunResult:
 
     run_dir: Path
     summary: dict
+    final: dict | None = None
+    """``final/final.json`` of a run with ``evaluation.final``: the students trained on every subject."""
 
     @property
     def failures(self) -> list[dict]:
-        return self.summary.get("failed", [])
-
-
-def row_spec(cfg: RunConfig, row: str) -> MethodSpec:
-    return method_spec(row_method(cfg, row))
-
-
-def teacher_of(cfg: RunConfig, row: str) -> str | None:
-    """The method whose fold network ``row`` distils from, if any."""
-    return row_spec(cfg, row).teacher_for(variant_config(cfg, row))
+        return self.summary.get("failed", []) + (self.final or {}).get("failed", [])
 
 
 def rows_to_train(cfg: RunConfig) -> list[str]:
@@ -144,36 +132,6 @@ def save_predictions(path: Path, test: Predictions, test_set: MultimodalDataset)
                         subjects=np.asarray(test_set.subjects, dtype=str))
 
 
-def class_weights(setting: str | tuple[float, ...], train: MultimodalDataset, info: DatasetInfo) -> torch.Tensor | None:
-    """The task loss's class weights for ``training.class_weights`` on this fold's training subjects."""
-    if info.task != "classification" or setting == "none":
-        return None
-    if setting == "balanced":
-        return balanced_class_weights(torch.as_tensor(train.labels), info.n_outputs)
-    return torch.tensor(setting, dtype=torch.float32)
-
-
-def load_finished_teacher(directory: Path, spec: MethodSpec, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
-    """A fold's teacher (T-Net refit included) as a finished earlier attempt saved it."""
-    net = build_net(spec.role, cfg, info)
-    path = directory / "model.pt"
-    try:
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, KeyError) as err:
-        raise PrivkdError(f"{path}: not this run's {spec.name} ({str(err).splitlines()[0]})",
-                          f"delete {directory} so that the {spec.name} of this fold is trained again") from err
-    return net.eval()
-
-
-@dataclass(frozen=True)
-class Tracking:
-    """Lightning loggers and callbacks a caller adds to every (fold, row) trained by gradient
-    descent, beside the configured ones (``training.loggers``) and privkd's own."""
-
-    loggers: Sequence[Logger] = ()
-    callbacks: Sequence[L.Callback] = ()
-
-
 def row_fingerprints(cfg: RunConfig, rows: list[str]) -> dict[str, str]:
     """Each row's :func:`~privkd.training.reuse.fingerprint` (``rows`` in training order, teachers first)."""
     prints: dict[str, str] = {}
@@ -188,22 +146,8 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: Datase
     """Train, score and save one (fold, row); returns its record and trained network."""
     row_cfg = variant_config(cfg, row)
     spec = row_spec(cfg, row)
-    seed = cfg.seed + 1000 * fold.index
-    seed_everything(seed)
-    module = build_module(spec.name, row_cfg, info, teacher=teacher)
-    module.class_weights = class_weights(row_cfg.training.class_weights, data.train, info)
-    if cfg.evaluation.group_average and data.val.groups is not None:  # select on the aggregation that is reported
-        module.validation_groups = dict(zip(data.val.rows.tolist(), data.val.groups.tolist()))
-    recorders = module.probe_recorders(data.val)
-    validation = module.fit_directly(data)
-    if validation is None:
-        run_dir = directory.parents[1]  # directory is row_dir(run_dir, fold, row)
-        configured = row_loggers(row_cfg.training, directory, run_dir, experiment=cfg.name,
-                                 run_name=f"fold_{fold.index}/{row}", params=config_to_dict(row_cfg),
-                                 tags={"fold": str(fold.index), "row": row, "method": spec.name, "run_dir": run_dir.name})
-        fitted = fit(module, data.train, data.val, row_cfg.training, directory, seed,
-                     callbacks=[*recorders.values(), *tracking.callbacks], loggers=[*configured, *tracking.loggers])
-        module, validation = fitted.module, fitted.validation
+    fitted = fit_row(row, cfg, fold, data, info, teacher, directory, tracking)
+    module, validation, recorders = fitted.module, fitted.validation, fitted.recorders
     record: dict = {"fold": fold.index, "row": row, "method": spec.name, "teacher": teacher_of(cfg, row),
                     "fingerprint": row_fingerprint, "validation": validation}
     record.update(module.fold_record(data))
@@ -332,4 +276,7 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
     if primary:
         write_json_atomic(run_dir / "summary.json", summary)
         write_text_atomic(run_dir / "summary.md", summary_markdown(summary, f"privkd results: {cfg.name}"))
-    return RunResult(run_dir, summary)
+    final = None
+    if cfg.evaluation.final and primary:  # after the summary: a failure here never loses the cross-validated results
+        final = train_final_rows(cfg, info, dataset, run_dir, len(folds), summary, rows, progress, tracking)
+    return RunResult(run_dir, summary, final)

@@ -1,0 +1,132 @@
+"""``evaluation.final`` (``privkd run --final``): after cross-validation, the deployable rows
+trained once more on every subject, for deployment.
+
+Cross-validation estimates how well a training *procedure* does on unseen subjects; the
+model to deploy should then be trained by that same procedure on all the data there is.
+The final split is therefore built like a fold without a test part: ``n_val_subjects``
+subjects (drawn with the run's seed) select the epoch exactly as they do in every fold, and
+every other subject trains. Each deployable row (the baseline and the students) and the
+teachers they distil from are trained on it under ``RUN_DIR/final/<row>/``; each student's
+model card quotes the cross-validated mean ± std of its row as the estimate for it, since
+there is no test subject left to score it on. Finished final rows are kept on resume like
+fold rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from privkd.config.loading import variant_config
+from privkd.config.schema import RunConfig
+from privkd.data import Fold, MultimodalDataset
+from privkd.data.folds import check_fold
+from privkd.data.h5format import DatasetInfo
+from privkd.deploy import save_student
+from privkd.evaluation.sanity import collapse, collapse_hint
+from privkd.methods.base import FoldData
+from privkd.models.inference import predict
+from privkd.models.network import PrivilegedNet
+from privkd.training.auto import steps_per_epoch
+from privkd.training.row import FittedRow, Tracking, fit_row, load_finished_teacher, row_spec, teacher_of
+from privkd.training.run_dir import FAILED_FILE, finished_record, record_failure, write_json_atomic
+
+__all__ = ["FINAL_DIR", "final_fold", "final_rows", "train_final_rows"]
+
+FINAL_DIR = "final"
+"""Where, under the run directory, the rows trained on every subject go."""
+
+
+def final_fold(subjects: np.ndarray, n_val_subjects: int, seed: int, index: int) -> Fold:
+    """Every subject but ``n_val_subjects`` (drawn with ``seed``) trains; those select the epoch;
+    nothing is left to test. ``index`` (one past the last fold) seeds the training apart from
+    every fold's."""
+    subjects = np.asarray(subjects).astype(str)
+    shuffled = np.random.default_rng(seed).permutation(np.unique(subjects))
+    val, train = shuffled[:n_val_subjects], shuffled[n_val_subjects:]
+    return Fold(index=index, train=np.flatnonzero(np.isin(subjects, train)), val=np.flatnonzero(np.isin(subjects, val)),
+                test=np.array([], dtype=np.int64), train_subjects=tuple(sorted(train.tolist())),
+                val_subjects=tuple(sorted(val.tolist())), test_subjects=())
+
+
+def final_rows(rows: list[str], deployable: Mapping[str, bool], teacher: Mapping[str, str | None]) -> list[str]:
+    """The deployable ``rows`` and the teachers they distil from, in training order."""
+    wanted = {row for row in rows if deployable[row]}
+    wanted |= {needed for row in wanted if (needed := teacher[row]) is not None}
+    return [row for row in rows if row in wanted]
+
+
+def final_record(row: str, fitted_row: FittedRow, data: FoldData, fold: Fold, info: DatasetInfo, cfg: RunConfig) -> dict:
+    """What a final row keeps: its validation score and the T-Net refit, no test scores (the
+    module's held-out diagnostics are computed on the validation subjects and dropped)."""
+    module = fitted_row.module
+    record: dict = {"fold": FINAL_DIR, "row": row, "validation": fitted_row.validation, "test": {},
+                    "train_subjects": list(fold.train_subjects), "val_subjects": list(fold.val_subjects)}
+    record.update({key: value for key, value in module.fold_record(data).items() if not key.endswith("_test")})
+    val = predict(module.net, data.loader(data.val))
+    if (reason := collapse(info.task, val.outputs, val.labels, info.class_names)):
+        steps = steps_per_epoch(len(data.train), variant_config(cfg, row).training)
+        record["degenerate"] = {"validation": reason, "hint": collapse_hint(steps, fitted_row.validation["epochs_trained"])}
+    return record
+
+
+def train_final_rows(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDataset, run_dir: Path, n_folds: int,
+                     summary: Mapping, rows: list[str], progress: Callable[[str], None], tracking: Tracking) -> dict:
+    """Train :func:`final_rows` on the :func:`final_fold`; returns ``final.json``'s content."""
+    fold = final_fold(dataset.subjects, cfg.evaluation.n_val_subjects, cfg.seed, index=n_folds)
+    check_fold(fold, dataset)
+    data = FoldData(dataset.subset(fold.train), dataset.subset(fold.val), dataset.subset(fold.val), cfg.training)
+    specs = {row: row_spec(cfg, row) for row in rows}
+    chosen = final_rows(rows, {row: spec.deployable for row, spec in specs.items()}, {row: teacher_of(cfg, row) for row in rows})
+    teachers: dict[str, PrivilegedNet] = {}
+    students: dict[str, str] = {}
+    failures: list[dict] = []
+    for row in chosen:
+        directory = run_dir / FINAL_DIR / row
+        needed = teacher_of(cfg, row)
+        try:
+            if any(failure["row"] == needed for failure in failures):
+                raise RuntimeError(f"the final {needed} failed")
+            if finished_record(directory) is None:
+                if needed is not None and needed not in teachers:
+                    teachers[needed] = load_finished_teacher(run_dir / FINAL_DIR / needed, specs[needed], cfg, info)
+                progress(f"final (every subject but the validation ones): {row}")
+                net = train_final_row(row, cfg, fold, data, info, teachers.get(needed), directory, summary, tracking)
+                if specs[row].provides_teacher:
+                    teachers[row] = net
+        except Exception as error:  # noqa: BLE001 - as in the folds: one failed row must not lose the others
+            failures.append({**record_failure(directory, fold, row, error, primary=True), "fold": FINAL_DIR})
+            progress(f"final: {row} FAILED: {failures[-1]['error']}")
+            continue
+        (directory / FAILED_FILE).unlink(missing_ok=True)
+        if specs[row].deployable:
+            students[row] = f"{FINAL_DIR}/{row}/student"
+    content = {"train_subjects": list(fold.train_subjects), "val_subjects": list(fold.val_subjects), "students": students,
+               **({"failed": failures} if failures else {})}
+    write_json_atomic(run_dir / FINAL_DIR / "final.json", content)
+    return content
+
+
+def train_final_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetInfo, teacher: PrivilegedNet | None,
+                    directory: Path, summary: Mapping, tracking: Tracking) -> PrivilegedNet:
+    """Train and save one final row (its student too, when it is deployable); returns its network."""
+    spec = row_spec(cfg, row)
+    fitted = fit_row(row, cfg, fold, data, info, teacher, directory, tracking)
+    record = final_record(row, fitted, data, fold, info, cfg)
+    directory.mkdir(parents=True, exist_ok=True)  # a row fitted without Lightning has made nothing there yet
+    torch.save(fitted.module.net.state_dict(), directory / "model.pt")
+    if spec.deployable:
+        save_student(directory / "student", fitted.module.net, variant_config(cfg, row), info, row=row, method=spec.name,
+                     role=spec.role, fold=None, test_metrics={}, train_subjects=fold.train_subjects,
+                     cross_validated=cross_validated(summary, row))
+    write_json_atomic(directory / "metrics.json", record)  # last: its presence marks the row finished
+    return fitted.module.net
+
+
+def cross_validated(summary: Mapping, row: str) -> dict[str, dict[str, float]]:
+    """The row's mean ± std over the run's test folds: the estimate for a student trained on every subject."""
+    return {metric: {"mean": values["mean"], "std": values["std"], "folds": len(values["per_fold"])}
+            for metric, values in summary["methods"].get(row, {}).items()}
