@@ -17,6 +17,7 @@ import pytest
 
 from privkd.errors import PrivkdError
 from privkd.evaluation import plots, stats
+from privkd.report.render import CSS
 
 # --------------------------------------------------------------------------- statistics (hand-computed)
 
@@ -175,14 +176,14 @@ def test_results_table_marks_the_reference_rows_it_is_given():
         "low": {"accuracy": entry([0.6, 0.7])}, "high": {"accuracy": entry([0.8, 0.9])},
         "student": {"accuracy": entry([0.7, 0.8])},
     }}
-    table, _ = tables.results_table(summary, baseline="low", teacher="high")
+    _, table, _ = tables.results_table(summary, baseline="low", teacher="high")
     gap = table.header.index("Gap closed (Accuracy)")
     assert [row[gap] for row in table.rows] == ["—", "—", "50.0 %"]
     online = {"task": "classification", "methods": {
         "low": {"accuracy": entry([0.6, 0.7])},
         "student": {"accuracy": entry([0.7, 0.8]), "teacher_accuracy": entry([0.8, 0.9])},
     }}
-    table, row_stats = tables.results_table(online, baseline="low", teacher="high")
+    _, table, row_stats = tables.results_table(online, baseline="low", teacher="high")
     assert table.rows[1][table.header.index("Gap closed (Accuracy)")] == "50.0 % †"
     assert any(n.startswith("No teacher row") and "teacher_accuracy" in n
                for n in tables.notes(online, row_stats, baseline="low", teacher="high"))
@@ -386,6 +387,9 @@ window.addEventListener("load", function () {
     loaded: images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
     broken: images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).map(function (i) { return i.alt; }),
     rows: rows.map(function (r) { return r.getAttribute("data-method"); }),
+    overflowing: Array.prototype.slice.call(document.querySelectorAll("table"))
+      .filter(function (t) { return t.scrollWidth > t.clientWidth + 1; }).map(function (t) { return t.id; }),
+    width: window.innerWidth,
     resources: performance.getEntriesByType("resource").map(function (e) { return e.name; })
       .filter(function (n) { return n.indexOf("data:") !== 0; })
   };
@@ -397,13 +401,17 @@ window.addEventListener("load", function () {
 </script>"""
 
 
+WIDTH = 1300
+"""The browser window the report must fit: every table readable without a horizontal scrollbar."""
+
+
 def render_check(chromium: str, page: Path, work: Path) -> dict:
     """Load ``page`` (with a checking script appended) in headless Chromium and return what the
     script found after ``window.onload``: image counts, results-table rows, external requests."""
     probe = work / "probe.html"
     probe.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
     command = [chromium, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-extensions",
-               f"--user-data-dir={work / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+               f"--user-data-dir={work / 'profile'}", "--virtual-time-budget=10000", f"--window-size={WIDTH},1000", "--dump-dom", probe.as_uri()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     found = re.search(r'<pre id="privkd-check">(.*?)</pre>', done.stdout, flags=re.DOTALL)
     assert found, f"no check result in the dumped DOM (exit {done.returncode}): {done.stderr[-1000:]}"
@@ -422,7 +430,16 @@ def test_report_renders_in_headless_chromium(chromium, tiny_run, report_out, tmp
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert result["rows"] == list(summary["methods"]) == METHODS
     assert result["resources"] == []
+    assert result["width"] == WIDTH and result["overflowing"] == []  # the p-value columns are in sight
     assert seconds < 60
+
+
+def test_chromium_check_detects_a_table_wider_than_the_window(chromium, tmp_path):
+    page = tmp_path / "wide.html"
+    cells = "".join(f"<td>{'0.8021 ± 0.0534 ' * 3}</td>" for _ in range(12))
+    page.write_text(f'<!DOCTYPE html><html><head><style>{CSS}</style></head><body><table id="wide"><tbody><tr>{cells}'
+                    "</tr></tbody></table></body></html>")
+    assert render_check(chromium, page, tmp_path)["overflowing"] == ["wide"]
 
 
 def test_chromium_check_detects_a_broken_image(chromium, tmp_path):
@@ -430,4 +447,5 @@ def test_chromium_check_detects_a_broken_image(chromium, tmp_path):
     page.write_text('<!DOCTYPE html><html><body><table id="results"><tbody><tr data-method="a"></tr></tbody></table>'
                     '<img alt="bad" src="data:image/png;base64,AAAA"></body></html>')
     result = render_check(chromium, page, tmp_path)
-    assert result == {"images": 1, "loaded": 0, "broken": ["bad"], "rows": ["a"], "resources": []}
+    assert result == {"images": 1, "loaded": 0, "broken": ["bad"], "rows": ["a"], "overflowing": [], "width": WIDTH,
+                      "resources": []}

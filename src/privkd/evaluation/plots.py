@@ -258,24 +258,35 @@ def _predicted_classes(outputs: np.ndarray) -> np.ndarray:
     return outputs.argmax(axis=1) if outputs.ndim == 2 else (outputs > 0).astype(int).reshape(-1)
 
 
-def per_class_accuracy(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
+def class_recalls(outputs: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Accuracy within each true class (correct / samples of the class); NaN for a class with no sample."""
+    labels = np.asarray(labels).astype(int).reshape(-1)
+    pred = _predicted_classes(outputs)
+    return np.array([float((pred[labels == k] == k).mean()) if (labels == k).any() else math.nan for k in range(n_classes)])
+
+
+def per_class_accuracy(predictions: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
                        class_names: Sequence[str] | None = None) -> Figure | None:
-    """Accuracy on each class (recall: correct / samples of that class), one bar per row,
-    test samples of all folds pooled. ``predictions[row] = (outputs (n, C), labels (n,))``."""
+    """Accuracy on each class (recall: correct / samples of that class), one bar per row: the
+    mean over the test folds that hold the class, with error bars of one sample std over them
+    (a class seen by few subjects varies most). ``predictions[row]`` = one ``(outputs (n, C),
+    labels (n,))`` per fold."""
     if not predictions:
         return None
-    n_classes = max(int(np.asarray(o).shape[1]) if np.asarray(o).ndim == 2 else 2 for o, _ in predictions.values())
+    n_classes = max(int(np.asarray(o).shape[1]) if np.asarray(o).ndim == 2 else 2 for folds in predictions.values() for o, _ in folds)
     fig = _figure(max(7.0, 0.25 * n_classes * len(predictions) + 2), 4.0)
     ax = fig.subplots()
     width = 0.85 / len(predictions)
     x = np.arange(n_classes)
-    for i, (row, (outputs, labels)) in enumerate(predictions.items()):
-        labels = np.asarray(labels).astype(int).reshape(-1)
-        pred = _predicted_classes(outputs)
-        acc = [float((pred[labels == k] == k).mean()) if (labels == k).any() else math.nan for k in range(n_classes)]
-        ax.bar(x + (i - (len(predictions) - 1) / 2) * width, acc, width, label=row)
+    for i, (row, folds) in enumerate(predictions.items()):
+        per_fold = np.stack([class_recalls(outputs, labels, n_classes) for outputs, labels in folds])
+        seen = (~np.isnan(per_fold)).sum(axis=0)
+        mean = np.array([np.nanmean(per_fold[:, k]) if seen[k] else math.nan for k in range(n_classes)])
+        std = np.array([np.nanstd(per_fold[:, k], ddof=1) if seen[k] > 1 else 0.0 for k in range(n_classes)])
+        ax.bar(x + (i - (len(predictions) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+               error_kw={"elinewidth": 0.8}, label=row)
     ax.set_xticks(x, [_class_name(class_names, k) for k in range(n_classes)], rotation=30 if n_classes > 8 else 0)
-    ax.set_ylabel("accuracy within class")
+    ax.set_ylabel("accuracy within class (mean ± std over folds)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncols=min(len(predictions), 5), loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return fig

@@ -25,6 +25,7 @@ from privkd.report import tables
 from privkd.report.figures import collect_figures
 from privkd.report.reading import figure_run, load_summary, load_sweep, run_name
 from privkd.report.render import ReportContent, html_page, markdown
+from privkd.report.subjects import CI_NOTE, difference_interval, format_interval, subject_scores, subject_table
 
 __all__ = ["FIGURE_DIR", "ReportPaths", "build_report", "figure_run"]
 
@@ -60,16 +61,22 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
         write_bytes_atomic(figure.path, figure.png)
 
     baseline, teacher = bound_row("lower"), bound_row("upper")
-    results, stats = tables.results_table(summary, baseline=baseline, teacher=teacher)
+    headline = headline_metric(summary)
+    per_subject = subject_scores(source, list(summary["methods"]), summary.get("task", "classification"), headline)
+    intervals = ({row: format_interval(difference_interval(scores, per_subject[baseline]))
+                  for row, scores in per_subject.items() if row != baseline} if baseline in per_subject else None)
+    results, comparison, stats = tables.results_table(summary, baseline=baseline, teacher=teacher, intervals=intervals)
     content = ReportContent(
         name=run_name(run_dir),
         run_dir=run_dir,
         task=summary.get("task", "?"),
         n_folds=summary.get("folds", len(fold_dirs(source))),
         study=f" per seed, seeds {summary['seeds']}; figures and diagnostics from `{source}`" if source != run_dir else "",
-        headline=metric_label(headline_metric(summary)),
+        headline=metric_label(headline),
         results=results,
-        notes=tables.notes(summary, stats, baseline=baseline, teacher=teacher),
+        comparison=comparison,
+        subjects=subject_table(per_subject, headline),
+        notes=tables.notes(summary, stats, baseline=baseline, teacher=teacher) + ([CI_NOTE] if intervals else []),
         gap_per_fold=tables.gap_per_fold_table(summary, stats),
         diagnostics=tables.diagnostics_table(source),
         figures=collector.figures,

@@ -98,16 +98,19 @@ def _method_figures(out: FigureCollector, run_dir: Path, rows: Sequence[str], co
 
 def _result_figures(out: FigureCollector, folds: Sequence[Path], rows: Sequence[str], context: FigureContext) -> None:
     """Per-class accuracy and confusion matrices, or predicted vs. true: test predictions of all folds pooled."""
-    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    per_fold: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for row in rows:
         parts = [p for fold in folds if (p := read_npz(fold / row / "test_predictions.npz")) is not None]
         if parts:
-            predictions[row] = (np.concatenate([p["outputs"] for p in parts]), np.concatenate([p["labels"] for p in parts]))
+            per_fold[row] = [(p["outputs"], p["labels"]) for p in parts]
+    predictions = {row: (np.concatenate([o for o, _ in parts]), np.concatenate([lab for _, lab in parts]))
+                   for row, parts in per_fold.items()}
     n_folds = len(folds)
     if context.task == "classification":
         out.add("per_class_accuracy", "Per-class accuracy",
-                f"Accuracy within each true class (correct / samples of the class), test windows of all {n_folds} fold(s) pooled.",
-                partial(plots.per_class_accuracy, predictions, context.class_names), "no test_predictions.npz in the run")
+                (f"Accuracy within each true class (correct / samples of the class): mean over the {n_folds} test fold(s), "
+                 "error bars one sample std over the folds that hold the class."),
+                partial(plots.per_class_accuracy, per_fold, context.class_names), "no test_predictions.npz in the run")
         out.add("confusion_matrices", "Confusion matrices",
                 f"Row-normalised (each true class sums to 1), test windows of all {n_folds} fold(s) pooled.",
                 partial(plots.confusion_matrices, predictions, context.class_names), "no test_predictions.npz in the run")

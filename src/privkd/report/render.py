@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privkd.report.figures import ReportFigure
+from privkd.report.subjects import SUBJECT_NOTE
 from privkd.report.tables import DIAGNOSTICS_NOTE, GAP_NOTE, Table
 
 __all__ = ["CSS", "ReportContent", "html_page", "markdown"]
@@ -34,6 +35,9 @@ class ReportContent:
     headline: str
     """Label of the headline metric, for the gap-per-fold title."""
     results: Table
+    comparison: Table
+    """Each row against the baseline: gap closed, difference, its interval, the paired tests."""
+    subjects: Table
     notes: list[str]
     gap_per_fold: Table
     diagnostics: Table
@@ -65,8 +69,11 @@ def markdown(content: ReportContent, out_dir: Path) -> str:
     """``report.md``, linking each saved figure relative to ``out_dir`` (where the file goes)."""
     intro = (f"Run `{content.run_dir}`; task: {content.task}; {content.n_folds} subject-independent test "
              f"fold(s){content.study}.")
-    md = [f"# privkd report: {content.name}", "", intro, "", "## Results", "", *_md_table(content.results), ""]
+    md = [f"# privkd report: {content.name}", "", intro, "", "## Results", "", *_md_table(content.results), "",
+          "### Against the baseline", "", *_md_table(content.comparison), ""]
     md += [f"- {n}" for n in content.notes] + [""]
+    if content.subjects.rows:
+        md += ["### Per-subject scores", "", SUBJECT_NOTE, "", *_md_table(content.subjects), ""]
     if content.gap_per_fold.rows:
         md += [f"### Gap closed per fold ({content.headline})", "", GAP_NOTE, "", *_md_table(content.gap_per_fold), ""]
     if content.diagnostics.rows:
@@ -87,8 +94,11 @@ def html_page(content: ReportContent) -> str:
     intro = (f"Run <code>{html.escape(str(content.run_dir))}</code>; task: {html.escape(str(content.task))}; "
              f"{html.escape(str(content.n_folds))} subject-independent test fold(s){html.escape(content.study)}.")
     body = [f"<h1>privkd report: {html.escape(content.name)}</h1>", f"<p>{intro}</p>", "<h2>Results</h2>",
-            _html_table(content.results, "results", row_ids=True),
+            _html_table(content.results, "results", row_ids=True), "<h3>Against the baseline</h3>",
+            _html_table(content.comparison, "comparison"),
             '<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in content.notes) + "</ul>"]
+    if content.subjects.rows:
+        body += ["<h3>Per-subject scores</h3>", f"<p>{html.escape(SUBJECT_NOTE)}</p>", _html_table(content.subjects, "subjects")]
     if content.gap_per_fold.rows:
         body += [f"<h3>Gap closed per fold ({html.escape(content.headline)})</h3>",
                  f"<p>{html.escape(GAP_NOTE)}</p>", _html_table(content.gap_per_fold, "gap-per-fold")]

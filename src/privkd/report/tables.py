@@ -59,15 +59,22 @@ def _cell(stats: RowStats, metric: str) -> str:
     return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"  # no spread from a single value
 
 
-def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None) -> tuple[Table, list[RowStats]]:
-    """The results table, and the statistics behind it; the gap closed is "—" for the two reference
-    rows and marked † where it is measured to a row's own online teacher."""
+def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None,
+                  intervals: Mapping[str, str] | None = None) -> tuple[Table, Table, list[RowStats]]:
+    """The results as two tables narrow enough to read side by side with nothing scrolled out of
+    sight: the scores of every row, and each row against the baseline (gap closed, difference,
+    its per-subject bootstrap ``intervals`` when given, the paired tests); and the statistics
+    behind them. The gap closed is "—" for the two reference rows and marked † where it is
+    measured to a row's own online teacher."""
     stats = row_stats(summary, baseline=baseline, teacher=teacher)
     metrics = list(dict.fromkeys(name for m in summary["methods"].values() for name in m))
     headline = headline_metric(summary)
     across = "across runs" if has_runs(summary) else "across folds"
-    header = ["Method", "n", *[metric_label(m) for m in metrics], f"Gap closed ({metric_label(headline)})",
-              f"Δ {metric_label(headline)} vs baseline", f"Wilcoxon p ({across})", f"t-test p ({across})"]
+    scores = Table(["Method", "n", *[metric_label(m) for m in metrics]],
+                   [[s.row, str(s.n_runs), *[_cell(s, m) for m in metrics]] for s in stats])
+    header = ["Method", f"Gap closed ({metric_label(headline)})", f"Δ {metric_label(headline)} vs baseline",
+              *(["95 % CI of Δ per subject"] if intervals is not None else []),
+              f"Wilcoxon p ({across})", f"t-test p ({across})"]
     rows = []
     for s in stats:
         test = s.test
@@ -75,9 +82,10 @@ def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None
         gap = "—" if s.row in (baseline, teacher) else format_percent(s.gap_closed)
         if s.gap_reference and s.gap_reference != teacher:
             gap += " †"
-        rows.append([s.row, str(s.n_runs), *[_cell(s, m) for m in metrics], gap, delta,
+        interval = [] if intervals is None else ["—" if s.row == baseline else intervals.get(s.row, "—")]
+        rows.append([s.row, gap, delta, *interval,
                      "—" if test is None else format_p(test.wilcoxon_p), "—" if test is None else format_p(test.ttest_p)])
-    return Table(header, rows), stats
+    return scores, Table(header, rows), stats
 
 
 def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teacher: str | None) -> list[str]:
