@@ -5,7 +5,9 @@ Usage: ``python benchmarks/train_step.py [--steps N] [--batch B] [--threads T] [
 Part 1: steps per second of one optimisation step (forward, backward, AdamW) of the
 baseline, PKDOT, MT-PKDOT and AMID students on the same network and the same batch of the
 embedded smartwatch data (the demo's model), each method's step time printed as a ratio to
-the baseline step measured in the same run. PKDOT and MT-PKDOT run twice: recomputing their
+the baseline step measured in the same run, and for PKDOT and MT-PKDOT also to their own
+student network (frozen T-Net and hallucinated features included) on the task loss alone:
+the step a distillation loss is added to. PKDOT and MT-PKDOT run twice: recomputing their
 frozen teacher's outputs (PKDOT's plain teacher, MT-PKDOT's pool of the self-distilled
 teacher) at every step, and looking them up (``student.cache_teacher_outputs``, the
 default). AMID trains its teacher online, so it has no frozen outputs to cache.
@@ -80,7 +82,26 @@ def method_steps(batch_size: int, steps: int) -> dict[str, float]:
 
             name = method if cached is None else f"{method} ({'cached' if cached else 'recomputed'} teacher)"
             steppers[name] = step
+            if cached:  # the same student network trained on its task loss alone: what distillation adds to
+                steppers[f"{method} net, task loss only"] = task_only_step(method, cfg, info, teacher, batch)
     return interleaved_medians(steppers, steps)
+
+
+def task_only_step(method: str, cfg, info, teacher, batch: Batch) -> Callable[[], None]:
+    """One step of ``method``'s student network (its frozen T-Net included) on the task loss
+    alone: the reference a distillation step is compared with in the issue's target."""
+    torch.manual_seed(0)
+    module = build_module(method, cfg, info, teacher=teacher)
+    module.train()
+    optimizers = module.configure_optimizers()
+    optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
+
+    def step() -> None:
+        loss = module.task_loss(module.net(batch.inputs).logits, batch.label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step
 
 
 def interleaved_medians(steppers: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
@@ -133,9 +154,11 @@ def main() -> None:
 
     seconds = method_steps(args.batch, steps)
     print(f"Part 1: one training step, batch {args.batch}, demo model, {torch.get_num_threads()} threads, median of {steps}")
-    print(f"{'method':>30} | {'ms/step':>8} {'steps/s':>8} | {'x baseline':>10}")
+    print(f"{'method':>34} | {'ms/step':>8} {'steps/s':>8} | {'x baseline':>10} | {'x own net, task only':>20}")
     for method, value in seconds.items():
-        print(f"{method:>30} | {1e3 * value:8.1f} {1 / value:8.1f} | {value / seconds['baseline']:10.2f}")
+        own = seconds.get(f"{method.split(' ')[0]} net, task loss only")
+        own_ratio = f"{value / own:20.2f}" if own and "task loss only" not in method else f"{'':>20}"
+        print(f"{method:>34} | {1e3 * value:8.1f} {1 / value:8.1f} | {value / seconds['baseline']:10.2f} | {own_ratio}")
 
     sizes = (64, 256, 1024) if args.quick else (64, 128, 256, 512, 1024, 2048, 4096)
     print("\nPart 2: structural loss forward + backward, ms (k = 30, epsilon = 0.01)")
