@@ -21,7 +21,7 @@ from privkd.cli.report import report
 from privkd.cli.run import demo, run, study, sweep
 from privkd.errors import PrivkdError
 from privkd.portable import enable_portable_kernels
-from privkd.training.interrupt import RunInterrupted, stop_on_signals
+from privkd.interrupt import RunInterrupted, stop_on_signals
 
 __all__ = ["PrivkdGroup", "app"]
 

@@ -22,7 +22,7 @@ from privkd.config.rows import restrict_rows
 from privkd.errors import PrivkdError
 
 if TYPE_CHECKING:
-    from privkd.training.interrupt import RunInterrupted
+    from privkd.interrupt import RunInterrupted
 
 __all__ = ["QUICK_OVERRIDES", "demo", "run", "study", "sweep"]
 
@@ -72,7 +72,7 @@ def _execute(cfg: RunConfig, out: Path, resume: Path | None = None) -> None:
 @contextmanager
 def _stops_reported() -> Iterator[None]:
     """Training commands end on SIGTERM or SIGINT with :func:`_report_stop`."""
-    from privkd.training.interrupt import RunInterrupted, stop_on_signals
+    from privkd.interrupt import RunInterrupted, stop_on_signals
 
     try:
         with stop_on_signals():

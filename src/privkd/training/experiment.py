@@ -44,7 +44,7 @@ from privkd.training.auto import (
 )
 from privkd.training.feature_cache import frozen_backbone_tokens
 from privkd.training.final import train_final_rows
-from privkd.training.interrupt import RunInterrupted
+from privkd.interrupt import RunInterrupted
 from privkd.training.loggers import check_logger_packages
 from privkd.training.reuse import fingerprint, take_over
 from privkd.training.row import (
