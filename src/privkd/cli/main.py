@@ -20,8 +20,8 @@ from privkd.cli.deploy import export, predict
 from privkd.cli.report import report
 from privkd.cli.run import demo, run, study, sweep
 from privkd.errors import PrivkdError
-from privkd.portable import enable_portable_kernels
 from privkd.interrupt import RunInterrupted, stop_on_signals
+from privkd.portable import enable_portable_kernels
 
 __all__ = ["PrivkdGroup", "app"]
 

@@ -30,8 +30,9 @@ from privkd.evaluation.metrics import (
     retrieval_recall,
     score,
 )
-from privkd.evaluation.sanity import collapse, collapse_hint, teacher_margin
+from privkd.evaluation.sanity import teacher_margin
 from privkd.evaluation.summary import aggregate, summary_markdown
+from privkd.interrupt import RunInterrupted
 from privkd.methods.base import FoldData, PrivkdModule
 from privkd.methods.registry import bound_row, method_names, method_spec
 from privkd.models.inference import Predictions, predict
@@ -40,15 +41,14 @@ from privkd.training.auto import (
     resolve_rows,
     resolve_training,
     resolve_validation_subjects,
-    steps_per_epoch,
 )
 from privkd.training.feature_cache import frozen_backbone_tokens
 from privkd.training.final import train_final_rows
-from privkd.interrupt import RunInterrupted
 from privkd.training.loggers import check_logger_packages
 from privkd.training.reuse import fingerprint, take_over
 from privkd.training.row import (
     Tracking,
+    degenerate_parts,
     fit_row,
     load_finished_teacher,
     row_spec,
@@ -153,12 +153,9 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: Datase
     record.update(module.fold_record(data))
     test = predict(module.net, data.loader(data.test))
     record["test"] = score_on_fold(module, info, cfg, data, test)
-    degenerate = {where: reason for where, predictions in (("validation", predict(module.net, data.loader(data.val))),
-                                                           ("test", test))
-                  if (reason := collapse(info.task, predictions.outputs, predictions.labels, info.class_names))}
-    if degenerate:
-        steps = steps_per_epoch(len(data.train), row_cfg.training)
-        record["degenerate"] = {**degenerate, "hint": collapse_hint(steps, validation["epochs_trained"])}
+    parts = {"validation": predict(module.net, data.loader(data.val)), "test": test}
+    if (degenerate := degenerate_parts(parts, info, row_cfg.training, len(data.train), validation["epochs_trained"])):
+        record["degenerate"] = degenerate
     if primary:
         directory.mkdir(parents=True, exist_ok=True)  # a row fitted without Lightning has made nothing there yet
         torch.save(module.net.state_dict(), directory / "model.pt")

@@ -26,13 +26,24 @@ from privkd.data import Fold, MultimodalDataset
 from privkd.data.folds import check_fold
 from privkd.data.h5format import DatasetInfo
 from privkd.deploy import save_student
-from privkd.evaluation.sanity import collapse, collapse_hint
 from privkd.methods.base import FoldData
 from privkd.models.inference import predict
 from privkd.models.network import PrivilegedNet
-from privkd.training.auto import steps_per_epoch
-from privkd.training.row import FittedRow, Tracking, fit_row, load_finished_teacher, row_spec, teacher_of
-from privkd.training.run_dir import FAILED_FILE, finished_record, record_failure, write_json_atomic
+from privkd.training.row import (
+    FittedRow,
+    Tracking,
+    degenerate_parts,
+    fit_row,
+    load_finished_teacher,
+    row_spec,
+    teacher_of,
+)
+from privkd.training.run_dir import (
+    FAILED_FILE,
+    finished_record,
+    record_failure,
+    write_json_atomic,
+)
 
 __all__ = ["FINAL_DIR", "final_fold", "final_rows", "train_final_rows"]
 
@@ -66,10 +77,10 @@ def final_record(row: str, fitted_row: FittedRow, data: FoldData, fold: Fold, in
     record: dict = {"fold": FINAL_DIR, "row": row, "validation": fitted_row.validation, "test": {},
                     "train_subjects": list(fold.train_subjects), "val_subjects": list(fold.val_subjects)}
     record.update({key: value for key, value in module.fold_record(data).items() if not key.endswith("_test")})
-    val = predict(module.net, data.loader(data.val))
-    if (reason := collapse(info.task, val.outputs, val.labels, info.class_names)):
-        steps = steps_per_epoch(len(data.train), variant_config(cfg, row).training)
-        record["degenerate"] = {"validation": reason, "hint": collapse_hint(steps, fitted_row.validation["epochs_trained"])}
+    degenerate = degenerate_parts({"validation": predict(module.net, data.loader(data.val))}, info,
+                                  variant_config(cfg, row).training, len(data.train), fitted_row.validation["epochs_trained"])
+    if degenerate:
+        record["degenerate"] = degenerate
     return record
 
 

@@ -5,7 +5,7 @@ selected on its validation subjects. Cross-validation folds and the final all-su
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,19 +16,23 @@ from lightning.pytorch.loggers import Logger
 from privkd.config.loading import variant_config
 from privkd.config.parse import config_to_dict
 from privkd.config.rows import row_method
-from privkd.config.schema import RunConfig
+from privkd.config.schema import RunConfig, TrainingConfig
 from privkd.data import Fold, MultimodalDataset
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import PrivkdError
+from privkd.evaluation.sanity import collapse, collapse_hint
 from privkd.losses.task import balanced_class_weights
 from privkd.methods.base import FoldData, PrivkdModule
 from privkd.methods.registry import MethodSpec, build_module, method_spec
 from privkd.models.build import build_net
+from privkd.models.inference import Predictions
 from privkd.models.network import PrivilegedNet
+from privkd.training.auto import steps_per_epoch
 from privkd.training.fit import fit, seed_everything
 from privkd.training.loggers import row_loggers
 
-__all__ = ["FittedRow", "Tracking", "class_weights", "fit_row", "load_finished_teacher", "row_spec", "teacher_of"]
+__all__ = ["FittedRow", "Tracking", "class_weights", "degenerate_parts", "fit_row", "load_finished_teacher", "row_spec",
+           "teacher_of"]
 
 def row_spec(cfg: RunConfig, row: str) -> MethodSpec:
     return method_spec(row_method(cfg, row))
@@ -100,3 +104,14 @@ def fit_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetI
                      callbacks=[*recorders.values(), *tracking.callbacks], loggers=[*configured, *tracking.loggers])
         module, validation = fitted.module, fitted.validation
     return FittedRow(module, validation, recorders)
+
+
+def degenerate_parts(parts: Mapping[str, Predictions], info: DatasetInfo, training: TrainingConfig, n_train: int,
+                     epochs_trained: int) -> dict | None:
+    """Where (``parts``: validation, test) a row's selected epoch collapsed to one class or a
+    constant, with the hint that names its optimiser steps; None when it collapsed nowhere."""
+    found = {where: reason for where, predictions in parts.items()
+             if (reason := collapse(info.task, predictions.outputs, predictions.labels, info.class_names))}
+    if not found:
+        return None
+    return {**found, "hint": collapse_hint(steps_per_epoch(n_train, training), epochs_trained)}
