@@ -9,6 +9,10 @@ the students recomputing their frozen teacher's outputs at every step
 wall time of each, their ratio, and the share of the time per row (from the runner's
 progress lines, so a row's share includes its scoring and saving).
 
+Part 1 trains the rows one after the other (``training.jobs: 1``, whatever the shipped config
+says), so that the progress lines time each row. Part 3 times the same cached study with the
+rows spread over worker processes (``training.jobs: auto``: one per core, one thread each).
+
 Part 2: a two-point sweep of PKDOT's ``beta`` on the ``demo`` config: the sweep, whose
 second point takes the fold's baseline and teacher over from the first
 (:mod:`privkd.training.reuse`), against the same two points as separate runs that train
@@ -32,6 +36,7 @@ from privkd.config.parse import config_to_dict
 from privkd.training.experiment import run_experiment
 from privkd.training.study import run_study
 from privkd.training.sweep import run_sweep
+from privkd.training.workers import cpu_cores
 
 
 class RowClock:
@@ -70,7 +75,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     common = [f"training.epochs={args.epochs}", f"training.patience={args.epochs}", "training.progress_bar=false",
-              f"evaluation.max_folds={args.folds}", "study.seeds=1"]
+              f"evaluation.max_folds={args.folds}", "study.seeds=1", "training.jobs=1"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         recomputed, _ = timed_study([*common, "student.cache_teacher_outputs=false"], root / "recomputed")
@@ -97,6 +102,11 @@ def main() -> None:
         print(f"\nPart 2: sweep of pkdot.beta over 2 points, demo config, {args.folds} fold(s), {args.epochs} epochs")
         print(f"  two separate runs (everything trained twice): {separate:7.1f} s")
         print(f"  sweep (baseline and teacher reused):          {swept:7.1f} s   ratio {swept / separate:.2f}")
+
+        spread, _ = timed_study([*common, "training.jobs=auto"], root / "spread")
+        print(f"\nPart 3: the cached study with training.jobs=auto ({cpu_cores()} cores, one thread per worker)")
+        print(f"  rows one after the other ({torch.get_num_threads()} threads): {cached:7.1f} s")
+        print(f"  rows spread over worker processes:          {spread:7.1f} s   ratio {spread / cached:.2f}")
 
 
 if __name__ == "__main__":

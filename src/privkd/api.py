@@ -85,6 +85,11 @@ def run(
     ``callbacks``: Lightning objects added to every (fold, row) training (the same objects each
     time). ``progress``: called with each progress line (nothing is printed otherwise).
     A (fold, row) that fails does not raise: it is listed in :attr:`Run.failures`.
+
+    With ``training.jobs`` above 1 (the shipped ``demo`` and study configs say ``auto``) the
+    rows train in spawned worker processes, which import the calling script again: a script
+    must then call ``run`` under ``if __name__ == "__main__":``, as any Python program that
+    starts processes must. ``loggers`` or ``callbacks`` keep ``auto`` in this process.
     """
     from privkd.config.loading import load_config
     from privkd.errors import PrivkdError

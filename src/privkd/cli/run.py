@@ -110,6 +110,8 @@ def run(
     only: Annotated[list[str], typer.Option("--only", help="Train only these rows (methods or variants); repeatable.")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option("--out", help="Directory under which the run directory is created.")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option("--resume", help="Finish an interrupted run in its own directory (reads its config.yaml).")] = None,
+    jobs: Annotated[str | None, typer.Option("--jobs", help="(fold, row) pairs trained side by side in worker processes, "
+                                             "or auto: one per CPU core (training.jobs).")] = None,
     devices: Annotated[int | None, typer.Option("--devices", help="Data-parallel processes per node (training.devices).")] = None,
     num_nodes: Annotated[int | None, typer.Option("--num-nodes", help="Nodes (training.num_nodes).")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="Lightning strategy, e.g. ddp (training.strategy).")] = None,
@@ -119,7 +121,7 @@ def run(
     """Run the experiment described by CONFIG, or finish an interrupted one with --resume RUN_DIR."""
     from privkd.config.loading import load_config
 
-    scale = {"training.devices": devices, "training.num_nodes": num_nodes, "training.strategy": strategy}
+    scale = {"training.jobs": jobs, "training.devices": devices, "training.num_nodes": num_nodes, "training.strategy": strategy}
     overrides = list(set_) + [f"{key}={value}" for key, value in scale.items() if value is not None]
     overrides += ["evaluation.final=true"] if final else []
     if resume is None:

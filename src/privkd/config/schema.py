@@ -12,7 +12,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
 SHARED_SECTIONS = ("data", "evaluation", "model", "teacher", "study")
 """Sections every row of a run shares; a variant may override any other section."""
 
@@ -136,6 +135,14 @@ class TrainingConfig:
     clips each optimiser's gradient norm to that value (Lightning's norm clipping). Both are
     off by default, so that a result does not move unless asked to.
 
+    ``jobs``: how many (fold, row) pairs train side by side, each in its own worker process
+    (``auto``: one per CPU core, at most one per pair; 1 on an accelerator, under data
+    parallelism and with the Python API's own logger objects); 1 trains them one after the
+    other in this process. ``threads``: intra-op CPU threads of each training process
+    (``auto``: the cores shared out among the jobs, one each at ``jobs: auto``; with
+    ``jobs: 1`` PyTorch's own default). A row's result depends on ``threads``, not on ``jobs``:
+    see :mod:`privkd.training.workers`.
+
     ``loggers``: where the per-epoch metrics also go. ``csv`` (``logs/metrics.csv``, which the
     report reads) is always written; ``tensorboard`` adds event files under the row's
     ``tensorboard/``, ``mlflow`` a run in a local file store (``mlruns/`` of the run
@@ -164,6 +171,8 @@ class TrainingConfig:
     lr_step_epochs: int = 10
     lr_step_gamma: float = 0.1
     grad_clip: float | None = None
+    jobs: int | Literal["auto"] = 1
+    threads: int | Literal["auto"] = "auto"
     loggers: tuple[Literal["csv", "tensorboard", "mlflow"], ...] = ("csv",)
 
 

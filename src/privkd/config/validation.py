@@ -13,7 +13,12 @@ from pathlib import PurePosixPath, PureWindowsPath
 from privkd.config.fitted import AUTO
 from privkd.config.parse import build_config, config_to_dict
 from privkd.config.rows import row_method, set_key
-from privkd.config.schema import SHARED_SECTIONS, RunConfig, TrainingConfig, VariantConfig
+from privkd.config.schema import (
+    SHARED_SECTIONS,
+    RunConfig,
+    TrainingConfig,
+    VariantConfig,
+)
 from privkd.errors import ConfigError
 from privkd.methods.registry import method_names, method_spec
 
@@ -22,6 +27,10 @@ __all__ = ["ATTENTION_FUSIONS", "AUTO", "validate"]
 
 ATTENTION_FUSIONS = ("joint_cross_attention", "multimodal_transformer")
 """Fusions that attend over the token axis, so need more than one token to attend at all."""
+
+
+RUN_WIDE_KEYS = ("training.jobs", "training.threads")
+"""Training keys a variant may not change: how the run's rows are spread over processes."""
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -91,6 +100,9 @@ def _check_variant(name: str, variant: VariantConfig, sections: list[str]) -> No
         raise ConfigError(f"variants.{name}.method", f"{variant.method!r} cannot be varied",
                           f"use one of {[spec.name for spec in variable]}")
     for key in variant.set:
+        if key in RUN_WIDE_KEYS:
+            raise ConfigError(f"variants.{name}.set.{key}", "the run's processes and threads are the same for every "
+                              "row (a row's result depends on its threads)", f"set {key} for the whole run")
         if key.split(".")[0] not in sections or "." not in key:
             raise ConfigError(
                 f"variants.{name}.set.{key}",
@@ -121,6 +133,8 @@ def _check_ranges(cfg: RunConfig) -> None:
         "training.batch_size": cfg.training.batch_size,
         "training.min_steps": cfg.training.min_steps,
         "training.patience": cfg.training.patience,
+        "training.jobs": cfg.training.jobs,
+        "training.threads": cfg.training.threads,
         "model.embed_dim": cfg.model.embed_dim,
         "model.attention_heads": cfg.model.attention_heads,
         "structural.k": cfg.structural.k,
@@ -136,6 +150,10 @@ def _check_ranges(cfg: RunConfig) -> None:
     if cfg.training.weight_decay < 0:
         raise ConfigError("training.weight_decay", f"must be >= 0, got {cfg.training.weight_decay}",
                           "use 0 for none, or e.g. 0.0001")
+    if cfg.training.jobs not in (1, AUTO) and cfg.training.devices * cfg.training.num_nodes > 1:
+        raise ConfigError("training.jobs", f"{cfg.training.jobs} worker processes and data parallelism over "
+                          f"{cfg.training.devices * cfg.training.num_nodes} processes at once",
+                          "use jobs: 1 with devices or num_nodes > 1 (every process then trains each row together)")
     if cfg.evaluation.n_folds < 2:
         raise ConfigError("evaluation.n_folds", "cross-validation needs at least 2 folds", "use 2 or more")
     if not 0 < cfg.evaluation.val_share < 1:

@@ -10,7 +10,7 @@ records is asked from the method registry; nothing here names a method.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,14 @@ from privkd.training.run_dir import (
     row_dir,
     write_json_atomic,
     write_text_atomic,
+)
+from privkd.training.workers import (
+    WORKER_LOGS,
+    RowOutcome,
+    RowTask,
+    intra_op_threads,
+    resolve_jobs,
+    train_pairs,
 )
 
 ProgressCallback = Callable[[str], None]
@@ -203,9 +211,12 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     folds = make_folds(cfg.evaluation, dataset, cfg.seed)
     cfg, fitted_to_folds = resolve_training(cfg, folds)
     resolved += fitted_to_folds
+    cfg, spread = resolve_jobs(cfg, len(folds) * len(rows_to_train(cfg)), bool(tracking.loggers or tracking.callbacks))
+    resolved += spread
     for item in resolved:
         progress(item.line())
-    with claim_run_dir(configured, out_root, data_path, folds, primary, resolved, resume, progress) as run_dir:
+    with (intra_op_threads(cfg.training.threads),
+          claim_run_dir(configured, out_root, data_path, folds, primary, resolved, resume, progress) as run_dir):
         try:
             return _train_every_row(cfg, info, dataset, folds, run_dir, primary, progress, tracking, reuse)
         except RunInterrupted as stop:  # the CLI says where to resume
@@ -213,20 +224,71 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
             raise
 
 
+@dataclass
+class PairTrainer:
+    """Trains one (fold, row) of a run: the run's loop holds one, each worker process a copy
+    (:mod:`privkd.training.workers`). A student takes its fold's teacher from this trainer's
+    memory when the same trainer trained it, else from the teacher's saved weights (equal)."""
+
+    cfg: RunConfig
+    info: DatasetInfo
+    dataset: MultimodalDataset
+    folds: list[Fold]
+    run_dir: Path
+    primary: bool
+    prints: dict[str, str]
+    tracking: Tracking = Tracking()
+    _fold: tuple[int, FoldData] | None = field(default=None, init=False, repr=False)
+    _teachers: dict[str, PrivilegedNet] = field(default_factory=dict, init=False, repr=False)
+    """The current fold's teachers this trainer trained."""
+
+    def train(self, task: RowTask) -> RowOutcome:
+        fold = self.folds[task.fold]
+        directory = row_dir(self.run_dir, fold, task.row)
+        try:
+            data = self._fold_data(fold)
+            teacher = None
+            if task.teacher is not None:
+                teacher = self._teachers.get(task.teacher)
+                if teacher is None:
+                    teacher = load_finished_teacher(row_dir(self.run_dir, fold, task.teacher),
+                                                    method_spec(task.teacher), self.cfg, self.info)
+            record, net = train_row(task.row, self.cfg, fold, data, self.info, teacher, directory, self.primary,
+                                    self.prints[task.row], self.tracking)
+        except DatasetError:  # the data's fault, which every other row would meet too
+            raise
+        except Exception as error:  # noqa: BLE001 - one failed (fold, row) must not lose the others
+            return RowOutcome(failure=record_failure(directory, fold, task.row, error, self.primary))
+        if task.provides_teacher:
+            self._teachers[task.row] = net
+        return RowOutcome(record=record)
+
+    def fail(self, task: RowTask, reason: str) -> RowOutcome:
+        fold = self.folds[task.fold]
+        return RowOutcome(failure=record_failure(row_dir(self.run_dir, fold, task.row), fold, task.row,
+                                                 RuntimeError(reason), self.primary))
+
+    def _fold_data(self, fold: Fold) -> FoldData:
+        if self._fold is None or self._fold[0] != fold.index:
+            self._teachers.clear()
+            subsets = (self.dataset.subset(idx) for idx in (fold.train, fold.val, fold.test))
+            self._fold = (fold.index, FoldData(*subsets, self.cfg.training))
+        return self._fold[1]
+
+    def __getstate__(self) -> dict:  # a worker starts with no fold and no teachers
+        return {**self.__dict__, "_fold": None, "_teachers": {}}
+
+
 def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDataset, folds: list[Fold], run_dir: Path,
                      primary: bool, progress: ProgressCallback, tracking: Tracking, reuse: Sequence[Path]) -> RunResult:
-    """Every (fold, row) not finished yet, in training order, then the summary files."""
+    """Every (fold, row) not finished yet (in ``training.jobs`` processes), then the summary files."""
     rows = rows_to_train(cfg)
     prints = row_fingerprints(cfg, rows)
     if cfg.training.devices * cfg.training.num_nodes > 1:  # every rank must train a row together: no rank skips one
         reuse = ()
-    per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
-    records: dict[str, list[dict]] = {}
-    failures: list[dict] = []
+    finished: dict[tuple[int, str], dict] = {}
+    tasks: list[RowTask] = []
     for fold in folds:
-        data = FoldData(*(dataset.subset(idx) for idx in (fold.train, fold.val, fold.test)), cfg.training)
-        teachers: dict[str, PrivilegedNet] = {}  # this fold's trained networks that other rows distil from
-        teacher_errors: dict[str, str] = {}
         for row in rows:
             directory = row_dir(run_dir, fold, row)
             record = finished_record(directory)
@@ -235,30 +297,24 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
                 if source is not None:
                     progress(f"fold {fold.index + 1}/{len(folds)}: {row} reused from {source.parent.parent.name}")
                     record = finished_record(directory)
-            spec = row_spec(cfg, row)
-            try:
-                needed = teacher_of(cfg, row)
-                if needed in teacher_errors:
-                    raise RuntimeError(f"the fold's {needed} failed ({teacher_errors[needed]})")
-                if record is None:
-                    if needed is not None and needed not in teachers:  # finished in an earlier attempt
-                        teachers[needed] = load_finished_teacher(row_dir(run_dir, fold, needed), method_spec(needed),
-                                                                 cfg, info)
-                    progress(f"fold {fold.index + 1}/{len(folds)}: {row}")
-                    record, net = train_row(row, cfg, fold, data, info, teachers.get(needed), directory, primary,
-                                            prints[row], tracking)
-                    if spec.provides_teacher:
-                        teachers[row] = net
-            except DatasetError:  # the data's fault, which every other row would meet too
-                raise
-            except Exception as error:  # noqa: BLE001 - one failed (fold, row) must not lose the others
-                failures.append(record_failure(directory, fold, row, error, primary))
-                progress(f"fold {fold.index + 1}/{len(folds)}: {row} FAILED: {failures[-1]['error']}")
-                if spec.provides_teacher:
-                    teacher_errors[row] = failures[-1]["error"]
+            if record is not None:
+                finished[fold.index, row] = record
+            else:
+                tasks.append(RowTask(fold.index, row, teacher_of(cfg, row), row_spec(cfg, row).provides_teacher,
+                                     f"fold {fold.index + 1}/{len(folds)}: {row}"))
+    trainer = PairTrainer(cfg, info, dataset, folds, run_dir, primary, prints, tracking)
+    outcomes = train_pairs(tasks, trainer, cfg.training.jobs, cfg.training.threads, run_dir / WORKER_LOGS, progress)
+    per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
+    records: dict[str, list[dict]] = {}
+    failures: list[dict] = []
+    for fold in folds:  # in the order of a run trained one row after the other
+        for row in rows:
+            outcome = outcomes.get((fold.index, row)) or RowOutcome(record=finished[fold.index, row])
+            if outcome.failure is not None:
+                failures.append(outcome.failure)
                 continue
-            per_fold[row].append(record["test"])
-            records.setdefault(row, []).append(record)
+            per_fold[row].append(outcome.record["test"])
+            records.setdefault(row, []).append(outcome.record)
 
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)

@@ -32,10 +32,17 @@ TRAINING_SECTIONS = ("data", "evaluation", "model", "training")
 The other shared sections (``teacher``, ``study``) reach a row only through its method's."""
 
 
+NOT_RESULTS = {"training": ("jobs",)}
+"""Keys of those sections that cannot change a row's result: how many rows train side by side
+(:mod:`privkd.training.workers`; the threads each has do count, and stay in)."""
+
+
 def fingerprint(row_cfg: RunConfig, method: str, sections: Sequence[str], teacher: str | None) -> str:
     """What a row's result depends on, hashed: ``row_cfg`` is the row's own config (variant
     applied, ``auto`` resolved), ``teacher`` the fingerprint of the row it distils from."""
     values = config_to_dict(row_cfg)
+    for section, keys in NOT_RESULTS.items():
+        values[section] = {key: value for key, value in values[section].items() if key not in keys}
     depends = {"method": method, "seed": row_cfg.seed, "teacher": teacher,
                **{name: values[name] for name in (*TRAINING_SECTIONS, *sections) if name in values}}
     return hashlib.sha256(json.dumps(depends, sort_keys=True, default=str).encode()).hexdigest()[:20]

@@ -288,5 +288,5 @@ def record_failure(directory: Path, fold: Fold, row: str, error: BaseException, 
     """What failed, kept beside the results (``failed.json``) and listed in the summary."""
     failure = {"fold": fold.index, "row": row, "error": f"{type(error).__name__}: {error}"}
     if primary:
-        write_json_atomic(directory / FAILED_FILE, {**failure, "traceback": traceback.format_exc()})
+        write_json_atomic(directory / FAILED_FILE, {**failure, "traceback": "".join(traceback.format_exception(error))})
     return failure
