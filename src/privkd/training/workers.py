@@ -196,8 +196,13 @@ class _Pool:
         self.trainer, self.threads, self.log_dir, self.progress = trainer, threads, log_dir, progress
         log_dir.mkdir(parents=True, exist_ok=True)
         self.workers = [_Worker(n + 1, threads, log_dir) for n in range(jobs)]
-        for worker in self.workers:  # once all are starting: each send waits for that worker's imports
-            worker.send_trainer(trainer)
+        try:
+            for worker in self.workers:  # once all are starting: each send waits for that worker's imports
+                worker.send_trainer(trainer)
+        except BaseException:  # a stop signal while they start: none may be left behind
+            for worker in self.workers:
+                worker.stop()
+            raise
 
     def train(self, tasks: Sequence[RowTask]) -> dict[tuple[int, str], RowOutcome]:
         pending = sorted(tasks, key=lambda task: not task.provides_teacher)  # the critical path first; stable
@@ -269,7 +274,7 @@ def _work(connection: Connection, threads: int, log: Path, parent: int) -> None:
         os.dup2(out.fileno(), 2)
         sys.stdout = sys.stderr = out
         torch.set_num_threads(threads)
-        trainer: RowTrainer = pickle.loads(connection.recv_bytes())  # noqa: S301 - sent by our own main process
+        trainer: RowTrainer = connection.recv()  # like every message here: from the main process, on a private pipe
         while (task := _next(connection)) is not None:
             try:
                 connection.send(trainer.train(task))
