@@ -286,30 +286,30 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
     prints = row_fingerprints(cfg, rows)
     if cfg.training.devices * cfg.training.num_nodes > 1:  # every rank must train a row together: no rank skips one
         reuse = ()
-    finished: dict[tuple[int, str], dict] = {}
+    outcomes: dict[tuple[int, str], RowOutcome] = {}  # finished (fold, row) pairs, then those trained now
     tasks: list[RowTask] = []
     for fold in folds:
         for row in rows:
+            label = f"fold {fold.index + 1}/{len(folds)}: {row}"
             directory = row_dir(run_dir, fold, row)
             record = finished_record(directory)
             if record is None and reuse:
                 source = take_over(directory, prints[row], [row_dir(Path(earlier), fold, row) for earlier in reuse])
                 if source is not None:
-                    progress(f"fold {fold.index + 1}/{len(folds)}: {row} reused from {source.parent.parent.name}")
+                    progress(f"{label} reused from {source.parent.parent.name}")
                     record = finished_record(directory)
             if record is not None:
-                finished[fold.index, row] = record
+                outcomes[fold.index, row] = RowOutcome(record=record)
             else:
-                tasks.append(RowTask(fold.index, row, teacher_of(cfg, row), row_spec(cfg, row).provides_teacher,
-                                     f"fold {fold.index + 1}/{len(folds)}: {row}"))
+                tasks.append(RowTask(fold.index, row, teacher_of(cfg, row), row_spec(cfg, row).provides_teacher, label))
     trainer = PairTrainer(cfg, info, dataset, folds, run_dir, primary, prints, tracking)
-    outcomes = train_pairs(tasks, trainer, cfg.training.jobs, cfg.training.threads, run_dir / WORKER_LOGS, progress)
+    outcomes.update(train_pairs(tasks, trainer, cfg.training.jobs, cfg.training.threads, run_dir / WORKER_LOGS, progress))
     per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
     records: dict[str, list[dict]] = {}
     failures: list[dict] = []
     for fold in folds:  # in the order of a run trained one row after the other
         for row in rows:
-            outcome = outcomes.get((fold.index, row)) or RowOutcome(record=finished[fold.index, row])
+            outcome = outcomes[fold.index, row]
             if outcome.failure is not None:
                 failures.append(outcome.failure)
                 continue
