@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,8 +77,8 @@ class ScriptedTrainer:
             os._exit(3)
         if task.row == "bad_data":
             raise DatasetError("data.h5", "/labels", "unreadable", "import it again")
-        time.sleep(0.3)
-        if task.row == "teacher" and task.fold == 0:
+        time.sleep(2.0 if task.row == "late_teacher" else 0.3)
+        if task.row == "late_teacher" or (task.row == "teacher" and task.fold == 0):
             return RowOutcome(failure={"fold": task.fold, "row": task.row, "error": "RuntimeError: diverged"})
         return RowOutcome(record={"pid": os.getpid(), "start": start, "end": time.monotonic()})
 
@@ -103,6 +104,22 @@ def test_a_student_waits_for_its_teacher_and_fails_with_it(tmp_path):
     assert outcomes[2, "student"].record is not None
     assert len({outcome.record["pid"] for outcome in outcomes.values() if outcome.record}) == 2
     assert "fold 1: student FAILED: the fold's teacher failed (RuntimeError: diverged)" in lines
+    assert not multiprocessing.active_children()
+
+
+def test_a_run_whose_last_teacher_fails_ends_with_its_student(tmp_path):
+    """Every other row is done when the teacher fails: its student, the last task, fails without
+    a worker, and the run ends instead of waiting on no worker at all."""
+    tasks = [RowTask(0, "late_teacher", None, True, "fold 1: late_teacher"), task(0, "baseline"),
+             task(0, "student", "late_teacher")]
+    ended: dict[tuple[int, str], RowOutcome] = {}
+    run = threading.Thread(target=lambda: ended.update(train_pairs(
+        tasks, ScriptedTrainer(), jobs=2, threads=1, log_dir=tmp_path, progress=lambda _: None)), daemon=True)
+    run.start()
+    run.join(timeout=120)
+    assert not run.is_alive(), "train_pairs still waits after every task has its outcome"
+    assert ended[0, "student"].failure["error"] == "the fold's late_teacher failed (RuntimeError: diverged)"
+    assert ended[0, "baseline"].record is not None
     assert not multiprocessing.active_children()
 
 

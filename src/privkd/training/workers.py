@@ -209,9 +209,11 @@ class _Pool:
         in_this_run = {(task.fold, task.row) for task in tasks}
         outcomes: dict[tuple[int, str], RowOutcome] = {}
         try:
-            while pending or any(worker.task for worker in self.workers):
+            while True:
                 self._hand_out(pending, in_this_run, outcomes)
                 busy = {worker.connection: worker for worker in self.workers if worker.task is not None}
+                if not busy:  # the last tasks may fail in _hand_out (a teacher failed): nothing to wait for
+                    break
                 for connection in wait(list(busy)):
                     worker = busy[connection]
                     task, outcome = worker.task, self._receive(worker)
