@@ -40,6 +40,9 @@ def test_gap_closed_by_hand():
     assert stats.gap_closed(0.85, 0.70, 0.80) == pytest.approx(150.0)
     assert stats.gap_closed(0.65, 0.70, 0.80) == pytest.approx(-50.0)
     assert math.isnan(stats.gap_closed(0.75, 0.70, 0.70))  # teacher no better than the baseline
+    assert math.isnan(stats.gap_closed(0.6, 0.70, 0.65))  # teacher below the baseline: no gap to close
+    assert math.isnan(stats.gap_closed(0.7050, 0.7000, 0.7035))  # a gap of 0.35 points is noise, not 143 %
+    assert stats.gap_closed(0.7100, 0.7000, 0.7200) == pytest.approx(50.0)  # two points: a gap
     per_fold = stats.gap_closed_per_fold([0.6, 0.9, 0.5], [0.5, 0.8, 0.5], [0.7, 1.0, 0.5])
     assert per_fold[:2] == pytest.approx([50.0, 50.0]) and math.isnan(per_fold[2])
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ALPHA", "HEADLINE_METRICS", "PairedTest", "RowStats", "format_p", "format_percent", "gap_closed",
-           "gap_closed_per_fold", "headline_metric", "mean_std", "min_wilcoxon_p", "paired_test", "row_stats",
-           "run_values"]
+__all__ = ["ALPHA", "HEADLINE_METRICS", "MIN_TEACHER_GAP", "PairedTest", "RowStats", "format_p", "format_percent",
+           "gap_closed", "gap_closed_per_fold", "headline_metric", "mean_std", "min_wilcoxon_p", "paired_test",
+           "row_stats", "run_values"]
 
 HEADLINE_METRICS = {"classification": "f1", "regression": "ccc"}
 """The metric of the gap-closed column and of the paired tests of a summary that does not say
@@ -51,17 +51,26 @@ def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]:
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0, int(x.size)
 
 
+MIN_TEACHER_GAP = 0.01
+"""How far (on the headline metric, a score in [0, 1]) the teacher must beat the baseline for a
+gap closed to be computed: one point, about what the same run moves between two processors
+(other oneDNN kernels). A share of a smaller gap is a ratio of noise (a student 0.5 points above
+the baseline would "close 145 %" of a 0.35-point gap), and of a negative gap it has no meaning."""
+
+
 def gap_closed(student: float, baseline: float, teacher: float) -> float:
     """``100 · (student − baseline) / (teacher − baseline)``: the share (in percent) of the
-    baseline → teacher gap the student closes; NaN when the teacher does not differ from the
-    baseline or any value is missing. 0 % = baseline, 100 % = teacher; may be negative or > 100 %."""
-    if not all(math.isfinite(v) for v in (student, baseline, teacher)) or teacher == baseline:
+    baseline → teacher gap the student closes; NaN when the teacher does not beat the baseline by
+    at least :data:`MIN_TEACHER_GAP` or any value is missing. 0 % = baseline, 100 % = teacher; may
+    be negative or > 100 %."""
+    if not all(math.isfinite(v) for v in (student, baseline, teacher)) or teacher - baseline < MIN_TEACHER_GAP:
         return math.nan
     return 100.0 * (student - baseline) / (teacher - baseline)
 
 
 def gap_closed_per_fold(student: Sequence[float], baseline: Sequence[float], teacher: Sequence[float]) -> np.ndarray:
-    """:func:`gap_closed` fold by fold (NaN where a fold's teacher equals its baseline)."""
+    """:func:`gap_closed` fold by fold (NaN where a fold's teacher does not beat its baseline by
+    :data:`MIN_TEACHER_GAP`)."""
     n = min(len(student), len(baseline), len(teacher))
     return np.array([gap_closed(float(student[i]), float(baseline[i]), float(teacher[i])) for i in range(n)], dtype=float)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from privkd.evaluation.artifacts import fold_dirs
 from privkd.evaluation.stats import (
+    MIN_TEACHER_GAP,
     RowStats,
     format_p,
     format_percent,
@@ -97,7 +98,9 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
         (f"Scores are on test subjects never seen in training or selection: mean ± sample std (ddof = 1) over {unit}; "
          "n is the number of values."),
         (f"Gap closed = (student − baseline) / (teacher − baseline) on the headline metric, {metric_label(headline)}, "
-         "from the means: 0 % is the prevalent-only baseline, 100 % the privileged teacher."),
+         "from the means: 0 % is the prevalent-only baseline, 100 % the privileged teacher; n/a where the teacher "
+         f"beats the baseline by less than {MIN_TEACHER_GAP:g} (one point, about what a run moves between processors), "
+         "as a share of so small a gap is noise."),
         (f"p-values are across {unit}, paired by fold, two-sided, on {metric_label(headline)}, against the baseline row, "
          "not corrected for multiple comparisons. Wilcoxon = exact signed-rank test; t-test = paired t-test."),
     ]
