@@ -51,7 +51,7 @@ def test_sigkill_mid_fold_then_resume_gives_the_uninterrupted_metrics(config, tm
     env = {**os.environ, "PRIVKD_CACHE": os.environ["PRIVKD_CACHE"]}
     process = subprocess.Popen([sys.executable, "-m", "privkd", "run", str(config), "--out", str(tmp_path / "cut")],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900  # generous: a loaded CI host; pytest-timeout bounds the test
     while process.poll() is None and time.monotonic() < deadline:  # kill once fold 1's PKDOT student has epochs behind it
         runs = list((tmp_path / "cut").glob("*/fold_1/pkdot"))
         if runs and (runs[0] / "checkpoints" / "last.ckpt").is_file() and not (runs[0] / "metrics.json").exists():

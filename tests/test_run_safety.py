@@ -35,7 +35,7 @@ def privkd(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.P
 
 def started_training(process: subprocess.Popen, out: Path) -> Path:
     """The run directory, once ``process`` has a finished epoch behind it (and more to go)."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline and process.poll() is None:
         checkpoints = list(out.glob("*/fold_0/baseline/checkpoints/last.ckpt"))
         if checkpoints:

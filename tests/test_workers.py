@@ -163,7 +163,7 @@ def start_run(config: Path, out: Path) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "privkd", "run", str(config), "--out", str(out),
                                 "--set", "training.jobs=2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 900
     while not list(out.glob("*/fold_*/*/metrics.json")):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
         time.sleep(0.05)
