@@ -33,7 +33,7 @@ demo-quick: $(CORE_STAMP)
 	$(VENV)/bin/privkd demo --quick
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-slow: $(TEST_STAMP)
 	$(PY) -m pytest -q -m slow
