@@ -19,13 +19,14 @@ from privkd.deploy import load_student
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same config and seed run without and with ``--final``."""
+    """The same config and seed run without and with ``--final``, and with ``--final`` in two
+    worker processes (one thread each, as every run here)."""
     tmp = tmp_path_factory.mktemp("final")
     data = small_dataset(tmp / "data.h5", subjects=8)
     config = config_file(tmp, data, methods=["baseline", "teacher", "pkdot"], evaluation={"n_folds": 4, "max_folds": 2},
-                         training={"epochs": 3, "patience": 3, "batch_size": 8}, teacher={"tnet_refit_epochs": 3})
+                         training={"epochs": 3, "patience": 3, "batch_size": 8, "threads": 1}, teacher={"tnet_refit_epochs": 3})
     dirs = {}
-    for name, extra in (("plain", []), ("final", ["--final"])):
+    for name, extra in (("plain", []), ("final", ["--final"]), ("workers", ["--final", "--set", "training.jobs=2"])):
         result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp / name), *extra])
         assert result.exit_code == 0, result.output
         (dirs[name],) = (tmp / name).iterdir()
@@ -77,3 +78,19 @@ def test_the_card_quotes_the_cross_validated_estimate_and_the_student_predicts(r
     probabilities = student.predict_proba({"acc": acc})
     assert probabilities.shape == (len(acc), 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-9)
+
+
+def test_final_rows_trained_side_by_side_equal_those_trained_one_after_the_other(runs):
+    def final_files(run_dir):
+        return {str(path.relative_to(run_dir)): path.read_bytes() for path in sorted((run_dir / "final").rglob("*"))
+                if path.name in ("final.json", "metrics.json", "model.pt")}
+
+    files = final_files(runs["final"])
+    assert len(files) == 1 + 3 * 2  # final.json; each row's record and weights
+    assert final_files(runs["workers"]) == files
+    for row in ("baseline", "pkdot"):  # a student's weights file names its temporary file inside: compare the tensors
+        side_by_side, one_process = (torch.load(run / "final" / row / "student" / "weights.pt", weights_only=True)
+                                     for run in (runs["workers"], runs["final"]))
+        assert side_by_side.keys() == one_process.keys()
+        assert all(torch.equal(side_by_side[key], one_process[key]) for key in one_process)
+    assert "final (every subject but the validation ones): pkdot finished" in runs["workers_output"]

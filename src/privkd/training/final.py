@@ -8,13 +8,14 @@ subjects (drawn with the run's seed) select the epoch exactly as they do in ever
 every other subject trains. Each deployable row (the baseline and the students) and the
 teachers they distil from are trained on it under ``RUN_DIR/final/<row>/``; each student's
 model card quotes the cross-validated mean ± std of its row as the estimate for it, since
-there is no test subject left to score it on. Finished final rows are kept on resume like
-fold rows.
+there is no test subject left to score it on. Final rows train side by side in
+``training.jobs`` worker processes, and finished ones are kept on resume, like fold rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from privkd.training.run_dir import (
     record_failure,
     write_json_atomic,
 )
+from privkd.training.workers import WORKER_LOGS, RowOutcome, RowTask, train_pairs
 
 __all__ = ["FINAL_DIR", "final_fold", "final_rows", "train_final_rows"]
 
@@ -86,44 +88,72 @@ def final_record(row: str, fitted_row: FittedRow, data: FoldData, fold: Fold, in
 
 def train_final_rows(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDataset, run_dir: Path, n_folds: int,
                      summary: Mapping, rows: list[str], progress: Callable[[str], None], tracking: Tracking) -> dict:
-    """Train :func:`final_rows` on the :func:`final_fold`; returns ``final.json``'s content."""
+    """Train :func:`final_rows` on the :func:`final_fold` (side by side in ``training.jobs``
+    worker processes, as the folds' rows); returns ``final.json``'s content."""
     fold = final_fold(dataset.subjects, cfg.evaluation.n_val_subjects, cfg.seed, index=n_folds)
     check_fold(fold, dataset)
-    data = FoldData(dataset.subset(fold.train), dataset.subset(fold.val), dataset.subset(fold.val), cfg.training)
-    specs = {row: row_spec(cfg, row) for row in rows}
-    chosen = final_rows(rows, {row: spec.deployable for row, spec in specs.items()}, {row: teacher_of(cfg, row) for row in rows})
-    teachers: dict[str, PrivilegedNet] = {}
-    students: dict[str, str] = {}
-    failures: list[dict] = []
-    for row in chosen:
-        directory = run_dir / FINAL_DIR / row
-        needed = teacher_of(cfg, row)
-        try:
-            if any(failure["row"] == needed for failure in failures):
-                raise RuntimeError(f"the final {needed} failed")
-            if finished_record(directory) is None:
-                if needed is not None and needed not in teachers:
-                    teachers[needed] = load_finished_teacher(run_dir / FINAL_DIR / needed, specs[needed], cfg, info)
-                progress(f"final (every subject but the validation ones): {row}")
-                net = train_final_row(row, cfg, fold, data, info, teachers.get(needed), directory, summary, tracking)
-                if specs[row].provides_teacher:
-                    teachers[row] = net
-        except Exception as error:  # noqa: BLE001 - as in the folds: one failed row must not lose the others
-            failures.append({**record_failure(directory, fold, row, error, primary=True), "fold": FINAL_DIR})
-            progress(f"final: {row} FAILED: {failures[-1]['error']}")
-            continue
-        (directory / FAILED_FILE).unlink(missing_ok=True)
-        if specs[row].deployable:
-            students[row] = f"{FINAL_DIR}/{row}/student"
+    chosen = final_rows(rows, {row: row_spec(cfg, row).deployable for row in rows}, {row: teacher_of(cfg, row) for row in rows})
+    tasks = [RowTask(fold.index, row, teacher_of(cfg, row), row_spec(cfg, row).provides_teacher,
+                     f"final (every subject but the validation ones): {row}")
+             for row in chosen if finished_record(run_dir / FINAL_DIR / row) is None]
+    trainer = FinalTrainer(cfg, info, dataset, fold, run_dir, summary, tracking)
+    outcomes = train_pairs(tasks, trainer, cfg.training.jobs, cfg.training.threads, run_dir / WORKER_LOGS, progress)
+    failures = [{**outcome.failure, "fold": FINAL_DIR} for outcome in outcomes.values() if outcome.failure is not None]
+    for (_, row), outcome in outcomes.items():
+        if outcome.failure is None:
+            (run_dir / FINAL_DIR / row / FAILED_FILE).unlink(missing_ok=True)
+    failed = {failure["row"] for failure in failures}
+    students = {row: f"{FINAL_DIR}/{row}/student" for row in chosen if row_spec(cfg, row).deployable and row not in failed}
     content = {"train_subjects": list(fold.train_subjects), "val_subjects": list(fold.val_subjects), "students": students,
                **({"failed": failures} if failures else {})}
     write_json_atomic(run_dir / FINAL_DIR / "final.json", content)
     return content
 
 
+@dataclass
+class FinalTrainer:
+    """Trains one final row (a :class:`~privkd.training.workers.RowTrainer`): a student takes
+    the final teacher from memory when this trainer trained it, else from its saved weights."""
+
+    cfg: RunConfig
+    info: DatasetInfo
+    dataset: MultimodalDataset
+    fold: Fold
+    run_dir: Path
+    summary: Mapping
+    tracking: Tracking = field(default_factory=Tracking)
+    _data: FoldData | None = field(default=None, init=False, repr=False)
+    _teachers: dict[str, PrivilegedNet] = field(default_factory=dict, init=False, repr=False)
+
+    def train(self, task: RowTask) -> RowOutcome:
+        directory = self.run_dir / FINAL_DIR / task.row
+        try:
+            if self._data is None:  # no test part: the validation subjects stand in where a module asks for one
+                train, val = self.dataset.subset(self.fold.train), self.dataset.subset(self.fold.val)
+                self._data = FoldData(train, val, val, self.cfg.training)
+            teacher = None
+            if task.teacher is not None:
+                teacher = self._teachers.get(task.teacher) or load_finished_teacher(
+                    self.run_dir / FINAL_DIR / task.teacher, row_spec(self.cfg, task.teacher), self.cfg, self.info)
+            record, net = train_final_row(task.row, self.cfg, self.fold, self._data, self.info, teacher, directory,
+                                          self.summary, self.tracking)
+        except Exception as error:  # noqa: BLE001 - the folds' results are saved: a failed final row is only recorded
+            return RowOutcome(failure=record_failure(directory, self.fold, task.row, error, primary=True))
+        if task.provides_teacher:
+            self._teachers[task.row] = net
+        return RowOutcome(record=record)
+
+    def fail(self, task: RowTask, reason: str) -> RowOutcome:
+        directory = self.run_dir / FINAL_DIR / task.row
+        return RowOutcome(failure=record_failure(directory, self.fold, task.row, RuntimeError(reason), primary=True))
+
+    def __getstate__(self) -> dict:  # a worker starts with no data subsets and no teachers
+        return {**self.__dict__, "_data": None, "_teachers": {}}
+
+
 def train_final_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetInfo, teacher: PrivilegedNet | None,
-                    directory: Path, summary: Mapping, tracking: Tracking) -> PrivilegedNet:
-    """Train and save one final row (its student too, when it is deployable); returns its network."""
+                    directory: Path, summary: Mapping, tracking: Tracking) -> tuple[dict, PrivilegedNet]:
+    """Train and save one final row (its student too, when it is deployable); returns its record and network."""
     spec = row_spec(cfg, row)
     fitted = fit_row(row, cfg, fold, data, info, teacher, directory, tracking)
     record = final_record(row, fitted, data, fold, info, cfg)
@@ -134,7 +164,7 @@ def train_final_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: 
                      role=spec.role, fold=None, test_metrics={}, train_subjects=fold.train_subjects,
                      cross_validated=cross_validated(summary, row))
     write_json_atomic(directory / "metrics.json", record)  # last: its presence marks the row finished
-    return fitted.module.net
+    return record, fitted.module.net
 
 
 def cross_validated(summary: Mapping, row: str) -> dict[str, dict[str, float]]:
