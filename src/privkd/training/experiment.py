@@ -10,7 +10,7 @@ records is asked from the method registry; nothing here names a method.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from privkd.data.folds import make_folds
 from privkd.data.h5format import DatasetInfo
 from privkd.data.opening import open_dataset, resolve_data_path
 from privkd.deploy import save_student
-from privkd.errors import ConfigError, DatasetError
+from privkd.errors import ConfigError
 from privkd.evaluation.metrics import (
     available_metrics,
     resolve_metric,
@@ -50,7 +50,6 @@ from privkd.training.row import (
     Tracking,
     degenerate_parts,
     fit_row,
-    load_finished_teacher,
     row_spec,
     teacher_of,
 )
@@ -59,11 +58,11 @@ from privkd.training.run_dir import (
     claim_run_dir,
     finished_record,
     is_primary_process,
-    record_failure,
     row_dir,
     write_json_atomic,
     write_text_atomic,
 )
+from privkd.training.split_trainer import SplitTrainer
 from privkd.training.workers import (
     WORKER_LOGS,
     RowOutcome,
@@ -224,59 +223,24 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
             raise
 
 
-@dataclass
-class PairTrainer:
-    """Trains one (fold, row) of a run: the run's loop holds one, each worker process a copy
-    (:mod:`privkd.training.workers`). A student takes its fold's teacher from this trainer's
-    memory when the same trainer trained it, else from the teacher's saved weights (equal)."""
+@dataclass(kw_only=True)
+class PairTrainer(SplitTrainer):
+    """Trains one (fold, row) of a run."""
 
-    cfg: RunConfig
-    info: DatasetInfo
-    dataset: MultimodalDataset
     folds: list[Fold]
-    run_dir: Path
     primary: bool
     prints: dict[str, str]
-    tracking: Tracking = Tracking()
-    _fold: tuple[int, FoldData] | None = field(default=None, init=False, repr=False)
-    _teachers: dict[str, PrivilegedNet] = field(default_factory=dict, init=False, repr=False)
-    """The current fold's teachers this trainer trained."""
 
-    def train(self, task: RowTask) -> RowOutcome:
-        fold = self.folds[task.fold]
-        directory = row_dir(self.run_dir, fold, task.row)
-        try:
-            data = self._fold_data(fold)
-            teacher = None
-            if task.teacher is not None:
-                teacher = self._teachers.get(task.teacher)
-                if teacher is None:
-                    teacher = load_finished_teacher(row_dir(self.run_dir, fold, task.teacher),
-                                                    method_spec(task.teacher), self.cfg, self.info)
-            record, net = train_row(task.row, self.cfg, fold, data, self.info, teacher, directory, self.primary,
-                                    self.prints[task.row], self.tracking)
-        except DatasetError:  # the data's fault, which every other row would meet too
-            raise
-        except Exception as error:  # noqa: BLE001 - one failed (fold, row) must not lose the others
-            return RowOutcome(failure=record_failure(directory, fold, task.row, error, self.primary))
-        if task.provides_teacher:
-            self._teachers[task.row] = net
-        return RowOutcome(record=record)
+    def split(self, task: RowTask) -> Fold:
+        return self.folds[task.fold]
 
-    def fail(self, task: RowTask, reason: str) -> RowOutcome:
-        fold = self.folds[task.fold]
-        return RowOutcome(failure=record_failure(row_dir(self.run_dir, fold, task.row), fold, task.row,
-                                                 RuntimeError(reason), self.primary))
+    def directory(self, split: Fold, row: str) -> Path:
+        return row_dir(self.run_dir, split, row)
 
-    def _fold_data(self, fold: Fold) -> FoldData:
-        if self._fold is None or self._fold[0] != fold.index:
-            self._teachers.clear()
-            subsets = (self.dataset.subset(idx) for idx in (fold.train, fold.val, fold.test))
-            self._fold = (fold.index, FoldData(*subsets, self.cfg.training))
-        return self._fold[1]
-
-    def __getstate__(self) -> dict:  # a worker starts with no fold and no teachers
-        return {**self.__dict__, "_fold": None, "_teachers": {}}
+    def fit(self, row: str, split: Fold, data: FoldData, teacher: PrivilegedNet | None,
+            directory: Path) -> tuple[dict, PrivilegedNet]:
+        return train_row(row, self.cfg, split, data, self.info, teacher, directory, self.primary, self.prints[row],
+                         self.tracking)
 
 
 def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDataset, folds: list[Fold], run_dir: Path,
@@ -302,7 +266,7 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
                 outcomes[fold.index, row] = RowOutcome(record=record)
             else:
                 tasks.append(RowTask(fold.index, row, teacher_of(cfg, row), row_spec(cfg, row).provides_teacher, label))
-    trainer = PairTrainer(cfg, info, dataset, folds, run_dir, primary, prints, tracking)
+    trainer = PairTrainer(cfg, info, dataset, run_dir, tracking, folds=folds, primary=primary, prints=prints)
     outcomes.update(train_pairs(tasks, trainer, cfg.training.jobs, cfg.training.threads, run_dir / WORKER_LOGS, progress))
     per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
     records: dict[str, list[dict]] = {}

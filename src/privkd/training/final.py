@@ -15,7 +15,7 @@ there is no test subject left to score it on. Final rows train side by side in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +35,16 @@ from privkd.training.row import (
     Tracking,
     degenerate_parts,
     fit_row,
-    load_finished_teacher,
     row_spec,
     teacher_of,
 )
 from privkd.training.run_dir import (
     FAILED_FILE,
     finished_record,
-    record_failure,
     write_json_atomic,
 )
-from privkd.training.workers import WORKER_LOGS, RowOutcome, RowTask, train_pairs
+from privkd.training.split_trainer import SplitTrainer
+from privkd.training.workers import WORKER_LOGS, RowTask, train_pairs
 
 __all__ = ["FINAL_DIR", "final_fold", "final_rows", "train_final_rows"]
 
@@ -96,7 +95,7 @@ def train_final_rows(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
     tasks = [RowTask(fold.index, row, teacher_of(cfg, row), row_spec(cfg, row).provides_teacher,
                      f"final (every subject but the validation ones): {row}")
              for row in chosen if finished_record(run_dir / FINAL_DIR / row) is None]
-    trainer = FinalTrainer(cfg, info, dataset, fold, run_dir, summary, tracking)
+    trainer = FinalTrainer(cfg, info, dataset, run_dir, tracking, final_split=fold, summary=summary)
     outcomes = train_pairs(tasks, trainer, cfg.training.jobs, cfg.training.threads, run_dir / WORKER_LOGS, progress)
     failures = [{**outcome.failure, "fold": FINAL_DIR} for outcome in outcomes.values() if outcome.failure is not None]
     for (_, row), outcome in outcomes.items():
@@ -110,45 +109,26 @@ def train_final_rows(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
     return content
 
 
-@dataclass
-class FinalTrainer:
-    """Trains one final row (a :class:`~privkd.training.workers.RowTrainer`): a student takes
-    the final teacher from memory when this trainer trained it, else from its saved weights."""
+@dataclass(kw_only=True)
+class FinalTrainer(SplitTrainer):
+    """Trains one final row."""
 
-    cfg: RunConfig
-    info: DatasetInfo
-    dataset: MultimodalDataset
-    fold: Fold
-    run_dir: Path
+    final_split: Fold
     summary: Mapping
-    tracking: Tracking = field(default_factory=Tracking)
-    _data: FoldData | None = field(default=None, init=False, repr=False)
-    _teachers: dict[str, PrivilegedNet] = field(default_factory=dict, init=False, repr=False)
 
-    def train(self, task: RowTask) -> RowOutcome:
-        directory = self.run_dir / FINAL_DIR / task.row
-        try:
-            if self._data is None:  # no test part: the validation subjects stand in where a module asks for one
-                train, val = self.dataset.subset(self.fold.train), self.dataset.subset(self.fold.val)
-                self._data = FoldData(train, val, val, self.cfg.training)
-            teacher = None
-            if task.teacher is not None:
-                teacher = self._teachers.get(task.teacher) or load_finished_teacher(
-                    self.run_dir / FINAL_DIR / task.teacher, row_spec(self.cfg, task.teacher), self.cfg, self.info)
-            record, net = train_final_row(task.row, self.cfg, self.fold, self._data, self.info, teacher, directory,
-                                          self.summary, self.tracking)
-        except Exception as error:  # noqa: BLE001 - the folds' results are saved: a failed final row is only recorded
-            return RowOutcome(failure=record_failure(directory, self.fold, task.row, error, primary=True))
-        if task.provides_teacher:
-            self._teachers[task.row] = net
-        return RowOutcome(record=record)
+    def split(self, task: RowTask) -> Fold:
+        return self.final_split
 
-    def fail(self, task: RowTask, reason: str) -> RowOutcome:
-        directory = self.run_dir / FINAL_DIR / task.row
-        return RowOutcome(failure=record_failure(directory, self.fold, task.row, RuntimeError(reason), primary=True))
+    def directory(self, split: Fold, row: str) -> Path:
+        return self.run_dir / FINAL_DIR / row
 
-    def __getstate__(self) -> dict:  # a worker starts with no data subsets and no teachers
-        return {**self.__dict__, "_data": None, "_teachers": {}}
+    def split_data(self, split: Fold) -> FoldData:  # no test part: the validation subjects stand in where a module asks
+        val = self.dataset.subset(split.val)
+        return FoldData(self.dataset.subset(split.train), val, val, self.cfg.training)
+
+    def fit(self, row: str, split: Fold, data: FoldData, teacher: PrivilegedNet | None,
+            directory: Path) -> tuple[dict, PrivilegedNet]:
+        return train_final_row(row, self.cfg, split, data, self.info, teacher, directory, self.summary, self.tracking)
 
 
 def train_final_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetInfo, teacher: PrivilegedNet | None,
