@@ -72,3 +72,37 @@ def test_amid_row_reports_its_teacher_beside_the_student(run_config):
     assert len(record["teacher_student_gap"]) == 3  # one entry per epoch (AMID Fig. 4)
     assert record["validation"]["val/f1"] > 0
     assert "Teacher Accuracy" in (run_dir / "summary.md").read_text()
+
+
+def test_shared_extractors_run_once_for_the_same_losses_and_gradients():
+    """Teacher, student and auxiliary model fuse one pass of the shared extractors: the terms
+    and every gradient equal those of three separate forward passes (train mode, dropout and
+    batch norm active), and each extractor's batch-norm statistics move once per batch."""
+    module = amid_module()
+    module.train()
+    batch = Batch({m: torch.randn(8, 3, 20) for m in FakeInfo.modalities}, torch.tensor([0, 0, 1, 1, 2, 2, 0, 1]))
+
+    def terms_and_gradients(separate: bool):
+        if separate:
+            module.forward_models = lambda inputs: (module.teacher(inputs), module.net(inputs))
+            module.auxiliary_output = lambda teacher: module.auxiliary(batch.inputs)
+        torch.manual_seed(0)
+        module.zero_grad()
+        terms = module.loss_terms(batch)
+        module.weighted_total(terms).backward()
+        for attribute in ("forward_models", "auxiliary_output"):
+            module.__dict__.pop(attribute, None)
+        return terms, {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+
+    tracked = module.teacher.encoders["gyroscope"].backbone.features[0][1].num_batches_tracked
+    before = int(tracked)
+    shared_terms, shared_gradients = terms_and_gradients(separate=False)
+    assert int(tracked) == before + 1
+    separate_terms, separate_gradients = terms_and_gradients(separate=True)
+    assert int(tracked) == before + 3  # the teacher's pass and the auxiliary model's
+    assert set(shared_terms) == {"task", "jsd", "mi_s", "mi_a", "adv"}
+    for name in shared_terms:
+        torch.testing.assert_close(shared_terms[name], separate_terms[name], rtol=1e-6, atol=1e-7)
+    assert shared_gradients.keys() == separate_gradients.keys()
+    for name, gradient in shared_gradients.items():
+        torch.testing.assert_close(gradient, separate_gradients[name], rtol=1e-5, atol=1e-7, msg=name)

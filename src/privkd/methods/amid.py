@@ -167,10 +167,23 @@ class AMIDModule(PrivkdModule):
         return label_aware_contrastive_mi(anchor, other, labels, self.settings.tau, self.settings.mi_reduction)
 
     def forward_models(self, inputs: Mapping[str, Tensor]) -> tuple[NetOutput, NetOutput]:
-        """Teacher and student outputs (the teacher without gradient when it is fixed)."""
-        with torch.set_grad_enabled(self.settings.online_teacher and torch.is_grad_enabled()):
-            teacher = self.teacher(inputs)
-        return teacher, self.net(inputs)
+        """Teacher and student outputs (the teacher without gradient when it is fixed).
+
+        The online teacher's extractors are the student's and the auxiliary model's too, so
+        they run once per batch and every model fuses the same embeddings (the student and
+        the auxiliary model their own modalities' of them, :meth:`auxiliary_output`); a
+        second pass would repeat the same work, with the same result, for the same gradient,
+        and move the extractors' batch-norm statistics twice per batch."""
+        if not self.settings.online_teacher:
+            with torch.no_grad():
+                teacher = self.teacher(inputs)
+            return teacher, self.net(inputs)
+        embeddings = self.teacher.encode(inputs)
+        return self.teacher.fuse(embeddings), self.net.fuse(_own(self.net, embeddings))
+
+    def auxiliary_output(self, teacher: NetOutput) -> NetOutput:
+        """The auxiliary model A on the privileged embeddings the teacher's pass computed."""
+        return self.auxiliary.fuse(_own(self.auxiliary, teacher.modality_embeddings))
 
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         teacher, student = self.forward_models(batch.inputs)
@@ -192,7 +205,7 @@ class AMIDModule(PrivkdModule):
         if self.weights["mi_s"]:
             terms["mi_s"] = self.contrastive(teacher_embedding, student_embedding, labels)  # Eq. 8
         if online and self.auxiliary is not None and self.weights["mi_a"]:
-            auxiliary = gather_with_grad(self.auxiliary(batch.inputs).embedding)
+            auxiliary = gather_with_grad(self.auxiliary_output(teacher).embedding)
             terms["mi_a"] = self.contrastive(teacher_embedding, auxiliary, labels)  # Eq. 9
         if self.weights["adv"]:
             terms["adv"] = amid_adversarial_loss(self.d1, self._d2, student_embedding, labels, self.discriminator_weights)
@@ -275,3 +288,8 @@ class AMIDModule(PrivkdModule):
         optimizers = [main, torch.optim.Adam(discriminators, lr=self.settings.discriminator_lr, betas=(0.5, 0.999))]
         scheduler = self.make_scheduler(main)
         return optimizers if scheduler is None else (optimizers, [scheduler])
+
+
+def _own(net: PrivilegedNet, embeddings: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The embeddings of the modalities ``net`` encodes itself."""
+    return {name: embeddings[name] for name in net.encoders}
