@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from privkd.cli import app
 from privkd.config.loading import config_from_dict, load_config
 from privkd.errors import ConfigError
-from privkd.training.study import candidate_variants, write_study
+from privkd.training.study import candidate_variants, diagnostic_lines, write_study
 
 STUDY = {"name": "tiny", "methods": ["baseline", "teacher", "pkdot"], "evaluation": {"max_folds": 1},
          "variants": {"pkdot_zero": {"method": "pkdot", "set": {"pkdot.beta": 0.0}}},
@@ -58,3 +58,16 @@ def test_study_chooses_on_validation_and_reports_the_chosen_test_score(tmp_path,
     before = {name: (study_dir / name).read_text() for name in ("summary.json", "choices.json", "study.md")}
     write_study(study_dir, load_config(study_dir / "config.yaml"))
     assert before == {name: (study_dir / name).read_text() for name in before}
+
+
+def test_diagnostics_table_only_when_a_chosen_run_has_diagnostics():
+    """A study of rows without a T-Net or a structural gap (baseline, AMID) prints no empty
+    table; with them, each row's means over the chosen runs of every seed."""
+    plain = {0: {"baseline": [{"row": "baseline"}], "amid": [{"row": "amid"}]}}
+    assert diagnostic_lines(plain) == []
+    gap = {when: {"anchor_mad": value, "ot": 10 * value} for when, value in (("before", 0.2), ("after", 0.1))}
+    picks = {0: {"pkdot": [{"row": "pkdot", "structure_test": gap, "tnet_test": {"r2": 0.4, "cosine": 0.8}}]},
+             1: {"pkdot": [{"row": "pkdot", "structure_test": gap, "tnet_test": {"r2": 0.6, "cosine": 0.9}}]}}
+    lines = diagnostic_lines(picks)
+    assert "| pkdot | — | — | — | — | 0.5000 | 0.8500 |" in lines
+    assert "| pkdot | 0.2000 | 0.1000 | 2.0000 | 1.0000 | — | — |" in lines

@@ -193,7 +193,8 @@ def candidate_lines(picks: Mapping[int, Mapping[str, list[dict]]], records: Mapp
 
 
 def diagnostic_lines(picks: Mapping[int, Mapping[str, list[dict]]]) -> list[str]:
-    """T-Net fidelity and the teacher-student structure gap of the chosen runs, on test subjects."""
+    """T-Net fidelity and the teacher-student structure gap of the chosen runs, on test
+    subjects; nothing when no chosen run has either (a study of baselines and AMID)."""
     def mean(values: list[float]) -> str:
         return f"{np.mean(values):.4f}" if values else "—"
 
@@ -201,18 +202,21 @@ def diagnostic_lines(picks: Mapping[int, Mapping[str, list[dict]]]) -> list[str]
     for seed in picks:
         for row, chosen in picks[seed].items():
             runs.setdefault(row, []).extend(chosen)
-    lines = ["## Diagnostics (test subjects, chosen runs)", "",
-             "| row | anchor MAD before | anchor MAD after | OT before | OT after | T-Net R² | T-Net cosine |",
-             "|---|---|---|---|---|---|---|"]
+    rows = []
     for row, chosen in runs.items():
         tnet = [run["tnet_test"] for run in chosen if "tnet_test" in run]
         gaps = [run["structure_test"] for run in chosen if "structure_test" in run]
         if tnet:
-            lines.append(f"| {row} | — | — | — | — | {mean([t['r2'] for t in tnet])} | {mean([t['cosine'] for t in tnet])} |")
+            rows.append(f"| {row} | — | — | — | — | {mean([t['r2'] for t in tnet])} | {mean([t['cosine'] for t in tnet])} |")
         if gaps:
             cells = [mean([g[when][key] for g in gaps]) for key in ("anchor_mad", "ot") for when in ("before", "after")]
-            lines.append(f"| {row} | " + " | ".join(cells) + " | — | — |")
-    lines += ["", ("Anchor MAD: mean absolute teacher − student difference of the anchored similarity rows; OT: the structural loss "
-                   "on test batches; before = the student as initialised (with the teacher's weights unless "
-                   "student.init_from_teacher is false), after = as trained.")]
-    return lines
+            rows.append(f"| {row} | " + " | ".join(cells) + " | — | — |")
+    if not rows:
+        return []
+    header = ["## Diagnostics (test subjects, chosen runs)", "",
+              "| row | anchor MAD before | anchor MAD after | OT before | OT after | T-Net R² | T-Net cosine |",
+              "|---|---|---|---|---|---|---|"]
+    legend = ("Anchor MAD: mean absolute teacher − student difference of the anchored similarity rows; OT: the structural "
+              "loss on test batches; before = the student as initialised (with the teacher's weights unless "
+              "student.init_from_teacher is false), after = as trained.")
+    return [*header, *rows, "", legend]
