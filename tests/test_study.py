@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 from privkd.cli import app
 from privkd.config.loading import config_from_dict, load_config
 from privkd.errors import ConfigError
-from privkd.training.study import candidate_variants, diagnostic_lines, write_study
+from privkd.training.study import (
+    candidate_variants,
+    diagnostic_lines,
+    run_study,
+    write_study,
+)
 
 STUDY = {"name": "tiny", "methods": ["baseline", "teacher", "pkdot"], "evaluation": {"max_folds": 1},
          "variants": {"pkdot_zero": {"method": "pkdot", "set": {"pkdot.beta": 0.0}}},
@@ -27,6 +32,13 @@ def test_candidates_are_the_search_grid():
     assert len(shipped) == 9 and {v.method for v in shipped.values()} == set(load_config("nested").study.search)
     with pytest.raises(ConfigError, match="study.search.amid"):
         candidate_variants(config_from_dict({**STUDY, "study": {"search": {"amid": {"amid.tau": [0.5]}}}}))
+
+
+def test_a_bad_search_fails_before_the_study_directory_exists(tmp_path):
+    cfg = config_from_dict({**STUDY, "study": {"search": {"amid": {"amid.tau": [0.5]}}}})
+    with pytest.raises(ConfigError, match="study.search.amid"):
+        run_study(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_study_chooses_on_validation_and_reports_the_chosen_test_score(tmp_path, monkeypatch, watch_path):

@@ -102,13 +102,17 @@ def study_summary(task: str, seeds: list[int], picks: Mapping[int, Mapping[str, 
 
 
 def run_study(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None) -> Path:
-    """Run every seed, then choose each method's setting per fold on validation scores and write the study."""
+    """Run every seed, then choose each method's setting per fold on validation scores and write the study.
+
+    Every seed's config is checked before the study directory exists: a search key that
+    names no row fails here, not after an empty study directory was made."""
+    seeds = study_seeds(cfg)
+    seed_configs = [seed_config(cfg, seed) for seed in seeds]
     study_dir = create_run_dir(out_root, f"{cfg.name}-study")
     write_text_atomic(study_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    seeds = study_seeds(cfg)
-    for seed in seeds:
-        progress(f"seed {seed} ({seeds.index(seed) + 1}/{len(seeds)})")
-        run_experiment(seed_config(cfg, seed), study_dir / f"seed_{seed}", progress)
+    for number, (seed, seed_cfg) in enumerate(zip(seeds, seed_configs), start=1):
+        progress(f"seed {seed} ({number}/{len(seeds)})")
+        run_experiment(seed_cfg, study_dir / f"seed_{seed}", progress)
     write_study(study_dir, cfg)
     return study_dir
 
