@@ -72,3 +72,5 @@ def test_pair_max_pool_equals_max_pool_in_values_and_gradient(length):
     upstream = torch.randn(reference.shape, generator=gen)
     (expected,), (got,) = torch.autograd.grad(reference, x, upstream), torch.autograd.grad(pairs, x, upstream)
     assert torch.equal(expected, got)
+    with torch.no_grad():  # inference takes the plain elementwise maximum
+        assert torch.equal(PairMaxPool1d()(x), reference)
