@@ -7,10 +7,12 @@ baseline, PKDOT, MT-PKDOT and AMID students on the same network and the same bat
 embedded smartwatch data (the demo's model), each method's step time printed as a ratio to
 the baseline step measured in the same run, and for PKDOT and MT-PKDOT also to their own
 student network (frozen T-Net and hallucinated features included) on the task loss alone:
-the step a distillation loss is added to. PKDOT and MT-PKDOT run twice: recomputing their
-frozen teacher's outputs (PKDOT's plain teacher, MT-PKDOT's pool of the self-distilled
-teacher) at every step, and looking them up (``student.cache_teacher_outputs``, the
-default). AMID trains its teacher online, so it has no frozen outputs to cache.
+the step a distillation loss is added to. PKDOT also runs with its structural loss replaced
+by a zero (``OT term zeroed``): what the step costs besides that loss. PKDOT and MT-PKDOT
+run twice: recomputing their frozen teacher's outputs (PKDOT's plain teacher, MT-PKDOT's pool
+of the self-distilled teacher) at every step, and looking them up
+(``student.cache_teacher_outputs``, the default). AMID trains its teacher online, so it has
+no frozen outputs to cache.
 
 Part 2: the structural loss alone (PKDOT's, k = 30 anchors, epsilon = 0.01) for batch sizes
 64 to 4096, forward + backward, split into cosine-similarity matrices, anchor selection and
@@ -68,33 +70,45 @@ def method_steps(batch_size: int, steps: int) -> dict[str, float]:
             if (role := method_spec(method).teacher_for(cfg)) is not None:
                 torch.manual_seed(0)
                 teacher = build_module(role, cfg, info).net.eval()
-            torch.manual_seed(0)
-            module = build_module(method, cfg, info, teacher=teacher)
-            module.train()
-            optimizers = module.configure_optimizers()
-            optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
-
-            def step(module=module, optimizer=optimizer) -> None:
-                loss = module.weighted_total(module.loss_terms(batch))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-
             name = method if cached is None else f"{method} ({'cached' if cached else 'recomputed'} teacher)"
-            steppers[name] = step
+            steppers[name] = full_step(method, cfg, info, teacher, batch)
             if cached:  # the same student network trained on its task loss alone: what distillation adds to
                 steppers[f"{method} net, task loss only"] = task_only_step(method, cfg, info, teacher, batch)
+            if cached and method == "pkdot":  # everything of the step but the structural loss itself
+                steppers[f"{method} (cached), OT term zeroed"] = full_step(method, cfg, info, teacher, batch,
+                                                                           zero_structure=True)
     return interleaved_medians(steppers, steps)
+
+
+def module_and_optimizer(method: str, cfg, info, teacher):
+    """``method``'s module in train mode, seeded alike for every stepper, and its (first) optimiser."""
+    torch.manual_seed(0)
+    module = build_module(method, cfg, info, teacher=teacher)
+    module.train()
+    optimizers = module.configure_optimizers()
+    return module, optimizers[0] if isinstance(optimizers, list) else optimizers
+
+
+def full_step(method: str, cfg, info, teacher, batch: Batch, zero_structure: bool = False) -> Callable[[], None]:
+    """One step of ``method`` on all its loss terms. With ``zero_structure`` the structural
+    loss returns a zero of the student's embedding instead (teacher lookup, T-Net and loss
+    bookkeeping kept): the step minus what the structural loss itself costs."""
+    module, optimizer = module_and_optimizer(method, cfg, info, teacher)
+    if zero_structure:
+        module.structure.forward = lambda z_teacher, z_student: (z_student * 0).sum()
+
+    def step() -> None:
+        loss = module.weighted_total(module.loss_terms(batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step
 
 
 def task_only_step(method: str, cfg, info, teacher, batch: Batch) -> Callable[[], None]:
     """One step of ``method``'s student network (its frozen T-Net included) on the task loss
     alone: the reference a distillation step is compared with in the issue's target."""
-    torch.manual_seed(0)
-    module = build_module(method, cfg, info, teacher=teacher)
-    module.train()
-    optimizers = module.configure_optimizers()
-    optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
+    module, optimizer = module_and_optimizer(method, cfg, info, teacher)
 
     def step() -> None:
         loss = module.task_loss(module.net(batch.inputs).logits, batch.label)
