@@ -79,3 +79,32 @@ def test_mmd_matches_independent_numpy_computation():
     got = gaussian_mmd2(torch.tensor(x), torch.tensor(y))
     assert got.item() == pytest.approx(expected, rel=1e-6)
     assert gaussian_mmd2(torch.tensor(x), torch.tensor(x)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "joint_cross_attention", "multimodal_transformer"])
+def test_the_joint_embedding_has_no_dropout_the_head_input_has(fusion):
+    """The structural losses compare joint embeddings of a student in training mode with a teacher's
+    in evaluation mode: the embedding must be the same function in both, while the head still
+    sees dropped-out features."""
+    torch.manual_seed(0)
+    specs = [ModalitySpec(name, (3, 100), "signal_cnn") for name in ("acc", "gyro")]
+    net = PrivilegedNet(specs, ["acc", "gyro"], 7, embed_dim=16, fusion=fusion, fusion_dim=32, dropout=0.5, heads=4)
+    x = {"acc": torch.randn(6, 3, 100), "gyro": torch.randn(6, 3, 100)}
+    net.train()
+    for module in net.encoders.modules():  # batch norm in train mode would move the embedding too
+        module.eval()
+    for name, module in net.fusion.named_children():  # attention blocks' own dropout is not what this is about
+        if name != "net":
+            module.eval()
+    training = net(x)
+    evaluation = net.eval()(x)
+    torch.testing.assert_close(training.embedding, evaluation.embedding)
+    assert not torch.allclose(training.logits, evaluation.logits)
+    torch.testing.assert_close(evaluation.logits, net.head(evaluation.embedding))
+
+
+def test_the_linear_backbone_is_the_feature_vector_itself():
+    backbone = build_backbone("linear", (5,))
+    x = torch.randn(3, 5)
+    assert backbone.width == 5 and not list(backbone.parameters())
+    torch.testing.assert_close(backbone(x), x.unsqueeze(1))

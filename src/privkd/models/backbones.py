@@ -137,6 +137,23 @@ class MLPBackbone(Backbone):
         return self.net(x).unsqueeze(1)
 
 
+class LinearBackbone(Backbone):
+    """The standardised feature vector itself as one token (any sample shape is flattened): the
+    encoder's projection is then the modality's only layer, a linear map of the features.
+
+    On small tables (hundreds of samples) a hidden layer per modality over-fits where a
+    linear model does not; this backbone keeps the rest of the network (fusion, head, T-Net)
+    as it is."""
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.width = in_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.flatten(x).unsqueeze(1)
+
+
 class VideoResNet(Backbone):
     """torchvision's R3D-18 or R(2+1)D-18 without its classifier, for ``(batch, 3, frames, H, W)`` clips.
 
@@ -182,6 +199,11 @@ def _signal_cnn(sample_shape: Sequence[int]) -> Backbone:
 @register_backbone("mlp")
 def _mlp(sample_shape: Sequence[int]) -> Backbone:
     return MLPBackbone(math.prod(sample_shape))
+
+
+@register_backbone("linear")
+def _linear(sample_shape: Sequence[int]) -> Backbone:
+    return LinearBackbone(math.prod(sample_shape))
 
 
 @register_backbone("r3d_18")

@@ -19,12 +19,18 @@ FUSION_NAMES = ("concat", "joint_cross_attention", "multimodal_transformer")
 
 
 def _projection(width: int, out_dim: int, dropout: float, layers: int) -> nn.Sequential:
-    """``layers`` × (Linear → ReLU → Dropout) from ``width`` to ``out_dim``."""
+    """``layers`` × (Linear → ReLU) from ``width`` to ``out_dim``, with Dropout between layers.
+
+    The last layer's output is the joint embedding and has no dropout of its own: the
+    network drops out what reaches its head (:class:`~privkd.models.network.PrivilegedNet`),
+    so the embedding whose batch structure the structural losses compare is the same
+    function of the inputs in training and in evaluation mode, for teacher and student alike.
+    """
     blocks: list[nn.Module] = []
     for _ in range(layers):
         blocks += [nn.Linear(width, out_dim), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         width = out_dim
-    return nn.Sequential(*blocks)
+    return nn.Sequential(*blocks[:-1])
 
 
 class ConcatFusion(nn.Module):

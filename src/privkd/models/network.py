@@ -92,6 +92,7 @@ class PrivilegedNet(nn.Module):
         self.hallucinates = any(name not in self.seen for name in self.fused)
         self.fusion = build_fusion(fusion, len(self.fused), embed_dim, fusion_dim, dropout=dropout, layers=fusion_layers,
                                    tokens=tokens, heads=heads)
+        self.head_dropout = nn.Dropout(dropout)
         self.head = nn.Linear(fusion_dim, n_outputs)
         unseen = [m for m in adapted if m not in self.seen]
         if unseen:
@@ -124,7 +125,7 @@ class PrivilegedNet(nn.Module):
 
     def fuse(self, embeddings: Mapping[str, Tensor]) -> NetOutput:
         joint = self.fusion([embeddings[name] for name in self.fused])
-        return NetOutput(self.head(joint), joint, dict(embeddings))
+        return NetOutput(self.head(self.head_dropout(joint)), joint, dict(embeddings))
 
     def adapt(self, embeddings: Mapping[str, Tensor]) -> dict[str, NetOutput]:
         """Each adapted modality's view: its embedding mapped into the joint space, and that
