@@ -111,6 +111,8 @@ def test_official_split_fold_prefers_a_test_split_and_explains_missing_splits():
     subjects = np.array(["a", "b", "c", "d"])
     fold = official_split_fold(subjects, np.array(["train", "train", "validation", "test"]), n_val_subjects=1)
     assert fold.test.tolist() == [3]
+    # with a test split, the official validation split selects and the whole train split trains
+    assert fold.val.tolist() == [2] and fold.train.tolist() == [0, 1] and fold.train_subjects == ("a", "b")
     with pytest.raises(SplitError, match="no /splits"):
         official_split_fold(subjects, None)
     with pytest.raises(SplitError, match="needs 'train'"):

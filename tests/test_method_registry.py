@@ -145,3 +145,14 @@ def test_the_structural_loss_of_a_registered_student_follows_its_row_config():
     assert torch.equal(module.net.head.weight, teacher.head.weight)  # started from the teacher (student.init_from_teacher)
     with pytest.raises(ValueError, match="needs the fold's trained teacher"):
         registry.build_module("pkdot", cfg, info)
+
+
+def test_point_to_point_task_weight_reaches_generalized_distillations_pure_imitation():
+    """``p2p.task_weight: 0`` (Lopez-Paz et al.'s lambda = 1) leaves the task loss out of the total."""
+    info = type("Info", (), {"modalities": {m: type("M", (), {"kind": "signal", "sample_shape": (3, 20)})()
+                                            for m in ("accelerometer", "gyroscope")}, "n_outputs": 3, "task": "classification"})()
+    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 8}, "p2p": {"task_weight": 0.0, "beta": 1.0}})
+    module = registry.build_module("p2p_kl", cfg, info, teacher=build_net("teacher", cfg, info))
+    assert module.weights == {"task": 0.0, "match": 1.0}
+    terms = {"task": torch.tensor(5.0), "match": torch.tensor(0.25)}
+    assert float(module.weighted_total(terms)) == 0.25

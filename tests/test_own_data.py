@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from privkd.cli import app
 from privkd.config.loading import config_from_dict
 from privkd.data import read_info
+from privkd.data.dataset import MultimodalDataset
 from privkd.data.folds import Fold
 from privkd.evaluation.metrics import score
 from privkd.evaluation.sanity import collapse
@@ -56,7 +57,7 @@ def test_defaults_fit_a_one_row_per_person_table(breast_cancer):
     cfg = config_from_dict(own_config(breast_cancer))
     cfg, rows = resolve_rows(cfg, info)
     assert cfg.methods[-2:] == ("linear", "linear_teacher") and rows[0].line().startswith("methods + linear, linear_teacher")
-    cfg, resolved = resolve_validation_subjects(cfg, info)
+    cfg, resolved = resolve_validation_subjects(cfg, np.asarray(info.subjects))  # one row per person
     # 569 subjects, 5 folds: 455 left after the largest test fold; a fifth of them validate
     assert cfg.evaluation.n_val_subjects == 91 and resolved[0].line().startswith("evaluation.n_val_subjects auto -> 91")
     fold = Fold(0, np.arange(364), np.arange(364, 455), np.arange(455, 569), (), (), ())
@@ -68,7 +69,7 @@ def test_defaults_fit_a_one_row_per_person_table(breast_cancer):
 def test_explicit_values_win_and_the_embedded_data_keeps_its_settings(watch_path):
     info = read_info(watch_path)
     explicit = config_from_dict({"evaluation": {"n_val_subjects": 1}, "training": {"batch_size": 64, "epochs": 3}})
-    assert resolve_validation_subjects(explicit, info) == (explicit, [])
+    assert resolve_validation_subjects(explicit, np.asarray(info.subjects)) == (explicit, [])
     cfg, resolved = resolve_training(explicit, [Fold(0, np.arange(3000), np.arange(10), np.arange(10), (), (), ())])
     assert (cfg.training.batch_size, cfg.training.epochs) == (64, 3) and [r.key for r in resolved] == ["training.patience",
                                                                                                        "structural.k"]
@@ -76,6 +77,29 @@ def test_explicit_values_win_and_the_embedded_data_keeps_its_settings(watch_path
     cfg, _ = resolve_training(auto, [Fold(0, np.arange(3300), np.arange(10), np.arange(10), (), (), ())])
     assert (cfg.training.batch_size, cfg.training.epochs, cfg.training.patience, cfg.structural.k) == (128, 30, 8, 30)
     assert resolve_rows(auto, info)[0].methods == auto.methods  # signals: no linear reference
+
+
+def test_auto_validation_counts_the_samples_of_each_subject(watch_path):
+    """The embedded data has hundreds of windows per subject: 30 validation samples need one
+    subject, and a fifth of the 8 non-test subjects is 2. Counting the unique subject ids (one
+    each) asked for 30 subjects and left fold 0 a single training subject."""
+    dataset = MultimodalDataset(watch_path, modalities=["accelerometer"])
+    _, counts = np.unique(dataset.subjects, return_counts=True)
+    cfg, resolved = resolve_validation_subjects(config_from_dict({}), dataset.subjects)
+    assert cfg.evaluation.n_val_subjects == 2
+    assert f"a median of {np.median(counts):g} per subject need 1" in resolved[0].why
+
+
+def test_auto_validation_under_official_splits_counts_the_train_split_only():
+    """50 train-split subjects with 5 samples each and 1000 test subjects with 10: a fifth of the
+    50 validate (10); the test split's subjects are not candidates and do not set the median."""
+    subjects = np.array([f"tr{i // 5}" for i in range(250)] + [f"te{i // 10}" for i in range(10_000)])
+    splits = np.array(["train"] * 250 + ["test"] * 10_000)
+    cfg = config_from_dict({"evaluation": {"protocol": "splits"}})
+    cfg, resolved = resolve_validation_subjects(cfg, subjects, splits)
+    assert cfg.evaluation.n_val_subjects == 10
+    assert resolved[0].why.startswith("0.2 of the 50 subjects in the train split is 10; 30 validation samples at a "
+                                      "median of 5 per subject need 6")
 
 
 def test_balanced_class_weights_by_hand():

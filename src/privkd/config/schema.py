@@ -20,16 +20,25 @@ SHARED_SECTIONS = ("data", "evaluation", "model", "teacher", "study")
 class DataConfig:
     """Where the samples come from and which modalities play which role.
 
-    ``path`` is a privkd HDF5 file, or ``embedded`` for the smartwatch recordings shipped
-    with privkd. Roles are configuration, never code paths: swap the lists to distil the
+    ``path`` is a privkd HDF5 file, ``embedded`` for the smartwatch recordings shipped
+    with privkd, or ``synthetic:<setup>`` for a known-answer task of Lopez-Paz et al. (ICLR
+    2016) where privileged information provably helps (:mod:`privkd.data.synthetic`). Roles are configuration, never code paths: swap the lists to distil the
     other way round. ``in_memory``: load the selected modalities once (fast) or read each
     sample from disk (video); ``auto`` loads them when they take under 2 GiB.
+
+    ``train_fraction``: the share of each training subject's samples that trains, rounded up
+    (a learning curve: how a method does with less data). The samples are drawn with the
+    run's seed and the subject alone, so a subject keeps the same ones in every fold (and in
+    ``--final``), and a larger fraction keeps those and more. Validation and test samples
+    are never cut, so every point of a learning curve is scored on the same validation and
+    test samples.
     """
 
     path: str = "embedded"
     prevalent: tuple[str, ...] = ("accelerometer",)
     privileged: tuple[str, ...] = ("gyroscope",)
     in_memory: Literal["auto", True, False] = "auto"
+    train_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -267,11 +276,15 @@ class PointToPointConfig:
 
     ``p2p_cosine`` scales beta by exp(-teacher batch loss) (dynamic weighting, Aslam et
     al. CVPRW'23), ``p2p_mse`` matches embeddings by MSE, ``p2p_kl`` matches logits
-    softened by ``temperature`` (Hinton et al.; classification only).
+    softened by ``temperature`` (Hinton et al.; classification only). ``task_weight``
+    weighs the task loss: generalized distillation's ``(1 - lambda) task + lambda match``
+    (Lopez-Paz et al. 2016, Eq. 4) is ``task_weight = 1 - lambda, beta = lambda``, and
+    ``task_weight: 0`` trains on the teacher's outputs alone.
     """
 
     beta: float = 1.0
     temperature: float = 4.0
+    task_weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,9 @@ def _check_data(cfg: RunConfig) -> None:
             f"{sorted(overlap)} listed as both prevalent and privileged",
             "a modality is either available at test time (prevalent) or not (privileged)",
         )
+    if not 0 < cfg.data.train_fraction <= 1:
+        raise ConfigError("data.train_fraction", f"must be in (0, 1], got {cfg.data.train_fraction}",
+                          "use 1 to train on all of each training subject's samples, or e.g. 0.25 for a quarter")
 
 
 def _check_ranges(cfg: RunConfig) -> None:

@@ -9,8 +9,10 @@ tested exactly once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +22,7 @@ from privkd.config.schema import EvaluationConfig
 from privkd.data.dataset import MultimodalDataset
 from privkd.errors import SplitError
 
-__all__ = ["Fold", "check_fold", "make_folds", "official_split_fold", "subject_folds"]
+__all__ = ["Fold", "check_fold", "keep_train_fraction", "make_folds", "official_split_fold", "subject_folds"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: fields are arrays, whose == is elementwise
@@ -118,8 +120,10 @@ def official_split_fold(
 
     The test part is the ``test`` split, or the ``validation`` split when there is no
     ``test`` split (Affwild2's test labels are not public, so papers report its validation
-    set). ``n_val_subjects`` subjects of the ``train`` split, drawn with ``seed``, select
-    the epoch; the rest of ``train`` trains.
+    set). With both a ``validation`` and a ``test`` split, the validation split selects the
+    epoch (its official role) and the whole ``train`` split trains; otherwise
+    ``n_val_subjects`` subjects of the ``train`` split, drawn with ``seed``, select the epoch
+    and the rest of ``train`` trains.
     """
     if splits is None:
         raise SplitError("evaluation.protocol is 'splits' but the dataset has no /splits",
@@ -130,28 +134,59 @@ def official_split_fold(
     if "train" not in names or test_name not in names:
         raise SplitError(f"/splits holds {sorted(names)}; the splits protocol needs 'train' and 'validation' or 'test'",
                          "name the official parts train / validation / test when importing")
-    train_subjects = np.unique(subjects[splits == "train"])
-    if len(train_subjects) < n_val_subjects + 1:
-        raise SplitError(f"the train split has {len(train_subjects)} subjects, fewer than {n_val_subjects} validation + 1",
-                         "lower evaluation.n_val_subjects")
-    shuffled = np.random.default_rng(seed).permutation(train_subjects)
-    val, train = shuffled[:n_val_subjects], shuffled[n_val_subjects:]
     in_train_split = splits == "train"
-    return Fold(index=0, train=np.flatnonzero(in_train_split & np.isin(subjects, train)),
-                val=np.flatnonzero(in_train_split & np.isin(subjects, val)), test=np.flatnonzero(splits == test_name),
+    train_subjects = np.unique(subjects[in_train_split])
+    if test_name == "test" and "validation" in names:
+        val_rows, train_rows = np.flatnonzero(splits == "validation"), np.flatnonzero(in_train_split)
+        val, train = np.unique(subjects[val_rows]), train_subjects
+    else:
+        if len(train_subjects) < n_val_subjects + 1:
+            raise SplitError(f"the train split has {len(train_subjects)} subjects, fewer than {n_val_subjects} "
+                             "validation + 1", "lower evaluation.n_val_subjects")
+        shuffled = np.random.default_rng(seed).permutation(train_subjects)
+        val, train = shuffled[:n_val_subjects], shuffled[n_val_subjects:]
+        val_rows = np.flatnonzero(in_train_split & np.isin(subjects, val))
+        train_rows = np.flatnonzero(in_train_split & np.isin(subjects, train))
+    return Fold(index=0, train=train_rows, val=val_rows, test=np.flatnonzero(splits == test_name),
                 train_subjects=tuple(sorted(train.tolist())), val_subjects=tuple(sorted(val.tolist())),
                 test_subjects=tuple(sorted(np.unique(subjects[splits == test_name]).tolist())))
 
 
-def make_folds(evaluation: EvaluationConfig, dataset: MultimodalDataset, seed: int) -> list[Fold]:
+def keep_train_fraction(fold: Fold, subjects: Sequence[str] | np.ndarray, fraction: float, seed: int) -> Fold:
+    """``fold`` training on ``ceil(fraction x n)`` (at least 1) of each training subject's ``n``
+    samples (``data.train_fraction``, for learning curves); validation and test untouched.
+
+    Each subject's samples are a prefix of their own permutation, drawn by a generator seeded
+    with ``seed`` and the subject's name alone: the subject keeps the same samples in every
+    fold whatever the others are, and a larger fraction keeps those and more, so the points of
+    a learning curve differ only by the samples added. ``fraction`` 1 returns ``fold`` itself.
+    """
+    if fraction == 1:
+        return fold
+    train_subjects = np.asarray(subjects).astype(str)[fold.train]
+    by_subject = np.argsort(train_subjects, kind="stable")  # one pass, not one per subject: folds can be large
+    names, starts = np.unique(train_subjects[by_subject], return_index=True)
+    kept = []
+    for subject, rows in zip(names.tolist(), np.split(fold.train[by_subject], starts[1:]), strict=True):
+        # rounded first: 0.1 x 30 is 3.0000000000000004 in floating point, which would keep 4 of 30
+        n_kept = max(1, math.ceil(round(fraction * len(rows), 9)))
+        order = np.random.default_rng([seed, zlib.crc32(subject.encode())]).permutation(len(rows))
+        kept.append(rows[order[:n_kept]])
+    return dataclasses.replace(fold, train=np.sort(np.concatenate(kept)))
+
+
+def make_folds(evaluation: EvaluationConfig, dataset: MultimodalDataset, seed: int,
+               train_fraction: float = 1.0) -> list[Fold]:
     """A run's folds: subject-independent ones, or the one fold of the dataset's official
-    split; each checked (:func:`check_fold`) before anything trains."""
+    split, training on ``train_fraction`` of each training subject's samples
+    (:func:`keep_train_fraction`); each checked (:func:`check_fold`) before anything trains."""
     if evaluation.protocol == "splits":
         folds = [official_split_fold(dataset.subjects, dataset.splits, evaluation.n_val_subjects, seed=seed)]
     else:
         folds = subject_folds(dataset.subjects, n_folds=evaluation.n_folds, n_val_subjects=evaluation.n_val_subjects,
                               seed=seed)
         folds = folds[: evaluation.max_folds]
+    folds = [keep_train_fraction(fold, dataset.subjects, train_fraction, seed) for fold in folds]
     for fold in folds:
         check_fold(fold, dataset)
     return folds
@@ -173,4 +208,5 @@ def check_fold(fold: Fold, dataset: MultimodalDataset) -> None:
         if missing:
             raise SplitError(f"fold {fold.index}: class(es) {[names[c] for c in missing]} have no training sample "
                              f"(training subjects {list(fold.train_subjects)}), so their test samples cannot be learnt",
-                             "use fewer folds or a different seed, or leave classes no subject shows out of the dataset")
+                             "use fewer folds, a different seed or a larger data.train_fraction, or leave classes no "
+                             "subject shows out of the dataset")

@@ -13,6 +13,8 @@ from privkd.config.schema import RunConfig
 from privkd.data.dataset import TOKENS_SUFFIX, MultimodalDataset
 from privkd.data.embedded import embedded_dataset_path
 from privkd.data.h5format import DatasetInfo
+from privkd.data.synthetic import PREFIX as SYNTHETIC_PREFIX
+from privkd.data.synthetic import synthetic_dataset_path
 
 __all__ = ["EMBEDDED_NAMES", "IN_MEMORY_LIMIT_BYTES", "open_dataset", "resolve_data_path"]
 
@@ -23,9 +25,15 @@ IN_MEMORY_LIMIT_BYTES = 2 * 2**30
 """``data.in_memory: auto`` loads the selected modalities when they take less than this."""
 
 
-def resolve_data_path(path: str) -> Path:
-    """An embedded dataset's name → its cached file; anything else is a privkd HDF5 file."""
-    return embedded_dataset_path(variant=EMBEDDED_NAMES[path]) if path in EMBEDDED_NAMES else Path(path)
+def resolve_data_path(path: str, seed: int = 0) -> Path:
+    """An embedded dataset's name, or a ``synthetic:`` known-answer task (drawn with ``seed``
+    unless the path sets one, :mod:`privkd.data.synthetic`) → its cached file; anything else
+    is a privkd HDF5 file."""
+    if path in EMBEDDED_NAMES:
+        return embedded_dataset_path(variant=EMBEDDED_NAMES[path])
+    if path.startswith(SYNTHETIC_PREFIX):
+        return synthetic_dataset_path(path, seed)
+    return Path(path)
 
 
 def open_dataset(cfg: RunConfig, info: DatasetInfo, data_path: Path, extra: Mapping[str, np.ndarray]) -> MultimodalDataset:

@@ -9,6 +9,10 @@ import numpy as np
 METRIC_LABELS = {"accuracy": "Accuracy", "ua": "UA", "f1": "Macro-F1", "auroc": "AUROC", "ap": "AP", "ccc": "CCC",
                  "recall@1": "R@1", "recall@5": "R@5"}
 
+INITIAL_GAP_WARNING = 0.10
+"""Training minus validation score of a distilled student as initialised above which a run
+warns (:func:`privkd.evaluation.diagnostics.initial_fit`)."""
+
 
 def metric_label(name: str) -> str:
     """Column title: ``teacher_accuracy`` → ``Teacher Accuracy``, ``ccc_valence`` → ``CCC valence``."""
@@ -59,6 +63,12 @@ def warning_lines(summary: Mapping) -> list[str]:
     for row, folds in (summary.get("degenerate") or {}).items():
         where = "; ".join(f"fold {f['fold']} {part}: {f[part]}" for f in folds for part in ("validation", "test") if part in f)
         lines.append(f"{row} is degenerate ({where}). Likely causes: {folds[0]['hint']}.")
+    for row, start in (summary.get("initial_fit") or {}).items():
+        if start["gap"] > INITIAL_GAP_WARNING:
+            lines.append(f"{row} scored {start['train']:.4f} on its training samples and {start['val']:.4f} on its "
+                         f"validation samples before its first step (mean over folds): its start already fits the "
+                         "training set through something that does not generalise (the teacher's head and fusion, "
+                         "the frozen T-Net's hallucinations of the training samples), so it learns little from them.")
     margin = summary.get("teacher_margin")
     if margin is not None and margin <= 0:
         lines.append(f"The teacher does not beat the baseline on the validation subjects (mean margin {margin:+.4f} "

@@ -36,9 +36,10 @@ _facts = dict(role="student", teacher="teacher", sections=("p2p", "student"), ne
 @register_method("p2p_mse", **_facts)
 @register_method("p2p_cosine", **_facts)
 class PointToPointModule(StudentModule):
-    """``task + beta * match`` with one of the :data:`KINDS` of matching."""
+    """``task_weight * task + beta * match`` with one of the :data:`KINDS` of matching."""
 
-    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, kind: str, beta: float, temperature: float, **kwargs: object) -> None:
+    def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, kind: str, beta: float, temperature: float,
+                 task_weight: float = 1.0, **kwargs: object) -> None:
         super().__init__(student, teacher, **kwargs)
         if kind not in KINDS:
             raise ValueError(f"unknown point-to-point kind {kind!r}; use one of {KINDS}")
@@ -47,11 +48,12 @@ class PointToPointModule(StudentModule):
         self.kind = kind
         self.temperature = temperature
         self.weights["match"] = beta
+        self.weights["task"] = task_weight
 
     @classmethod
     def from_config(cls, cfg: RunConfig, info: DatasetInfo, *, teacher: PrivilegedNet | None, method: str) -> PointToPointModule:
         return cls(build_student(cfg, info, teacher), teacher, kind=method.removeprefix("p2p_"), beta=cfg.p2p.beta,
-                   temperature=cfg.p2p.temperature, **student_arguments(cfg, info))
+                   temperature=cfg.p2p.temperature, task_weight=cfg.p2p.task_weight, **student_arguments(cfg, info))
 
     def distillation_terms(self, batch: Batch, teacher: NetOutput, student: NetOutput) -> dict[str, Tensor]:
         if self.kind == "cosine":

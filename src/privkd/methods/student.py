@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from privkd.config.schema import RunConfig, StructuralConfig
 from privkd.data.dataset import Batch
 from privkd.data.h5format import DatasetInfo
-from privkd.evaluation.diagnostics import structure_gaps
+from privkd.evaluation.diagnostics import initial_fit, structure_gaps
 from privkd.losses.structural import StructuralOTLoss
 from privkd.methods.base import FoldData, PrivkdModule, common_arguments
 from privkd.methods.distributed import gather_output, global_batch
@@ -99,8 +99,22 @@ class StudentModule(PrivkdModule):
         """The student's similarity matrix beside the teacher's, per epoch (MT-PKDOT Fig. 4)."""
         return {"similarity.npz": SimilarityRecorder(probe_batch(val_set), self.net, self.teacher)}
 
+    def initial_student(self) -> PrivilegedNet:
+        """The student as initialised, with the input standardisation it was trained with
+        (fitted on the training subjects after the snapshot was taken)."""
+        initial = self._initial[0]
+        for name, encoder in self.net.encoders.items():
+            initial.encoders[name].standardize.load_state_dict(encoder.standardize.state_dict())
+        return initial
+
     def fold_record(self, fold: FoldData) -> dict:
         """How far the student's anchored similarity structure is from the teacher's on the
-        test subjects, before and after distillation."""
-        students = {"before": self._initial[0], "after": self.net}
-        return {"structure_test": structure_gaps(self.teacher, students, fold.loader(fold.test), self.structure)}
+        test subjects, before and after distillation; and the selection metric of the student
+        as initialised on its training and validation subjects (``initial``): a start that
+        already fits the training samples far better than the validation ones learns little
+        from them (see :func:`~privkd.evaluation.diagnostics.initial_fit`)."""
+        initial = self.initial_student()
+        students = {"before": initial, "after": self.net}
+        return {"structure_test": structure_gaps(self.teacher, students, fold.loader(fold.test), self.structure),
+                "initial": initial_fit(initial, fold.loader(fold.train), fold.loader(fold.val), self.task, self.n_outputs,
+                                       self.selection_metric)}

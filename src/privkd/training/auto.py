@@ -87,19 +87,29 @@ def resolve_rows(cfg: RunConfig, info: DatasetInfo) -> tuple[RunConfig, list[Res
     return (validate(cfg) if resolved else cfg), resolved
 
 
-def resolve_validation_subjects(cfg: RunConfig, info: DatasetInfo) -> tuple[RunConfig, list[Resolved]]:
-    """``evaluation.n_val_subjects`` from the subjects of the dataset, when it is ``auto``."""
+def resolve_validation_subjects(cfg: RunConfig, subjects: np.ndarray,
+                                splits: np.ndarray | None = None) -> tuple[RunConfig, list[Resolved]]:
+    """``evaluation.n_val_subjects`` from the subjects of the dataset, when it is ``auto``.
+
+    ``subjects`` holds the subject id of every sample (``/subjects``), so that the samples per
+    subject can be counted; under ``protocol: splits`` only the ``train`` split's samples are
+    counted (``splits``: ``/splits``), since the validation subjects are drawn from it alone.
+    """
     e = cfg.evaluation
     if e.n_val_subjects != AUTO:
         return cfg, []
-    _, counts = np.unique(np.asarray(info.subjects, dtype=str), return_counts=True)
+    subjects = np.asarray(subjects, dtype=str)
+    if e.protocol == "splits" and splits is not None:
+        subjects = subjects[np.asarray(splits, dtype=str) == "train"]
+    _, counts = np.unique(subjects, return_counts=True)
     n_subjects = len(counts)
     left = n_subjects if e.protocol == "splits" else n_subjects - math.ceil(n_subjects / e.n_folds)
     by_share = max(1, round(e.val_share * left))
     median = float(np.median(counts)) if len(counts) else 1.0
     by_samples = math.ceil(e.min_val_samples / max(median, 1.0))
     n_val = max(1, min(max(by_share, by_samples), left - 1))
-    why = (f"{e.val_share:g} of the {left} subjects left after a test fold is {by_share}; {e.min_val_samples} validation "
+    where = "in the train split" if e.protocol == "splits" else "left after a test fold"
+    why = (f"{e.val_share:g} of the {left} subjects {where} is {by_share}; {e.min_val_samples} validation "
            f"samples at a median of {median:g} per subject need {by_samples}")
     return _replace(cfg, "evaluation", n_val_subjects=n_val), [Resolved("evaluation.n_val_subjects", n_val, why)]
 

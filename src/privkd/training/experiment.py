@@ -194,7 +194,7 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     directories whose finished (fold, row) pairs are taken over where the row depends on
     nothing that differs (:mod:`privkd.training.reuse`: a sweep's later points).
     """
-    data_path = resolve_data_path(cfg.data.path)
+    data_path = resolve_data_path(cfg.data.path, cfg.seed)
     info = read_info(data_path)
     configured = cfg  # as written (``auto`` included): what config.yaml keeps and a resume is checked against
     cfg, resolved = resolve_rows(cfg, info)
@@ -204,10 +204,10 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     primary = is_primary_process()  # data-parallel workers train alongside but write nothing
     if not primary:
         progress = lambda _: None
-    cfg, validation_subjects = resolve_validation_subjects(cfg, info)
-    resolved += validation_subjects
     dataset = open_dataset(cfg, info, data_path, frozen_backbone_tokens(cfg, info, data_path, progress))
-    folds = make_folds(cfg.evaluation, dataset, cfg.seed)
+    cfg, validation_subjects = resolve_validation_subjects(cfg, dataset.subjects, dataset.splits)
+    resolved += validation_subjects
+    folds = make_folds(cfg.evaluation, dataset, cfg.seed, cfg.data.train_fraction)
     cfg, fitted_to_folds = resolve_training(cfg, folds)
     resolved += fitted_to_folds
     cfg, spread = resolve_jobs(cfg, len(folds) * len(rows_to_train(cfg)), bool(tracking.loggers or tracking.callbacks))
@@ -287,6 +287,9 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
     summary["departures"] = {row: row_spec(cfg, row).departures(variant_config(cfg, row)) for row in rows}
     summary["degenerate"] = {row: [{"fold": r["fold"], **r["degenerate"]} for r in rows_records if "degenerate" in r]
                              for row, rows_records in records.items() if any("degenerate" in r for r in rows_records)}
+    summary["initial_fit"] = {row: {part: float(np.mean([r["initial"][part] for r in rows_records]))
+                                    for part in ("train", "val", "gap")}
+                              for row, rows_records in records.items() if all("initial" in r for r in rows_records)}
     summary["teacher_margin"] = teacher_margin(records, bound_row("lower"), bound_row("upper"), summary["metric"])
     if failures:
         summary["failed"] = failures

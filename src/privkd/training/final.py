@@ -24,7 +24,7 @@ import torch
 from privkd.config.loading import variant_config
 from privkd.config.schema import RunConfig
 from privkd.data import Fold, MultimodalDataset
-from privkd.data.folds import check_fold
+from privkd.data.folds import check_fold, keep_train_fraction
 from privkd.data.h5format import DatasetInfo
 from privkd.deploy import save_student
 from privkd.methods.base import FoldData
@@ -88,8 +88,10 @@ def final_record(row: str, fitted_row: FittedRow, data: FoldData, fold: Fold, in
 def train_final_rows(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDataset, run_dir: Path, n_folds: int,
                      summary: Mapping, rows: list[str], progress: Callable[[str], None], tracking: Tracking) -> dict:
     """Train :func:`final_rows` on the :func:`final_fold` (side by side in ``training.jobs``
-    worker processes, as the folds' rows); returns ``final.json``'s content."""
-    fold = final_fold(dataset.subjects, cfg.evaluation.n_val_subjects, cfg.seed, index=n_folds)
+    worker processes, as the folds' rows), on ``data.train_fraction`` of each training
+    subject's samples as the folds were; returns ``final.json``'s content."""
+    fold = keep_train_fraction(final_fold(dataset.subjects, cfg.evaluation.n_val_subjects, cfg.seed, index=n_folds),
+                               dataset.subjects, cfg.data.train_fraction, cfg.seed)
     check_fold(fold, dataset)
     chosen = final_rows(rows, {row: row_spec(cfg, row).deployable for row in rows}, {row: teacher_of(cfg, row) for row in rows})
     tasks = [RowTask(fold.index, row, teacher_of(cfg, row), row_spec(cfg, row).provides_teacher,

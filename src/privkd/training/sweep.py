@@ -118,7 +118,7 @@ def run_sweep(
     for key in grid:  # every key must exist in the schema, checked before anything trains
         config_from_dict(apply_overrides(config_to_dict(cfg), [f"{key}={json.dumps(grid[key][0])}"]))
     row = objective_row(cfg, row)
-    task = read_info(resolve_data_path(cfg.data.path)).task
+    task = read_info(resolve_data_path(cfg.data.path, cfg.seed)).task
     base = config_to_dict(cfg)
     sweep_dir = create_run_dir(out_root, f"{cfg.name}-sweep")
     points_dir = sweep_dir / "points"
