@@ -221,11 +221,16 @@ class StudentConfig:
     architecture, and the T-Net then sees embeddings from the space it was trained on);
     ``false`` starts them from random weights. ``cache_teacher_outputs`` computes the frozen
     teacher's outputs once per sample instead of at every step (same results, see
-    :mod:`privkd.methods.frozen_outputs`); ``false`` recomputes them.
+    :mod:`privkd.methods.frozen_outputs`); ``false`` recomputes them. ``tnet_crossfit``: during
+    training, each training sample's privileged tokens are hallucinated by a T-Net fitted
+    without its subject, one of ``tnet_crossfit`` parts of the training subjects
+    (:mod:`privkd.methods.crossfit`), so that a T-Net that memorised the training samples does
+    not hand the student their answers; 0 or 1 uses the teacher's T-Net for every sample.
     """
 
     init_from_teacher: bool = True
     cache_teacher_outputs: bool = True
+    tnet_crossfit: int = 0
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,9 @@ def _check_ranges(cfg: RunConfig) -> None:
                           "use null to train every fold, or a positive number of folds")
     if cfg.training.lr <= 0:
         raise ConfigError("training.lr", f"must be > 0, got {cfg.training.lr}", "use e.g. 0.001")
+    if cfg.student.tnet_crossfit < 0:
+        raise ConfigError("student.tnet_crossfit", f"must be >= 0, got {cfg.student.tnet_crossfit}",
+                          "use e.g. 5 parts, or 0 to hallucinate every training sample with the teacher's T-Net")
     if cfg.training.weight_decay < 0:
         raise ConfigError("training.weight_decay", f"must be >= 0, got {cfg.training.weight_decay}",
                           "use 0 for none, or e.g. 0.0001")

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 
 from privkd.evaluation.metrics import score
 from privkd.losses.structural import StructuralOTLoss
-from privkd.models.inference import evaluating, predict
-from privkd.models.network import PrivilegedNet
+from privkd.data.dataset import Batch
+from privkd.models.inference import evaluating
+from privkd.models.network import NetOutput, PrivilegedNet
 
 
 def tnet_fidelity(teacher: PrivilegedNet, loader: DataLoader) -> dict[str, float]:
@@ -79,11 +80,16 @@ def structure_gaps(teacher: PrivilegedNet, students: Mapping[str, PrivilegedNet]
 
 
 def initial_fit(student: PrivilegedNet, train: DataLoader, val: DataLoader, task: str, n_outputs: int,
-                metric: str) -> dict[str, float]:
+                metric: str, train_view: Callable[[Batch], NetOutput] | None = None) -> dict[str, float]:
     """The selection ``metric`` of ``student`` as initialised on the training and validation
-    samples, and their difference (``gap``)."""
+    samples, and their difference (``gap``); ``train_view(batch)`` gives the student's outputs
+    on training samples as its training steps see them (default: its own forward)."""
     values = {}
-    for part, loader in (("train", train), ("val", val)):
-        predictions = predict(student, loader)
-        values[part] = float(score(task, predictions.outputs, predictions.labels, n_outputs=n_outputs)[metric])
+    with evaluating(student):
+        for part, loader, view in (("train", train, train_view), ("val", val, None)):
+            outputs, labels = [], []
+            for batch in loader:
+                outputs.append((view(batch) if view is not None else student(batch.inputs)).logits)
+                labels.append(batch.label)
+            values[part] = float(score(task, torch.cat(outputs), torch.cat(labels), n_outputs=n_outputs)[metric])
     return {**values, "gap": values["train"] - values["val"]}

@@ -123,6 +123,10 @@ class PrivkdModule(L.LightningModule):
         """Callbacks that record what the report draws, by the file each saves to in the row's directory."""
         return {}
 
+    def prepare_fold(self, fold: FoldData) -> None:
+        """Fit what the method derives from the fold's samples before it trains (a student's
+        cross-fitted T-Nets); seeded like the rest of the row."""
+
     def fit_directly(self, fold: FoldData) -> dict[str, float] | None:
         """Fit without Lightning and return the validation record (a closed-form or library
         model, selected on ``fold.val``), or ``None`` to be trained by gradient descent."""

@@ -72,7 +72,7 @@ class MTPKDOTModule(StudentModule):
         chosen = select_teacher(losses, fallback=JOINT)
         if self.training:
             self._epoch_selection[chosen] += 1
-        student = self.net(batch.inputs)
+        student = self.student_output(self.net, batch)
         teacher_features, student_features = pool[chosen].embedding, gather_with_grad(student.embedding)
         teacher_rows, student_rows = self.structure.anchored(teacher_features, student_features)
         terms = {"task": self.task_loss(student.logits, batch.label)}

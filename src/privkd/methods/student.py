@@ -9,19 +9,20 @@ statistics of the teacher must not drift with the student's batches.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from privkd.config.schema import RunConfig, StructuralConfig
+from privkd.config.schema import RunConfig, StructuralConfig, TeacherConfig
 from privkd.data.dataset import Batch
 from privkd.data.h5format import DatasetInfo
 from privkd.evaluation.diagnostics import initial_fit, structure_gaps
 from privkd.losses.structural import StructuralOTLoss
 from privkd.methods.base import FoldData, PrivkdModule, common_arguments
+from privkd.methods.crossfit import CrossFittedTNets
 from privkd.methods.distributed import gather_output, global_batch
 from privkd.methods.frozen_outputs import FrozenOutputCache
 from privkd.methods.probes import SimilarityRecorder, probe_batch
@@ -47,7 +48,8 @@ def build_student(cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | No
 
 def student_arguments(cfg: RunConfig, info: DatasetInfo) -> dict[str, object]:
     """What every distilled student's constructor takes from the run, beside its own settings."""
-    return {**common_arguments(cfg, info), "structural": cfg.structural, "cache_teacher": cfg.student.cache_teacher_outputs}
+    return {**common_arguments(cfg, info), "structural": cfg.structural, "cache_teacher": cfg.student.cache_teacher_outputs,
+            "crossfit_parts": cfg.student.tnet_crossfit, "tnet_settings": cfg.teacher}
 
 
 class StudentModule(PrivkdModule):
@@ -61,7 +63,8 @@ class StudentModule(PrivkdModule):
     """
 
     def __init__(self, student: PrivilegedNet, teacher: PrivilegedNet, *, structural: StructuralConfig,
-                 cache_teacher: bool = True, **kwargs: object) -> None:
+                 cache_teacher: bool = True, crossfit_parts: int = 0, tnet_settings: TeacherConfig | None = None,
+                 **kwargs: object) -> None:
         super().__init__(student, **kwargs)
         self.teacher = teacher.requires_grad_(False).eval()
         self.teacher_outputs = FrozenOutputCache(self.teacher_views, enabled=cache_teacher)
@@ -69,9 +72,28 @@ class StudentModule(PrivkdModule):
             student.tnet.requires_grad_(False)
         self.structure = StructuralOTLoss(k=structural.k, epsilon=structural.epsilon, mode=structural.ot_mode)
         self._initial = (copy.deepcopy(student),)  # a tuple: kept out of the module's parameters and checkpoints
+        self.crossfit_parts = crossfit_parts
+        self.tnet_settings = tnet_settings or TeacherConfig()
+        self.crossfit: CrossFittedTNets | None = None
+        """The cross-fitted T-Nets that hallucinate the training samples (:meth:`prepare_fold`)."""
+
+    def prepare_fold(self, fold: FoldData) -> None:
+        """Fit the cross-fitted T-Nets (``student.tnet_crossfit`` parts) on the teacher's
+        embeddings of the training subjects, when the student hallucinates and the teacher's
+        T-Net is refitted (``teacher.tnet_refit_epochs`` > 0, the schedule they follow)."""
+        if self.crossfit_parts > 1 and self.net.tnet is not None and self.tnet_settings.tnet_refit_epochs > 0:
+            self.crossfit = CrossFittedTNets.fit(self.teacher, fold, self.crossfit_parts, self.tnet_settings)
 
     def frozen_modules(self) -> list[torch.nn.Module]:
-        return [self.teacher] + ([self.net.tnet] if self.net.tnet is not None else [])
+        tnets = [self.net.tnet] if self.net.tnet is not None else []
+        return [self.teacher, *tnets, *([self.crossfit] if self.crossfit is not None else [])]
+
+    def student_output(self, net: PrivilegedNet, batch: Batch) -> NetOutput:
+        """``net`` on a batch as training sees it: its training samples hallucinated by the
+        cross-fitted T-Nets (in training mode, when there are any), else its own forward."""
+        if self.crossfit is None or not self.training:
+            return net(batch.inputs)
+        return net.forward_with(batch.inputs, lambda seen: self.crossfit.hallucinate(net, seen, batch.subject))
 
     def teacher_views(self, inputs: Mapping[str, Tensor]) -> dict[str, NetOutput]:
         """The frozen teacher's outputs a training step reads, by name (here: the joint teacher's)."""
@@ -79,7 +101,7 @@ class StudentModule(PrivkdModule):
 
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         teacher = self.teacher_outputs(batch)["teacher"]
-        student = self.net(batch.inputs)
+        student = self.student_output(self.net, batch)
         terms = {"task": self.task_loss(student.logits, batch.label)}
         terms.update(self.distillation_terms(global_batch(batch), gather_output(teacher), gather_output(student)))
         return terms
@@ -99,6 +121,16 @@ class StudentModule(PrivkdModule):
         """The student's similarity matrix beside the teacher's, per epoch (MT-PKDOT Fig. 4)."""
         return {"similarity.npz": SimilarityRecorder(probe_batch(val_set), self.net, self.teacher)}
 
+    def training_view(self, net: PrivilegedNet) -> Callable[[Batch], NetOutput]:
+        """``net``'s outputs on a batch of training samples as its training steps see them."""
+        def view(batch: Batch) -> NetOutput:
+            training, self.training = self.training, True  # the training view, whatever mode the module is in
+            try:
+                return self.student_output(net, batch)
+            finally:
+                self.training = training
+        return view
+
     def initial_student(self) -> PrivilegedNet:
         """The student as initialised, with the input standardisation it was trained with
         (fitted on the training subjects after the snapshot was taken)."""
@@ -117,4 +149,4 @@ class StudentModule(PrivkdModule):
         students = {"before": initial, "after": self.net}
         return {"structure_test": structure_gaps(self.teacher, students, fold.loader(fold.test), self.structure),
                 "initial": initial_fit(initial, fold.loader(fold.train), fold.loader(fold.val), self.task, self.n_outputs,
-                                       self.selection_metric)}
+                                       self.selection_metric, train_view=self.training_view(initial))}

@@ -140,6 +140,7 @@ def refit_tnet(
     lr: float,
     batch_size: int,
     patience: int = 10,
+    tnet: torch.nn.Module | None = None,
 ) -> dict[str, float]:
     """Fit the T-Net again on the *selected* teacher's frozen embeddings; keep its best validation epoch.
 
@@ -148,14 +149,16 @@ def refit_tnet(
     fixed its embeddings are a stationary regression target, so a short fit on precomputed
     embeddings (seconds) gives the student a T-Net matched to the teacher it distils from.
     ``train_emb`` / ``val_emb`` are the teacher's token embeddings of the training and
-    validation subjects. Returns the validation objective before and after.
+    validation subjects. ``tnet``: fit this T-Net of the same shape instead of ``net``'s own (a
+    student's cross-fitted ones, :mod:`privkd.methods.crossfit`). Returns the validation
+    objective before and after.
     """
-    tnet = net.tnet
+    tnet = tnet if tnet is not None else net.tnet
 
     def val_objective() -> float:
         tnet.eval()
         with torch.no_grad():
-            return float(tnet_objective(loss, net.hallucinate(val_emb), val_emb))
+            return float(tnet_objective(loss, net.hallucinate(val_emb, tnet), val_emb))
 
     best_value, best_state, stale = val_objective(), copy.deepcopy(tnet.state_dict()), 0
     before = best_value
@@ -165,7 +168,7 @@ def refit_tnet(
         tnet.train()
         for idx in torch.randperm(n).split(batch_size):
             batch = {name: value[idx] for name, value in train_emb.items()}
-            objective = tnet_objective(loss, net.hallucinate(batch), batch)
+            objective = tnet_objective(loss, net.hallucinate(batch, tnet), batch)
             optimizer.zero_grad()
             objective.backward()
             optimizer.step()

@@ -116,12 +116,14 @@ class PrivilegedNet(nn.Module):
             return tokens
         return F.adaptive_avg_pool1d(tokens.transpose(1, 2), self.tokens).transpose(1, 2)
 
-    def hallucinate(self, embeddings: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """T-Net estimates of the ``tnet_outputs`` tokens from the ``tnet_inputs`` tokens at the same step."""
-        if self.tnet is None:
+    def hallucinate(self, embeddings: Mapping[str, Tensor], tnet: nn.Module | None = None) -> dict[str, Tensor]:
+        """T-Net estimates of the ``tnet_outputs`` tokens from the ``tnet_inputs`` tokens at the same step
+        (by ``tnet``, one of the same shape as this network's, when given)."""
+        tnet = tnet if tnet is not None else self.tnet
+        if tnet is None:
             return {}
         source = torch.cat([embeddings[name] for name in self.tnet_inputs], dim=-1)
-        return dict(zip(self.tnet_outputs, self.tnet(source).split(self.embed_dim, dim=-1)))
+        return dict(zip(self.tnet_outputs, tnet(source).split(self.embed_dim, dim=-1)))
 
     def fuse(self, embeddings: Mapping[str, Tensor]) -> NetOutput:
         joint = self.fusion([embeddings[name] for name in self.fused])
@@ -141,6 +143,12 @@ class PrivilegedNet(nn.Module):
         if self.hallucinates:
             embeddings = {**self.hallucinate(embeddings), **embeddings}
         return self.fuse(embeddings)
+
+    def forward_with(self, inputs: Mapping[str, Tensor], hallucinator: Callable[[dict[str, Tensor]], dict[str, Tensor]]) -> NetOutput:
+        """:meth:`forward` with the unseen modalities' tokens from ``hallucinator(seen tokens)``
+        instead of this network's T-Net (a student's cross-fitted T-Nets)."""
+        embeddings = self.encode(inputs)
+        return self.fuse({**hallucinator(embeddings), **embeddings})
 
     def freeze_backbones(self, names: Collection[str]) -> None:
         """Stop training the standardisation and backbone of the seen modalities in ``names``

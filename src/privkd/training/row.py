@@ -94,6 +94,7 @@ def fit_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetI
     if cfg.evaluation.group_average and data.val.groups is not None:  # select on the aggregation that is reported
         module.validation_groups = dict(zip(data.val.rows.tolist(), data.val.groups.tolist()))
     recorders = module.probe_recorders(data.val)
+    module.prepare_fold(data)
     validation = module.fit_directly(data)
     if validation is None:
         run_dir = directory.parents[1]  # directory is row_dir(run_dir, fold, row) or final_dir(run_dir, row)
