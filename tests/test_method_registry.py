@@ -95,12 +95,13 @@ def test_the_registration_is_gone_after_the_test():
 
 def test_registered_facts_of_the_built_in_methods():
     specs = {spec.name: spec for spec in registry.specs()}
-    assert list(specs) == ["baseline", "linear", "linear_teacher", "teacher", "mt_teacher", "pkdot", "mtpkdot",
-                           "p2p_cosine", "p2p_mse", "p2p_kl", "amid_teacher", "amid"]
+    linear = ["linear", "linear_teacher", "linear_privileged", "linear_gd"]
+    assert list(specs) == ["baseline", *linear, "teacher", "mt_teacher", "pkdot", "mtpkdot", "p2p_cosine", "p2p_mse",
+                           "p2p_kl", "amid_teacher", "amid"]
     teachers = ["teacher", "mt_teacher", "amid_teacher"]
     assert [name for name, spec in specs.items() if spec.provides_teacher] == teachers
-    assert [name for name, spec in specs.items() if spec.role == registry.REFERENCE_ROLE] == ["linear", "linear_teacher"]
-    assert [name for name, spec in specs.items() if not spec.deployable] == ["linear", "linear_teacher", *teachers]
+    assert [name for name, spec in specs.items() if spec.role == registry.REFERENCE_ROLE] == linear
+    assert [name for name, spec in specs.items() if not spec.deployable] == [*linear, *teachers]
     assert (registry.bound_row("lower"), registry.bound_row("upper")) == ("baseline", "teacher")
     assert [name for name, spec in specs.items() if spec.tasks == ("classification",)] == ["p2p_kl", "amid_teacher", "amid"]
     online, fixed = (config_from_dict({"amid": {"online_teacher": flag}}) for flag in (True, False))
