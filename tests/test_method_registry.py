@@ -5,6 +5,7 @@ through ``privkd run`` next to a built-in one, as a user adding a method would.
 """
 
 import ast
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,11 @@ def test_the_structural_loss_of_a_registered_student_follows_its_row_config():
     teacher = build_net("teacher", cfg, info)
     module = registry.build_module("pkdot", cfg, info, teacher=teacher)
     assert (module.structure.k, module.structure.mode) == (5, "paper")
-    assert torch.equal(module.net.head.weight, teacher.head.weight)  # started from the teacher (student.init_from_teacher)
+    assert not torch.equal(module.net.head.weight, teacher.head.weight)  # from random weights by default
+    assert torch.equal(module.net.tnet.encoder[0].weight, teacher.tnet.encoder[0].weight)  # but the teacher's T-Net
+    started = registry.build_module("pkdot", dataclasses.replace(cfg, student=schema.StudentConfig(init_from_teacher=True)),
+                                    info, teacher=teacher)
+    assert torch.equal(started.net.head.weight, teacher.head.weight)
     with pytest.raises(ValueError, match="needs the fold's trained teacher"):
         registry.build_module("pkdot", cfg, info)
 

@@ -216,10 +216,12 @@ class StudentConfig:
     """What every distilled student shares.
 
     The T-Net belongs to the teacher stage: every student uses its teacher's trained and
-    refitted T-Net, frozen. ``init_from_teacher`` also starts the student's prevalent
-    encoders, fusion and head from the teacher's (the paper's student shares the teacher's
-    architecture, and the T-Net then sees embeddings from the space it was trained on);
-    ``false`` starts them from random weights. ``cache_teacher_outputs`` computes the frozen
+    refitted T-Net, frozen. The student's prevalent encoders, fusion and head start from
+    random weights; ``init_from_teacher: true`` starts them from the teacher's instead (no
+    paper prescribes it: a network trained on the same samples starts the student at a
+    minimum of its training loss, reached partly through the real privileged input, and on the
+    known-answer tasks every student started there ends below its counterpart from scratch;
+    ``docs/defaults.md``). ``cache_teacher_outputs`` computes the frozen
     teacher's outputs once per sample instead of at every step (same results, see
     :mod:`privkd.methods.frozen_outputs`); ``false`` recomputes them. ``tnet_crossfit``: during
     training, each training sample's privileged tokens are hallucinated by a T-Net fitted
@@ -228,7 +230,7 @@ class StudentConfig:
     not hand the student their answers; 0 or 1 uses the teacher's T-Net for every sample.
     """
 
-    init_from_teacher: bool = True
+    init_from_teacher: bool = False
     cache_teacher_outputs: bool = True
     tnet_crossfit: int = 0
 

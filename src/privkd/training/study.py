@@ -221,6 +221,6 @@ def diagnostic_lines(picks: Mapping[int, Mapping[str, list[dict]]]) -> list[str]
               "| row | anchor MAD before | anchor MAD after | OT before | OT after | T-Net R² | T-Net cosine |",
               "|---|---|---|---|---|---|---|"]
     legend = ("Anchor MAD: mean absolute teacher − student difference of the anchored similarity rows; OT: the structural "
-              "loss on test batches; before = the student as initialised (with the teacher's weights unless "
-              "student.init_from_teacher is false), after = as trained.")
+              "loss on test batches; before = the student as initialised (from random weights, or the teacher's "
+              "with student.init_from_teacher: true), after = as trained.")
     return [*header, *rows, "", legend]
