@@ -51,6 +51,13 @@ def test_clean_features_are_the_privileged_ones_plus_unit_noise():
     assert LogisticRegression(C=1e6, max_iter=10_000).fit(x_star, y).score(x_star, y) > 0.999  # separable but for float rounding
 
 
+def test_the_training_samples_do_not_depend_on_the_test_size():
+    small = synthetic_arrays(SyntheticSpec("relevant_features", d=8, n_train=20, n_val=5, n_test=10), seed=2)
+    large = synthetic_arrays(SyntheticSpec("relevant_features", d=8, n_train=20, n_val=5, n_test=500), seed=2)
+    for part_small, part_large in zip(small, large):
+        np.testing.assert_array_equal(part_small[:25], part_large[:25])
+
+
 def test_a_synthetic_path_builds_one_cached_file_per_setting(tmp_path):
     path = "synthetic:clean_labels?d=5&n_train=20&n_val=10&n_test=30&per_subject=5"
     first = synthetic_dataset_path(path, run_seed=7, cache_dir=tmp_path)

@@ -41,7 +41,7 @@ __all__ = ["PREFIX", "SETUPS", "SyntheticSpec", "parse_synthetic", "synthetic_ar
 PREFIX = "synthetic:"
 SETUPS = ("clean_labels", "relevant_features", "clean_features")
 RELEVANT = 3  # |J| of relevant_features, as in the paper
-_BUILD_VERSION = 1  # bump when the drawing changes: the cache file name carries it
+_BUILD_VERSION = 2  # bump when the drawing changes: the cache file name carries it
 _SOURCE = ("Lopez-Paz, Bottou, Schölkopf and Vapnik (2016), Unifying distillation and privileged information, "
            "ICLR, Sec. 4.1 (synthetic experiments)")
 
@@ -91,22 +91,27 @@ def parse_synthetic(path: str) -> SyntheticSpec:
 
 
 def synthetic_arrays(spec: SyntheticSpec, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(x, x_star, y)`` of ``n_train + n_val + n_test`` samples drawn with ``seed`` (float32, int64)."""
-    rng = np.random.default_rng([seed, SETUPS.index(spec.setup)])
+    """``(x, x_star, y)`` of ``n_train + n_val + n_test`` samples drawn with ``seed`` (float32, int64).
+
+    The task's parameters (``a``, ``J``), the features and the noise come from three streams
+    of their own, each filled sample by sample, so the training and validation samples are the
+    same whatever ``n_test`` is."""
+    setup = SETUPS.index(spec.setup)
+    params, features, noise = (np.random.default_rng([seed, setup, stream]) for stream in range(3))
     n, d = spec.n_train + spec.n_val + spec.n_test, spec.d
-    a = rng.standard_normal(d)
+    a = params.standard_normal(d)
+    relevant = params.choice(d, size=min(RELEVANT, d), replace=False)
     if spec.setup == "clean_labels":
-        x = rng.standard_normal((n, d))
+        x = features.standard_normal((n, d))
         x_star = (x @ a)[:, None]
-        y = x_star[:, 0] + rng.standard_normal(n) > 0
+        y = x_star[:, 0] + noise.standard_normal(n) > 0
     elif spec.setup == "relevant_features":
-        x = rng.standard_normal((n, d))
-        relevant = rng.choice(d, size=min(RELEVANT, d), replace=False)
+        x = features.standard_normal((n, d))
         x_star = x[:, relevant]
         y = x_star @ a[relevant] > 0
     else:  # clean_features
-        x_star = rng.standard_normal((n, d))
-        x = x_star + rng.standard_normal((n, d))
+        x_star = features.standard_normal((n, d))
+        x = x_star + noise.standard_normal((n, d))
         y = x_star @ a > 0
     return x.astype(np.float32), x_star.astype(np.float32), y.astype(np.int64)
 
