@@ -145,12 +145,12 @@ def test_the_known_answer_config_loads():
 
 
 def known_answer_gains(tmp_path, setup: str, seeds: tuple[int, ...]) -> dict[str, float]:
-    """Mean test-accuracy gain over the baseline of each student row on ``setup``, over ``seeds``
-    (a reduced known-answer study: the linear backbone, the shipped config's settings)."""
+    """Mean test-accuracy gain over the baseline of the teacher and two students on ``setup``,
+    over ``seeds`` (a reduced known-answer study: 4,000 test samples, the default settings)."""
     config = {"name": "ka", "methods": ["baseline", "teacher", "p2p_kl", "pkdot"],
               "data": {"path": f"synthetic:{setup}?n_test=4000", "prevalent": ["x"], "privileged": ["x_star"]},
               "evaluation": {"protocol": "splits", "metric": "accuracy", "linear_reference": False},
-              "model": {"backbones": {"x": "linear", "x_star": "linear"}}, "training": {"progress_bar": False}}
+              "training": {"progress_bar": False}}
     gains: dict[str, list[float]] = {}
     for seed in seeds:
         (tmp_path / "c.yaml").write_text(yaml.safe_dump({**config, "seed": seed}))
@@ -171,6 +171,6 @@ def test_students_learn_what_the_teacher_knows_and_nothing_where_it_knows_nothin
     negative control) no student may move far from the baseline."""
     monkeypatch.setenv("PRIVKD_CACHE", str(tmp_path / "cache"))
     helps = known_answer_gains(tmp_path, "relevant_features", (0, 1))
-    assert helps["teacher"] > 0.08 and helps["p2p_kl"] > 0.3 * helps["teacher"], helps
+    assert helps["teacher"] > 0.08 and helps["p2p_kl"] > 0.25 * helps["teacher"], helps
     control = known_answer_gains(tmp_path, "clean_features", (0, 1))
-    assert abs(control["p2p_kl"]) < 0.015 and abs(control["pkdot"]) < 0.015, control
+    assert abs(control["p2p_kl"]) < CONTROL_TOLERANCE and abs(control["pkdot"]) < CONTROL_TOLERANCE, control

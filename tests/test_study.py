@@ -44,7 +44,8 @@ def test_a_bad_search_fails_before_the_study_directory_exists(tmp_path):
 def test_study_chooses_on_validation_and_reports_the_chosen_test_score(tmp_path, monkeypatch, watch_path):
     monkeypatch.setenv("PRIVKD_CACHE", str(watch_path.parent))
     config = tmp_path / "study.yaml"
-    config.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    # the control switch adds a row no config names: the study must still know its teacher
+    config.write_text(yaml.safe_dump({**STUDY, "evaluation": {"max_folds": 1, "teacher_init_control": True}}, sort_keys=False))
     result = CliRunner().invoke(app, ["study", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "pkdot[beta=2.0]" in result.output  # progress names the candidate (not eaten as rich markup)
@@ -52,10 +53,11 @@ def test_study_chooses_on_validation_and_reports_the_chosen_test_score(tmp_path,
     summary = json.loads((study_dir / "summary.json").read_text())
     choices = json.loads((study_dir / "choices.json").read_text())
     assert summary["seeds"] == [0, 1] and len(summary["methods"]["pkdot"]["accuracy"]["per_run"]) == 2
+    assert summary["teachers"]["teacher_init"] == "teacher" and summary["teachers"]["baseline"] is None
     for seed, index in (("0", 0), ("1", 1)):
         (run_dir,) = (study_dir / f"seed_{seed}").iterdir()
-        records = [json.loads(p.read_text()) for p in run_dir.glob("fold_0/pkdot[[]*/metrics.json")]
-        records.append(json.loads((run_dir / "fold_0/pkdot/metrics.json").read_text()))
+        records = [json.loads((run_dir / "fold_0/pkdot/metrics.json").read_text())]  # the defaults win ties
+        records += [json.loads(p.read_text()) for p in sorted(run_dir.glob("fold_0/pkdot[[]*/metrics.json"))]
         assert len(records) == 3  # the defaults and the two candidates
         best = max(records, key=lambda r: r["validation"]["val/f1"])
         (pick,) = choices[seed]["pkdot"]

@@ -30,7 +30,7 @@ from privkd.evaluation.metrics import resolve_metric
 from privkd.evaluation.stats import format_p, format_percent, row_stats
 from privkd.evaluation.summary import metric_label
 from privkd.methods.registry import bound_row
-from privkd.training.experiment import run_experiment, teacher_of
+from privkd.training.experiment import run_experiment
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -132,16 +132,18 @@ def write_study(study_dir: Path, cfg: RunConfig) -> None:
     candidates = candidate_variants(cfg)
     seeds = study_seeds(cfg)
     records: dict[int, list[dict[str, dict]]] = {}
-    task = "classification"
+    task, teachers = "classification", {}
     for seed in seeds:
         run_dir = seed_run_dir(study_dir, seed)
-        task = json.loads((run_dir / "summary.json").read_text())["task"]
+        run_summary = json.loads((run_dir / "summary.json").read_text())
+        task, teachers = run_summary["task"], {**run_summary.get("teachers", {}), **teachers}
         records[seed] = fold_records(run_dir)
     metric = resolve_metric(cfg.evaluation.metric, task)
     picks = {seed: choose(records[seed], metric, candidates) for seed in seeds}
     summary = study_summary(task, seeds, picks)
     summary["metric"] = metric
-    summary["teachers"] = {row: teacher_of(cfg, row) for row in summary["methods"]}
+    # each run's own record: rows its switches added (the teacher_init control) are in no config's variants
+    summary["teachers"] = {row: teachers.get(row) for row in summary["methods"]}
     write_json_atomic(study_dir / "summary.json", summary)
     write_json_atomic(study_dir / "choices.json", {str(seed): picks[seed] for seed in seeds})
     write_text_atomic(study_dir / "study.md", study_markdown(cfg, summary, picks, records))
