@@ -3,17 +3,16 @@
 import numpy as np
 import pytest
 import torch
+from configs import fitted_config
 
-import privkd.methods.crossfit as crossfit
 from privkd.data.dataset import Batch, MultimodalDataset
 from privkd.data.folds import official_split_fold
 from privkd.data.synthetic import synthetic_dataset_path
+from privkd.methods import crossfit
 from privkd.methods.base import FoldData
 from privkd.methods.crossfit import CrossFittedTNets, subject_parts
 from privkd.methods.registry import build_module
 from privkd.models.build import build_net
-
-from configs import fitted_config
 
 PATH = "synthetic:relevant_features?d=6&n_train=60&n_val=20&n_test=20&per_subject=4"
 

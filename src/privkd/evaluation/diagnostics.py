@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from privkd.data.dataset import Batch
 from privkd.evaluation.metrics import score
 from privkd.losses.structural import StructuralOTLoss
-from privkd.data.dataset import Batch
 from privkd.models.inference import evaluating
 from privkd.models.network import NetOutput, PrivilegedNet
 

@@ -9,7 +9,7 @@ statistics of the teacher must not drift with the student's batches.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import lightning as L
 import torch
@@ -88,10 +88,11 @@ class StudentModule(PrivkdModule):
         tnets = [self.net.tnet] if self.net.tnet is not None else []
         return [self.teacher, *tnets, *([self.crossfit] if self.crossfit is not None else [])]
 
-    def student_output(self, net: PrivilegedNet, batch: Batch) -> NetOutput:
+    def student_output(self, net: PrivilegedNet, batch: Batch, training: bool | None = None) -> NetOutput:
         """``net`` on a batch as training sees it: its training samples hallucinated by the
-        cross-fitted T-Nets (in training mode, when there are any), else its own forward."""
-        if self.crossfit is None or not self.training:
+        cross-fitted T-Nets (when there are any, in training mode or with ``training``), else
+        its own forward."""
+        if self.crossfit is None or not (self.training if training is None else training):
             return net(batch.inputs)
         return net.forward_with(batch.inputs, lambda seen: self.crossfit.hallucinate(net, seen, batch.subject))
 
@@ -121,16 +122,6 @@ class StudentModule(PrivkdModule):
         """The student's similarity matrix beside the teacher's, per epoch (MT-PKDOT Fig. 4)."""
         return {"similarity.npz": SimilarityRecorder(probe_batch(val_set), self.net, self.teacher)}
 
-    def training_view(self, net: PrivilegedNet) -> Callable[[Batch], NetOutput]:
-        """``net``'s outputs on a batch of training samples as its training steps see them."""
-        def view(batch: Batch) -> NetOutput:
-            training, self.training = self.training, True  # the training view, whatever mode the module is in
-            try:
-                return self.student_output(net, batch)
-            finally:
-                self.training = training
-        return view
-
     def initial_student(self) -> PrivilegedNet:
         """The student as initialised, with the input standardisation it was trained with
         (fitted on the training subjects after the snapshot was taken)."""
@@ -149,4 +140,5 @@ class StudentModule(PrivkdModule):
         students = {"before": initial, "after": self.net}
         return {"structure_test": structure_gaps(self.teacher, students, fold.loader(fold.test), self.structure),
                 "initial": initial_fit(initial, fold.loader(fold.train), fold.loader(fold.val), self.task, self.n_outputs,
-                                       self.selection_metric, train_view=self.training_view(initial))}
+                                       self.selection_metric,
+                                       train_view=lambda batch: self.student_output(initial, batch, training=True))}
