@@ -6,7 +6,8 @@ two rows of a results table comes from the training signal and nothing else.
 
 Besides training, a method answers the experiment runner through a few hooks, so that the
 runner never needs to know which method it trains: ``from_config`` builds it from the run's
-config, ``probe_recorders`` names what it records during training for the report,
+config, ``prepare_fold`` fits what it derives from the fold's samples before training,
+``probe_recorders`` names what it records during training for the report,
 ``fold_record`` adds what it learnt about the fold to the row's record, and
 ``extra_test_metrics`` scores anything besides its network on the test subjects.
 """
