@@ -100,6 +100,9 @@ def test_auto_validation_under_official_splits_counts_the_train_split_only():
     assert cfg.evaluation.n_val_subjects == 10
     assert resolved[0].why.startswith("0.2 of the 50 subjects in the train split is 10; 30 validation samples at a "
                                       "median of 5 per subject need 6")
+    official = np.where(np.arange(len(splits)) < 200, splits, np.where(np.arange(len(splits)) < 250, "validation", splits))
+    cfg, resolved = resolve_validation_subjects(config_from_dict({"evaluation": {"protocol": "splits"}}), subjects, official)
+    assert cfg.evaluation.n_val_subjects == 10 and "own validation split" in resolved[0].why  # tr40..tr49 select
 
 
 def test_balanced_class_weights_by_hand():

@@ -93,14 +93,21 @@ def resolve_validation_subjects(cfg: RunConfig, subjects: np.ndarray,
 
     ``subjects`` holds the subject id of every sample (``/subjects``), so that the samples per
     subject can be counted; under ``protocol: splits`` only the ``train`` split's samples are
-    counted (``splits``: ``/splits``), since the validation subjects are drawn from it alone.
+    counted (``splits``: ``/splits``), since the validation subjects are drawn from it alone,
+    unless the dataset has both a ``validation`` and a ``test`` split: then the validation
+    split's subjects select (:func:`~privkd.data.folds.official_split_fold`).
     """
     e = cfg.evaluation
     if e.n_val_subjects != AUTO:
         return cfg, []
     subjects = np.asarray(subjects, dtype=str)
     if e.protocol == "splits" and splits is not None:
-        subjects = subjects[np.asarray(splits, dtype=str) == "train"]
+        splits = np.asarray(splits, dtype=str)
+        if {"validation", "test"} <= set(splits.tolist()):  # the official validation split selects
+            n_val = len(np.unique(subjects[splits == "validation"]))
+            return _replace(cfg, "evaluation", n_val_subjects=n_val), [Resolved(
+                "evaluation.n_val_subjects", n_val, "the dataset's own validation split selects the epoch")]
+        subjects = subjects[splits == "train"]
     _, counts = np.unique(subjects, return_counts=True)
     n_subjects = len(counts)
     left = n_subjects if e.protocol == "splits" else n_subjects - math.ceil(n_subjects / e.n_folds)
