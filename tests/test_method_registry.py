@@ -162,3 +162,18 @@ def test_point_to_point_task_weight_reaches_generalized_distillations_pure_imita
     assert module.weights == {"task": 0.0, "match": 1.0}
     terms = {"task": torch.tensor(5.0), "match": torch.tensor(0.25)}
     assert float(module.weighted_total(terms)) == 0.25
+
+
+def test_a_student_that_does_not_hallucinate_is_the_baselines_network():
+    """``student.hallucinate: false``: no T-Net, the prevalent modalities fused alone, so the
+    student's parameters are the baseline's one for one; starting it from the teacher is refused."""
+    info = type("Info", (), {"modalities": {m: type("M", (), {"kind": "signal", "sample_shape": (3, 20)})()
+                                            for m in ("accelerometer", "gyroscope")}, "n_outputs": 3, "task": "classification"})()
+    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 8}, "student": {"hallucinate": False}})
+    module = registry.build_module("p2p_kl", cfg, info, teacher=build_net("teacher", cfg, info))
+    assert module.net.tnet is None and module.net.fused == ["accelerometer"]
+    baseline = build_net("baseline", cfg, info)
+    assert {k: v.shape for k, v in module.net.state_dict().items()} == {k: v.shape for k, v in baseline.state_dict().items()}
+    assert build_net("teacher", cfg, info).tnet is not None  # the teacher still trains its T-Net
+    with pytest.raises(ConfigError, match="student.init_from_teacher"):
+        fitted_config({"student": {"hallucinate": False, "init_from_teacher": True}})

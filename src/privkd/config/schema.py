@@ -228,11 +228,15 @@ class StudentConfig:
     without its subject, one of ``tnet_crossfit`` parts of the training subjects
     (:mod:`privkd.methods.crossfit`), so that a T-Net that memorised the training samples does
     not hand the student their answers; 0 or 1 uses the teacher's T-Net for every sample.
+    ``hallucinate: false`` gives the student no T-Net: it fuses its prevalent modalities
+    alone, the baseline's network, and distils into that (it cannot start from the teacher's
+    weights then, whose fusion takes the privileged tokens too).
     """
 
     init_from_teacher: bool = False
     cache_teacher_outputs: bool = True
     tnet_crossfit: int = 0
+    hallucinate: bool = True
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,10 @@ def _check_ranges(cfg: RunConfig) -> None:
     if cfg.student.tnet_crossfit < 0:
         raise ConfigError("student.tnet_crossfit", f"must be >= 0, got {cfg.student.tnet_crossfit}",
                           "use e.g. 5 parts, or 0 to hallucinate every training sample with the teacher's T-Net")
+    if cfg.student.init_from_teacher and not cfg.student.hallucinate:
+        raise ConfigError("student.init_from_teacher", "a student that does not hallucinate (student.hallucinate: false) "
+                          "lacks the teacher's fusion shape and cannot start from its weights",
+                          "set student.init_from_teacher: false, or student.hallucinate: true")
     if cfg.training.weight_decay < 0:
         raise ConfigError("training.weight_decay", f"must be >= 0, got {cfg.training.weight_decay}",
                           "use 0 for none, or e.g. 0.0001")

@@ -77,12 +77,18 @@ def modality_specs(cfg: RunConfig, info: DatasetInfo, names: Sequence[str]) -> l
 
 
 def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
-    """The network of ``role`` (see :data:`ROLES`) for the run's modalities and model settings."""
+    """The network of ``role`` (see :data:`ROLES`) for the run's modalities and model settings.
+
+    A role that fuses privileged modalities it cannot see hallucinates them through its T-Net,
+    unless ``student.hallucinate`` is false: it then fuses the prevalent ones only, the
+    baseline's network."""
     spec = ROLES[role]
     prevalent, privileged = list(cfg.data.prevalent), list(cfg.data.privileged)
+    hallucinates = spec.fuses_privileged and not spec.sees_privileged
+    fuses_privileged = spec.fuses_privileged and (cfg.student.hallucinate or not hallucinates)
     seen = (prevalent if spec.sees_prevalent else []) + (privileged if spec.sees_privileged else [])
-    fused = (prevalent if spec.sees_prevalent else []) + (privileged if spec.fuses_privileged else [])
-    with_tnet = spec.tnet and bool(privileged)
+    fused = (prevalent if spec.sees_prevalent else []) + (privileged if fuses_privileged else [])
+    with_tnet = spec.tnet and bool(privileged) and (cfg.student.hallucinate or not hallucinates)
     with_adapters = spec.adapters and (cfg.teacher.align_weight > 0 or cfg.teacher.adapter_task_weight > 0)
     net = PrivilegedNet(
         modality_specs(cfg, info, seen),

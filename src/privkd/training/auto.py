@@ -80,7 +80,8 @@ def resolve_rows(cfg: RunConfig, info: DatasetInfo) -> tuple[RunConfig, list[Res
                    if e.linear_reference == AUTO else "evaluation.linear_reference")
             resolved.append(Resolved("methods", list(cfg.methods), why, tuple(added)))
     if e.teacher_init_control and CONTROL_ROW not in cfg.variants:
-        control = VariantConfig(method="pkdot", set={"pkdot.beta": 0.0, "student.init_from_teacher": True})
+        control = VariantConfig(method="pkdot", set={"pkdot.beta": 0.0, "student.init_from_teacher": True,
+                                                              "student.hallucinate": True})
         cfg = dataclasses.replace(cfg, variants={**cfg.variants, CONTROL_ROW: control})
         resolved.append(Resolved("variants", sorted(cfg.variants), "PKDOT with beta = 0: the student started from the "
                                  "teacher and trained on the task alone", (CONTROL_ROW,)))
