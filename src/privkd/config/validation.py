@@ -1,4 +1,7 @@
-"""Rules that involve several config keys at once, checked before anything is trained.
+"""The range of every numeric key and the rules that involve several config keys at once,
+checked before anything is trained (or any run directory is made): a value that would only fail
+once a row trains fails here instead, where the message can name the key. What only the dataset
+reveals is checked against it by :func:`privkd.training.experiment.check_against_dataset`.
 
 The rules about methods ask the method registry (:mod:`privkd.methods.registry`) what each
 method needs, so adding a method never means editing this file.
@@ -7,8 +10,12 @@ method needs, so adding a method never means editing this file.
 from __future__ import annotations
 
 import dataclasses
-import math
+from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
+
+from lightning.pytorch.accelerators import AcceleratorRegistry
+from lightning.pytorch.strategies import StrategyRegistry
 
 from privkd.config.fitted import AUTO
 from privkd.config.parse import build_config, config_to_dict
@@ -22,7 +29,7 @@ from privkd.config.schema import (
 from privkd.errors import ConfigError
 from privkd.methods.registry import method_names, method_spec
 
-__all__ = ["ATTENTION_FUSIONS", "AUTO", "validate"]
+__all__ = ["ATTENTION_FUSIONS", "AUTO", "FOLD_SEED_STRIDE", "MAX_SEED", "RANGES", "Range", "validate"]
 
 
 ATTENTION_FUSIONS = ("joint_cross_attention", "multimodal_transformer")
@@ -31,6 +38,97 @@ ATTENTION_FUSIONS = ("joint_cross_attention", "multimodal_transformer")
 
 RUN_WIDE_KEYS = ("training.jobs", "training.threads")
 """Training keys a variant may not change: how the run's rows are spread over processes."""
+
+MAX_SEED = 2**32 - 1
+"""The largest seed NumPy (and so Lightning's ``seed_everything``) accepts; the smallest is 0."""
+
+FOLD_SEED_STRIDE = 1000
+"""Fold ``i`` of a run (and the ``--final`` training, one past the last fold) is seeded with
+``seed + FOLD_SEED_STRIDE * i`` (:func:`privkd.training.row.fit_row`)."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric key must lie in: ``low`` <= value <= ``high`` (``<`` where the end is
+    open); a missing end is unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_1 = Range(1)
+AT_LEAST_0 = Range(0)
+ABOVE_0 = Range(0, low_open=True)
+_WEIGHT = (AT_LEAST_0, "use 0 to switch the term off, or a positive weight")
+
+RANGES: tuple[tuple[str, Range, str], ...] = (
+    ("evaluation.n_val_subjects", AT_LEAST_1, "use a positive integer, or auto"),
+    ("evaluation.min_val_samples", AT_LEAST_1, "use a positive integer"),
+    ("evaluation.max_folds", AT_LEAST_1, "use null to train every fold, or a positive number of folds"),
+    ("model.embed_dim", AT_LEAST_1, "use a positive integer"),
+    ("model.fusion_dim", AT_LEAST_1, "use a positive integer, e.g. 128"),
+    ("model.dropout", Range(0, 1, high_open=True), "use a probability below 1, e.g. 0.2, or 0 for no dropout"),
+    ("model.tokens", AT_LEAST_1, "use 1 for one embedding per modality"),
+    ("model.attention_heads", AT_LEAST_1, "use a positive integer"),
+    ("model.tnet_hidden", AT_LEAST_1, "use a positive integer, e.g. 128"),
+    ("model.tnet_bottleneck", AT_LEAST_1, "use a positive integer, e.g. 32"),
+    ("training.epochs", AT_LEAST_1, "use a positive integer, or auto"),
+    ("training.batch_size", AT_LEAST_1, "use a positive integer, or auto"),
+    ("training.min_steps", AT_LEAST_1, "use a positive integer"),
+    ("training.lr", ABOVE_0, "use e.g. 0.001"),
+    ("training.weight_decay", AT_LEAST_0, "use 0 for none, or e.g. 0.0001"),
+    ("training.patience", AT_LEAST_1, "use a positive integer, or auto"),
+    ("training.num_workers", AT_LEAST_0, "use 0 to load batches in the training process, or a number of loader processes"),
+    ("training.limit_train_batches", AT_LEAST_1, "use null for every batch, or e.g. 1 to check a recipe end to end"),
+    ("training.devices", AT_LEAST_1, "use 1, or the number of devices per node to train on in parallel"),
+    ("training.num_nodes", AT_LEAST_1, "use 1, or the number of nodes to train on in parallel"),
+    ("training.lr_warmup_epochs", AT_LEAST_0, "use 0 for no warm-up"),
+    ("training.lr_step_epochs", AT_LEAST_1, "use e.g. 10 (the step schedule lowers the learning rate every 10 epochs)"),
+    ("training.lr_step_gamma", Range(0, 1, low_open=True), "use e.g. 0.1 (each step divides the learning rate by 10)"),
+    ("training.grad_clip", ABOVE_0, "use e.g. 1.0, or null for no clipping"),
+    ("training.jobs", AT_LEAST_1, "use a positive integer, or auto"),
+    ("training.threads", AT_LEAST_1, "use a positive integer, or auto"),
+    ("teacher.tnet_weight", *_WEIGHT),
+    ("teacher.tnet_refit_epochs", AT_LEAST_0, "use 0 to keep the T-Net trained with the teacher, or e.g. 100"),
+    ("teacher.tnet_refit_lr", ABOVE_0, "use e.g. 0.001"),
+    ("teacher.align_weight", *_WEIGHT),
+    ("teacher.adapter_task_weight", *_WEIGHT),
+    ("student.tnet_crossfit", AT_LEAST_0,
+     "use e.g. 5 parts, or 0 to hallucinate every training sample with the teacher's T-Net"),
+    ("structural.k", AT_LEAST_1, "use a positive integer, or auto"),
+    ("structural.epsilon", ABOVE_0, "use e.g. 0.01"),
+    ("pkdot.beta", *_WEIGHT),
+    ("mtpkdot.alpha", *_WEIGHT),
+    ("mtpkdot.beta", *_WEIGHT),
+    ("mtpkdot.gamma", *_WEIGHT),
+    ("p2p.beta", *_WEIGHT),
+    ("p2p.temperature", ABOVE_0, "use e.g. 4 (Hinton et al.), or 1 for the plain softmax"),
+    ("p2p.task_weight", *_WEIGHT),
+    ("amid.alpha_mi_s", *_WEIGHT),
+    ("amid.alpha_mi_a", *_WEIGHT),
+    ("amid.alpha_adv", *_WEIGHT),
+    ("amid.tau", ABOVE_0, "use e.g. 0.6 (the paper's)"),
+    ("amid.warmup_epochs", AT_LEAST_0, "use 0 for no warm-up, or e.g. 5 (the paper's)"),
+    ("amid.discriminator_lr", ABOVE_0, "use e.g. 0.0001"),
+    ("study.seeds", AT_LEAST_1, "use a positive number of seeds, e.g. 3"),
+)
+"""The range of every numeric key that has a plain one (``auto`` and null always pass): a key
+added to the schema gets its line here (``tests/test_early_checks.py`` checks that every numeric
+key is refused out of range). Keys whose range depends on other keys are checked below."""
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -127,45 +225,37 @@ def _check_data(cfg: RunConfig) -> None:
                           "use 1 to train on all of each training subject's samples, or e.g. 0.25 for a quarter")
 
 
+def _value(cfg: RunConfig, key: str) -> Any:
+    """The value of ``section.key`` (or of a top-level key) in ``cfg``."""
+    section, _, name = key.rpartition(".")
+    return getattr(cfg.section(section) if section else cfg, name)
+
+
+def _check_range(key: str, value: Any, allowed: Range, fix: str) -> None:
+    """Refuse ``value`` of ``key`` outside ``allowed`` (``auto`` and null pass)."""
+    if value is not None and value != AUTO and not allowed.holds(value):
+        raise ConfigError(key, f"must be {allowed}, got {value}", fix)
+
+
 def _check_ranges(cfg: RunConfig) -> None:
-    positive = {
-        "evaluation.n_folds": cfg.evaluation.n_folds,
-        "evaluation.n_val_subjects": cfg.evaluation.n_val_subjects,
-        "evaluation.min_val_samples": cfg.evaluation.min_val_samples,
-        "training.epochs": cfg.training.epochs,
-        "training.batch_size": cfg.training.batch_size,
-        "training.min_steps": cfg.training.min_steps,
-        "training.patience": cfg.training.patience,
-        "training.jobs": cfg.training.jobs,
-        "training.threads": cfg.training.threads,
-        "model.embed_dim": cfg.model.embed_dim,
-        "model.attention_heads": cfg.model.attention_heads,
-        "structural.k": cfg.structural.k,
-    }
-    for key, value in positive.items():
-        if value != AUTO and value < 1:
-            raise ConfigError(key, f"must be >= 1, got {value}", "use a positive integer")
-    if cfg.evaluation.max_folds is not None and cfg.evaluation.max_folds < 1:
-        raise ConfigError("evaluation.max_folds", f"must be >= 1 or null, got {cfg.evaluation.max_folds}",
-                          "use null to train every fold, or a positive number of folds")
-    if cfg.training.lr <= 0:
-        raise ConfigError("training.lr", f"must be > 0, got {cfg.training.lr}", "use e.g. 0.001")
-    if cfg.student.tnet_crossfit < 0:
-        raise ConfigError("student.tnet_crossfit", f"must be >= 0, got {cfg.student.tnet_crossfit}",
-                          "use e.g. 5 parts, or 0 to hallucinate every training sample with the teacher's T-Net")
+    for key, allowed, fix in RANGES:
+        _check_range(key, _value(cfg, key), allowed, fix)
+    _check_lightning_names(cfg.training)
+    if cfg.student.tnet_crossfit > 1 and not cfg.student.hallucinate:
+        raise ConfigError("student.tnet_crossfit", "cross-fitted T-Nets hallucinate a student's training samples, and "
+                          "this student does not hallucinate (student.hallucinate: false)",
+                          "set student.tnet_crossfit: 0, or student.hallucinate: true")
     if cfg.student.init_from_teacher and not cfg.student.hallucinate:
         raise ConfigError("student.init_from_teacher", "a student that does not hallucinate (student.hallucinate: false) "
                           "lacks the teacher's fusion shape and cannot start from its weights",
                           "set student.init_from_teacher: false, or student.hallucinate: true")
-    if cfg.training.weight_decay < 0:
-        raise ConfigError("training.weight_decay", f"must be >= 0, got {cfg.training.weight_decay}",
-                          "use 0 for none, or e.g. 0.0001")
     if cfg.training.jobs not in (1, AUTO) and cfg.training.devices * cfg.training.num_nodes > 1:
         raise ConfigError("training.jobs", f"{cfg.training.jobs} worker processes and data parallelism over "
                           f"{cfg.training.devices * cfg.training.num_nodes} processes at once",
                           "use jobs: 1 with devices or num_nodes > 1 (every process then trains each row together)")
     if cfg.evaluation.n_folds < 2:
         raise ConfigError("evaluation.n_folds", "cross-validation needs at least 2 folds", "use 2 or more")
+    _check_seed(cfg)
     if not 0 < cfg.evaluation.val_share < 1:
         raise ConfigError("evaluation.val_share", f"must be between 0 and 1, got {cfg.evaluation.val_share}",
                           "use e.g. 0.2 (a fifth of the subjects left after the test fold)")
@@ -173,28 +263,38 @@ def _check_ranges(cfg: RunConfig) -> None:
     if isinstance(weights, tuple) and not all(w > 0 for w in weights):
         raise ConfigError("training.class_weights", f"weights must be positive, got {list(weights)}",
                           "give one positive weight per class, or balanced / none")
-    if cfg.structural.epsilon <= 0:
-        raise ConfigError("structural.epsilon", f"must be > 0, got {cfg.structural.epsilon}", "use e.g. 0.01")
     _check_training_options(cfg.training)
+
+
+def _check_seed(cfg: RunConfig) -> None:
+    """Every fold's seed (``seed + 1000 x fold``, up to the ``--final`` training one past the last
+    fold) must be one NumPy accepts, else every row fails when it is seeded."""
+    largest = MAX_SEED - FOLD_SEED_STRIDE * cfg.evaluation.n_folds
+    if not 0 <= cfg.seed <= largest:
+        raise ConfigError("seed", f"must be in [0, {largest}], got {cfg.seed} (fold i trains with seed + "
+                          f"{FOLD_SEED_STRIDE} x i, and NumPy takes seeds from 0 to {MAX_SEED})",
+                          "use a small non-negative integer, e.g. 0")
+
+
+def _check_lightning_names(t: TrainingConfig) -> None:
+    """Accelerator and strategy names as Lightning's ``Trainer`` takes them (its registries)."""
+    accelerators = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    if t.accelerator not in accelerators:
+        raise ConfigError("training.accelerator", f"{t.accelerator!r} is not an accelerator Lightning knows",
+                          f"use one of {accelerators}")
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if t.strategy.lower() not in strategies:  # Lightning lower-cases a strategy's name, not an accelerator's
+        shown = [name for name in strategies if "_find_unused_parameters_" not in name]
+        raise ConfigError("training.strategy", f"{t.strategy!r} is not a strategy Lightning knows",
+                          f"use auto (one process per node), ddp (data parallelism) or another of Lightning's: "
+                          f"{', '.join(shown)} (and the ddp ones with _find_unused_parameters_true/false)")
 
 
 def _check_training_options(t: TrainingConfig) -> None:
     """The schedule, clipping and logger keys (off by default)."""
-    if t.lr_warmup_epochs < 0:
-        raise ConfigError("training.lr_warmup_epochs", f"must be >= 0, got {t.lr_warmup_epochs}",
-                          "use 0 for no warm-up")
     if t.epochs != AUTO and t.lr_warmup_epochs >= t.epochs > 0:
         raise ConfigError("training.lr_warmup_epochs", f"{t.lr_warmup_epochs} warm-up epochs leave none of the "
                           f"{t.epochs} training epochs at the full learning rate", "use fewer warm-up epochs")
-    if t.lr_step_epochs < 1:
-        raise ConfigError("training.lr_step_epochs", f"must be >= 1, got {t.lr_step_epochs}",
-                          "use e.g. 10 (the step schedule lowers the learning rate every 10 epochs)")
-    if not 0 < t.lr_step_gamma <= 1:  # also False for NaN
-        raise ConfigError("training.lr_step_gamma", f"must be in (0, 1], got {t.lr_step_gamma}",
-                          "use e.g. 0.1 (each step divides the learning rate by 10)")
-    if t.grad_clip is not None and not 0 < t.grad_clip < math.inf:
-        raise ConfigError("training.grad_clip", f"must be a finite number > 0, got {t.grad_clip}",
-                          "use e.g. 1.0, or null for no clipping")
     if len(set(t.loggers)) != len(t.loggers):
         raise ConfigError("training.loggers", f"{list(t.loggers)} names a logger twice", "list each logger once")
 
@@ -203,8 +303,6 @@ def _check_model(cfg: RunConfig) -> None:
     if cfg.model.embed_dim % cfg.model.attention_heads:
         raise ConfigError("model.attention_heads", f"{cfg.model.attention_heads} heads do not divide embed_dim "
                           f"{cfg.model.embed_dim}", "choose heads that divide model.embed_dim")
-    if cfg.model.tokens < 1:
-        raise ConfigError("model.tokens", f"must be >= 1, got {cfg.model.tokens}", "use 1 for one embedding per modality")
     if cfg.model.fusion in ATTENTION_FUSIONS and cfg.model.tokens == 1:
         raise ConfigError("model.tokens", f"{cfg.model.fusion} attends over each modality's tokens, and with one token "
                           "its attention weights are all 1: it reduces to a linear map of the other modality",

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from lightning.pytorch.accelerators import AcceleratorRegistry
 
 from privkd.config.loading import variant_config
-from privkd.config.schema import RunConfig
+from privkd.config.schema import RunConfig, TrainingConfig
 from privkd.data import Fold, MultimodalDataset, read_info
 from privkd.data.folds import make_folds
 from privkd.data.h5format import DatasetInfo
@@ -35,9 +37,16 @@ from privkd.evaluation.summary import aggregate, summary_markdown
 from privkd.interrupt import RunInterrupted
 from privkd.methods.base import FoldData, PrivkdModule
 from privkd.methods.registry import bound_row, method_names, method_spec
+from privkd.models.backbones import (
+    DEFAULT_BACKBONE_FOR_KIND,
+    build_backbone,
+    load_backbone_weights,
+)
+from privkd.models.build import modality_specs
 from privkd.models.inference import Predictions, predict
 from privkd.models.network import PrivilegedNet
 from privkd.training.auto import (
+    Resolved,
     resolve_rows,
     resolve_training,
     resolve_validation_subjects,
@@ -103,6 +112,12 @@ def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
         unknown = [n for n in names if n not in available]
         if unknown:
             raise ConfigError(key, f"modality {unknown[0]!r} is not in the dataset", f"use some of {available}")
+    _check_modality_names(cfg)
+    classes = info.class_names or []
+    if info.task == "classification" and len(classes) < 2:
+        raise ConfigError("data.path", f"{info.path} holds {len(classes)} class{'' if len(classes) == 1 else 'es'} "
+                          f"({', '.join(classes)}), and a classifier needs at least 2 to tell apart",
+                          "use a dataset with two or more classes (import the other classes' samples too)")
     metric = resolve_metric(cfg.evaluation.metric, info.task)
     allowed = available_metrics(info.task, info.n_outputs)
     if metric not in allowed:
@@ -118,6 +133,74 @@ def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
             supported = [m for m in method_names() if info.task in method_spec(m).tasks]
             raise ConfigError("methods", f"{spec.name} supports {' and '.join(spec.tasks)} tasks; this dataset is a "
                               f"{info.task} task", f"use some of {supported}")
+    _check_backbones(cfg, info)
+
+
+def _check_modality_names(cfg: RunConfig) -> None:
+    """A modality's name keys its encoder in the network (a ``torch.nn.ModuleDict``), which takes
+    no name with a ``.`` and none of a module's own attributes (``training``, ``forward``...)."""
+    for key, names in (("data.prevalent", cfg.data.prevalent), ("data.privileged", cfg.data.privileged)):
+        for name in names:
+            try:
+                torch.nn.ModuleDict({name: torch.nn.Identity()})
+            except (KeyError, TypeError) as err:
+                new = name.replace(".", "_") if "." in name else f"{name}_data"
+                raise ConfigError(key, f"modality {name!r} cannot name a network module ({err.args[0]})",
+                                  f"rename it in the dataset file, e.g. with h5py: file.move('modalities/{name}', "
+                                  f"'modalities/{new}'), and list the new name here") from None
+
+
+def _check_backbones(cfg: RunConfig, info: DatasetInfo) -> None:
+    """Every modality's backbone exists, takes the modality's samples, and takes its weights file:
+    build each once (leaving the global random state as it was) and load its weights."""
+    names = [*cfg.data.prevalent, *cfg.data.privileged]
+    for spec in modality_specs(cfg, info, names):  # refuses an unknown backbone, or a kind without a default
+        kind = info.modalities[spec.name].kind
+        with torch.random.fork_rng(devices=[]):
+            try:
+                backbone = build_backbone(spec.backbone, spec.sample_shape)
+            except ValueError as err:
+                raise ConfigError(f"model.backbones.{spec.name}", f"{spec.backbone} does not take modality "
+                                  f"{spec.name!r} ({kind}, samples shaped {spec.sample_shape}): {err}",
+                                  f"use a backbone for {kind} data ({DEFAULT_BACKBONE_FOR_KIND.get(kind)} when "
+                                  "model.backbones does not name one)") from None
+        if spec.name in cfg.model.backbone_weights:
+            load_backbone_weights(backbone, cfg.model.backbone_weights[spec.name], f"model.backbone_weights.{spec.name}")
+
+
+def check_accelerator(training: TrainingConfig) -> None:
+    """The accelerator must be on this machine: Lightning refuses it only once a row's trainer is built."""
+    wanted = {"auto": [], "gpu": ["cuda", "mps"]}.get(training.accelerator, [training.accelerator])
+    if wanted and not any(AcceleratorRegistry[name]["accelerator"].is_available() for name in wanted):
+        here = [name for name in sorted(AcceleratorRegistry.available_accelerators())
+                if AcceleratorRegistry[name]["accelerator"].is_available()]
+        raise ConfigError("training.accelerator", f"{training.accelerator!r} is not available on this machine",
+                          f"use auto or one of {here}")
+
+
+class RunInputs(NamedTuple):
+    """What a run reads before its directory exists: the dataset file and its description, and the
+    config with the rows its switches add (and the lines saying so)."""
+
+    data_path: Path
+    info: DatasetInfo
+    cfg: RunConfig
+    resolved: list[Resolved]
+
+
+def check_before_run(cfg: RunConfig) -> RunInputs:
+    """Read the dataset's description and check ``cfg`` against it and this machine (every row's
+    logger packages and accelerator): the checks of :func:`run_experiment` before it creates the
+    run directory, for the commands that create theirs first (``privkd study``, ``privkd sweep``)."""
+    data_path = resolve_data_path(cfg.data.path, cfg.seed)
+    info = read_info(data_path)
+    cfg, resolved = resolve_rows(cfg, info)
+    check_against_dataset(cfg, info)
+    for row in rows_to_train(cfg):
+        training = variant_config(cfg, row).training
+        check_logger_packages(training)
+        check_accelerator(training)
+    return RunInputs(data_path, info, cfg, resolved)
 
 
 def score_on_fold(module: PrivkdModule, info: DatasetInfo, cfg: RunConfig, fold: FoldData, test: Predictions) -> dict[str, float]:
@@ -194,13 +277,8 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     directories whose finished (fold, row) pairs are taken over where the row depends on
     nothing that differs (:mod:`privkd.training.reuse`: a sweep's later points).
     """
-    data_path = resolve_data_path(cfg.data.path, cfg.seed)
-    info = read_info(data_path)
     configured = cfg  # as written (``auto`` included): what config.yaml keeps and a resume is checked against
-    cfg, resolved = resolve_rows(cfg, info)
-    check_against_dataset(cfg, info)
-    for row in rows_to_train(cfg):
-        check_logger_packages(variant_config(cfg, row).training)
+    data_path, info, cfg, resolved = check_before_run(cfg)
     primary = is_primary_process()  # data-parallel workers train alongside but write nothing
     if not primary:
         progress = lambda _: None

@@ -17,6 +17,7 @@ from privkd.config.loading import variant_config
 from privkd.config.parse import config_to_dict
 from privkd.config.rows import row_method
 from privkd.config.schema import RunConfig, TrainingConfig
+from privkd.config.validation import FOLD_SEED_STRIDE
 from privkd.data import Fold, MultimodalDataset
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import PrivkdError
@@ -87,7 +88,7 @@ def fit_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetI
     """Build and train one (fold, row): seeded by the fold, selected on validation subjects."""
     row_cfg = variant_config(cfg, row)
     spec = row_spec(cfg, row)
-    seed = cfg.seed + 1000 * fold.index
+    seed = cfg.seed + FOLD_SEED_STRIDE * fold.index
     seed_everything(seed)
     module = build_module(spec.name, row_cfg, info, teacher=teacher)
     module.class_weights = class_weights(row_cfg.training.class_weights, data.train, info)

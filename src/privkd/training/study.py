@@ -30,7 +30,7 @@ from privkd.evaluation.metrics import resolve_metric
 from privkd.evaluation.stats import format_p, format_percent, row_stats
 from privkd.evaluation.summary import metric_label
 from privkd.methods.registry import bound_row
-from privkd.training.experiment import run_experiment
+from privkd.training.experiment import check_before_run, run_experiment
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -104,10 +104,13 @@ def study_summary(task: str, seeds: list[int], picks: Mapping[int, Mapping[str, 
 def run_study(cfg: RunConfig, out_root: str | Path, progress: ProgressCallback = lambda _: None) -> Path:
     """Run every seed, then choose each method's setting per fold on validation scores and write the study.
 
-    Every seed's config is checked before the study directory exists: a search key that
-    names no row fails here, not after an empty study directory was made."""
+    Every seed's config is checked, on its own and against the dataset, before the study
+    directory exists: a search key that names no row, or a backbone that does not take its
+    modality, fails here, not after an empty study directory was made."""
     seeds = study_seeds(cfg)
     seed_configs = [seed_config(cfg, seed) for seed in seeds]
+    for seed_cfg in seed_configs:  # against the dataset too (a synthetic task draws one per seed)
+        check_before_run(seed_cfg)
     study_dir = create_run_dir(out_root, f"{cfg.name}-study")
     write_text_atomic(study_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     for number, (seed, seed_cfg) in enumerate(zip(seeds, seed_configs), start=1):

@@ -23,13 +23,16 @@ import yaml
 from privkd.config.loading import apply_overrides, config_from_dict, load_config
 from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig
-from privkd.data import read_info
-from privkd.data.opening import resolve_data_path
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import resolve_metric
 from privkd.evaluation.summary import metric_label
 from privkd.optional import require
-from privkd.training.experiment import row_spec, rows_to_train, run_experiment
+from privkd.training.experiment import (
+    check_before_run,
+    row_spec,
+    rows_to_train,
+    run_experiment,
+)
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
 ProgressCallback = Callable[[str], None]
@@ -118,7 +121,7 @@ def run_sweep(
     for key in grid:  # every key must exist in the schema, checked before anything trains
         config_from_dict(apply_overrides(config_to_dict(cfg), [f"{key}={json.dumps(grid[key][0])}"]))
     row = objective_row(cfg, row)
-    task = read_info(resolve_data_path(cfg.data.path, cfg.seed)).task
+    task = check_before_run(cfg).info.task  # what the dataset reveals, before the sweep directory exists
     base = config_to_dict(cfg)
     sweep_dir = create_run_dir(out_root, f"{cfg.name}-sweep")
     points_dir = sweep_dir / "points"
