@@ -22,6 +22,7 @@ __all__ = ["describe", "natural_key"]
 _IDS_HEAD, _IDS_TAIL = 6, 2
 # Split names listed before "... (N more)".
 _MAX_SPLITS = 8
+_SHOWN_CHANNELS = 12
 
 
 def natural_key(text: str) -> tuple[tuple[object, str], ...]:
@@ -56,7 +57,11 @@ def _labels_section(info: DatasetInfo, labels: np.ndarray) -> list[str]:
 def _modality_line(m: ModalityInfo) -> str:
     rate = "no sampling rate" if m.sampling_rate is None else f"{m.sampling_rate:g} Hz"
     text = f"  {m.name}: {m.kind}, per-sample shape {m.sample_shape}, {rate}"
-    return f"{text}, channels {', '.join(m.channel_names)}" if m.channel_names else text
+    if not m.channel_names:
+        return text
+    more = len(m.channel_names) - _SHOWN_CHANNELS  # a wide table's features modality names every column
+    shown = ", ".join(m.channel_names[:_SHOWN_CHANNELS]) + (f", ... ({more} more)" if more > 0 else "")
+    return f"{text}, channels {shown}"
 
 
 def _id_list(ids: Sequence[str]) -> str:

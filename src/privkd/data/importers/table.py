@@ -10,13 +10,16 @@ Layout::
   name (``eda.mean``, ``eda.slope`` -> modality ``eda`` with 2 features), keeping column order;
   or, with ``modality_patterns={"eda": r"^gsr_", ...}``, by regular expression
   (:func:`re.search`). Every modality is of kind ``"features"``: one 1-D vector per sample.
-* The feature (column) names are kept in the dataset ``description`` ("... 2 feature modalities
-  grouped by ...: eda 2 columns, face 1 column. Feature columns: eda = [eda.mean, eda.slope];
-  ..."), in stored vector order; :func:`privkd.deploy.student._feature_columns` parses that
-  listing back, and :func:`grouping_lines` renders the grouping for ``privkd data import table``.
-  They cannot be ``channel_names``: those name axis 1 of a sample, and a 1-D feature vector has
-  no axis 1. Very wide tables are
-  listed with the first columns of each modality and a count of the rest.
+* The feature (column) names of each modality are its ``channel_names``, in stored vector
+  order, all of them: the format's channel names name axis 1 of the stored array, which is the
+  feature axis of an ``(N, features)`` modality. A saved student records them, and
+  ``privkd predict`` takes a table's columns by these names. They are also listed in the
+  dataset ``description`` ("... 2 feature modalities grouped by ...: eda 2 columns, face 1
+  column. Feature columns: eda = [eda.mean, eda.slope]; ...") for people, where very wide
+  tables are listed with the first columns of each modality and a count of the rest;
+  :func:`privkd.deploy.student._feature_columns` parses that listing back for datasets
+  imported before the channel names were stored. :func:`grouping_lines` renders the grouping
+  for ``privkd data import table``.
 * Labels: one label column of strings or integers -> classification, class ids in the sorted
   order of the unique values, ``class_names`` = those values as strings; float label columns, or
   several label columns -> regression, ``target_names`` = the column names. ``task=`` forces it.
@@ -412,4 +415,5 @@ def import_table(
     return write_dataset(dst, modalities=modalities, labels=labels, subjects=subjects, task=task,
                          class_names=class_names, target_names=target_names,
                          modality_kinds={name: "features" for name in modalities},
+                         channel_names={name: [str(c) for c in cols] for name, cols in groups.items()},
                          groups=group_ids, splits=splits, description=description, source=str(path))
