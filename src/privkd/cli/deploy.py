@@ -24,8 +24,14 @@ def predict(
     input: Annotated[Path, typer.Argument(help="A privkd .h5 dataset holding the prevalent modalities, or a .csv / "
                                                ".parquet table with <modality>.<feature> columns (feature students).")],
     out: Annotated[Path, typer.Option("--out", help="Predictions CSV to write (one row per sample).")] = Path("predictions.csv"),
+    allow_mismatch: Annotated[bool, typer.Option(
+        "--allow-mismatch", help="Score a modality whose kind, sampling rate or channel order differs from the training "
+                                 "data's, with a warning, instead of refusing it.")] = False,
 ) -> None:
-    """Predict every sample of INPUT with a saved student (it never needs the privileged modalities)."""
+    """Predict every sample of INPUT with a saved student (it never needs the privileged modalities).
+
+    A modality of another kind, sampling rate or channel order than the student was trained on
+    is refused, unless --allow-mismatch is given."""
     import warnings
 
     import pandas as pd
@@ -34,7 +40,7 @@ def predict(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
-        path = predict_file(student_dir, input, out)
+        path = predict_file(student_dir, input, out, allow_mismatch=allow_mismatch)
     for warning in caught:
         if issubclass(warning.category, InputWarning):
             console.print(f"[bold yellow]warning:[/] {escape(str(warning.message))}", highlight=False)

@@ -1,8 +1,14 @@
 """Run a saved student on new data: a privkd ``.h5`` dataset or a CSV / Parquet feature table.
 
-The input is checked against what the student expects (every prevalent modality present,
-with the sample shape it was trained on) before anything is computed; the privileged
-modalities are never asked for. Predictions are written as one CSV row per sample. Values
+The input is checked against what the student expects before anything is computed: every
+prevalent modality present, with the sample shape it was trained on, and, where the input
+says, the same modality kind, sampling rate and channel (feature column) names in the same
+order. A kind, rate or channel order other than the training data's is refused with a
+:class:`~privkd.errors.DatasetError` naming the modality, the field, the trained and the given
+value, unless ``allow_mismatch`` (``privkd predict --allow-mismatch``) turns it into an
+:class:`InputWarning`. A table's feature columns are taken by the names the student was
+trained on, in training order, wherever they stand in the table. The privileged modalities
+are never asked for. Predictions are written as one CSV row per sample. Values
 beyond what float32 arithmetic survives are refused; values that lie many orders of magnitude
 outside the training data (in training standard deviations) are scored with an
 :class:`InputWarning`, since the prediction then says little.
@@ -11,6 +17,7 @@ outside the training data (in training standard deviations) are scored with an
 from __future__ import annotations
 
 import csv
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +29,7 @@ import torch
 
 from privkd.atomic import write_atomic
 from privkd.data.dataset import as_float
-from privkd.data.h5format import MAX_ABS_VALUE, read_info
+from privkd.data.h5format import MAX_ABS_VALUE, ModalityInfo, read_info
 from privkd.deploy.output import check_output_file
 from privkd.deploy.student import LoadedStudent, load_student
 from privkd.errors import DatasetError
@@ -50,7 +57,63 @@ def _expected_text(student: LoadedStudent) -> str:
     return ", ".join(f"{name} {tuple(m.sample_shape)}" for name, m in student.inputs.items())
 
 
-def _h5_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
+def _names_text(names: list[str] | tuple[str, ...]) -> str:
+    shown = ", ".join(names[:8])
+    return f"[{shown}{f', ... ({len(names) - 8} more)' if len(names) > 8 else ''}]"
+
+
+def _rate_text(rate: float | None) -> str:
+    return "none" if rate is None else f"{rate:g} Hz"
+
+
+def _trained_names(entry: dict) -> tuple[str, list[str] | None]:
+    """The field and the names the student was trained on along axis 1: a features
+    modality's feature columns, else the channel names (``None`` when not recorded)."""
+    if entry["kind"] == "features" and entry.get("feature_columns"):
+        return "feature columns", list(entry["feature_columns"])
+    return "channel names", list(entry["channel_names"]) if entry.get("channel_names") else None
+
+
+def _mismatches(student: LoadedStudent, name: str, found: ModalityInfo) -> list[tuple[str, str]]:
+    """``(field, problem)`` for each way the input modality ``found`` differs from what the
+    student was trained on: kind, sampling rate, channel names and their order. What the input
+    does not state (no channel names) is not a mismatch."""
+    entry = student.card["inputs"][name]
+    problems = []
+    if found.kind != entry["kind"]:
+        problems.append(("kind", (f"modality '{name}': kind is {found.kind!r} in this file, but this student was "
+                                  f"trained on kind {entry['kind']!r}")))
+    trained_rate, rate = entry.get("sampling_rate"), found.sampling_rate
+    if (trained_rate is None) != (rate is None) or (
+            trained_rate is not None and rate is not None and not math.isclose(rate, trained_rate, rel_tol=1e-6)):
+        problems.append(("sampling_rate", (f"modality '{name}': sampling rate is {_rate_text(rate)} in this file, "
+                                           f"but this student was trained on {_rate_text(trained_rate)}")))
+    what, trained = _trained_names(entry)
+    given = list(found.channel_names) if found.channel_names else None
+    if trained is not None and given is not None and given != trained:
+        order = " (the same names in another order)" if sorted(given) == sorted(trained) else ""
+        problems.append(("channel_names", (f"modality '{name}': {what} are {_names_text(given)} in this file{order}, "
+                                           f"but this student was trained on {_names_text(trained)}")))
+    return problems
+
+
+def _refuse_or_warn(path: Path, name: str, problems: list[tuple[str, str]], allow_mismatch: bool) -> None:
+    """One error naming every mismatch (field of the first), or one warning each with ``allow_mismatch``."""
+    if not problems:
+        return
+    if allow_mismatch:
+        for field, problem in problems:
+            warnings.warn(InputWarning(f"{path}: field '/modalities/{name}@{field}': {problem}; scored anyway "
+                                       "(--allow-mismatch), so its predictions may mean little"), stacklevel=4)
+        return
+    raise DatasetError(path, f"/modalities/{name}@{problems[0][0]}", "; ".join(p for _, p in problems),
+                       "give data recorded and preprocessed as the training data was (same kind, sampling rate and "
+                       "channel order: see the model card), or pass --allow-mismatch (allow_mismatch=True) to score "
+                       "it anyway with a warning")
+
+
+def _h5_batches(student: LoadedStudent, path: Path, batch_size: int,
+                allow_mismatch: bool = False) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
     """Check a privkd dataset against the student; return its id columns and a batch reader."""
     info = read_info(path)  # structure only: values are checked batch by batch below
     for name, expected in student.inputs.items():
@@ -65,6 +128,8 @@ def _h5_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple[di
                                f"per-sample shape {tuple(found.sample_shape)}, but this student expects {name} samples "
                                f"shaped {tuple(expected.sample_shape)}",
                                "resample / window the data the way the training data was (see the model card)")
+    for name, found in ((n, info.modalities[n]) for n in student.inputs):
+        _refuse_or_warn(path, name, _mismatches(student, name, found), allow_mismatch)
     with h5py.File(path, "r") as h5:
         ids = {"subject": np.asarray(h5["subjects"].asstr()[()], dtype=str)}
         if "groups" in h5:
@@ -116,7 +181,10 @@ def _table_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple
         n_features = m.sample_shape[0]
         named = student.card["inputs"][name].get("feature_columns")
         if named:
-            missing = [c for c in named if c not in columns]
+            present = set(columns)
+            # a column is found by its name, or prefixed with the modality (channel names of a hand-written dataset)
+            named = [c if c in present or f"{name}.{c}" not in present else f"{name}.{c}" for c in named]
+            missing = [c for c in named if c not in present]
             if missing:
                 raise DatasetError(path, f"column {missing[0]}",
                                    f"{len(missing)} of the {n_features} feature columns of modality '{name}' are "
@@ -136,6 +204,9 @@ def _table_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple
                                f"{len(found)} feature columns of modality '{name}', but this student expects "
                                f"{n_features} (shape ({n_features},))",
                                f"give exactly the {n_features} '{name}.<feature>' columns the student was trained on")
+        warnings.warn(InputWarning(f"{path}: field 'columns {name}.*': this student records no feature column names "
+                                   f"for '{name}', so the {n_features} '{name}.<feature>' columns are taken in table "
+                                   "order, which nothing can check: make sure it is the training order"), stacklevel=3)
         selected[name] = found
     id_columns = [c for c in ID_COLUMNS if c in columns]
     try:
@@ -236,7 +307,7 @@ def _check_values(student: LoadedStudent, path: Path, name: str, array: np.ndarr
 
 
 def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str | Path, *, batch_size: int = 256,
-                 device: str = "cpu") -> Path:
+                 device: str = "cpu", allow_mismatch: bool = False) -> Path:
     """Predict every sample of ``input_path`` with the student saved in ``student_dir``.
 
     ``input_path``: a privkd ``.h5`` dataset holding the student's prevalent modalities
@@ -246,6 +317,10 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
     row per sample with ``row`` (its index in the input), ``subject`` / ``group`` when the
     input has them, then ``predicted`` (class name) and one ``prob_<class>`` softmax column
     per class, or one column per regression target. Returns ``out_csv``.
+
+    A ``.h5`` modality of another kind, sampling rate or channel order than the student was
+    trained on is refused (:class:`~privkd.errors.DatasetError`), or with ``allow_mismatch``
+    scored with an :class:`InputWarning` per difference.
     """
     student = load_student(student_dir)
     input_path, out_csv = Path(input_path), check_output_file(Path(out_csv), "--out", "predictions.csv")
@@ -258,7 +333,7 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
     if suffix in TABLE_SUFFIXES:
         ids, batches = _table_batches(student, input_path, batch_size)
     elif suffix in H5_SUFFIXES or h5py.is_hdf5(input_path):
-        ids, batches = _h5_batches(student, input_path, batch_size)
+        ids, batches = _h5_batches(student, input_path, batch_size, allow_mismatch)
     else:
         raise DatasetError(input_path, "/", f"unsupported input type {input_path.suffix or '(no suffix)'!r}",
                            "give a privkd .h5 dataset or a .csv / .parquet feature table")

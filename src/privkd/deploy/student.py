@@ -41,6 +41,7 @@ from privkd.config import RunConfig
 from privkd.config.parse import build_config, config_to_dict
 from privkd.data.h5format import DatasetInfo, ModalityInfo
 from privkd.deploy.card import model_card
+from privkd.deploy.schema import check_card, check_config, read_card_json
 from privkd.errors import PrivkdError
 from privkd.models.build import DEPLOYABLE_ROLES, build_net
 from privkd.version import __version__
@@ -98,6 +99,11 @@ def _feature_columns(info: DatasetInfo, modality: ModalityInfo) -> list[str] | N
 
 
 def _modality_entry(info: DatasetInfo, modality: ModalityInfo) -> dict[str, Any]:
+    """What the student was trained on for one modality: kind, sample shape, sampling rate and
+    channel names; for a 1-D features modality also its feature (table column) names, in
+    vector order, whatever their number: the modality's channel names (which name axis 1,
+    the feature axis; the table importer stores the column names there), else the listing
+    in the dataset description (datasets imported before, cut short for wide tables)."""
     entry: dict[str, Any] = {
         "kind": modality.kind,
         "sample_shape": list(modality.sample_shape),
@@ -105,7 +111,8 @@ def _modality_entry(info: DatasetInfo, modality: ModalityInfo) -> dict[str, Any]
         "channel_names": list(modality.channel_names) if modality.channel_names else None,
     }
     if modality.kind == "features":
-        entry["feature_columns"] = _feature_columns(info, modality)
+        named = modality.channel_names if len(modality.sample_shape) == 1 else None
+        entry["feature_columns"] = list(named) if named else _feature_columns(info, modality)
     return entry
 
 
@@ -132,13 +139,23 @@ def _info_from_card(card: Mapping[str, Any]) -> DatasetInfo:
                        description=training.get("description", ""), source=training.get("source", ""))
 
 
-def _build(card: Mapping[str, Any]) -> nn.Module:
+def _build(card: Mapping[str, Any], cfg: RunConfig | None = None, *, meta: bool = False) -> nn.Module:
     """A freshly initialised network of the architecture ``card`` describes (the global RNG is
     left untouched). The config is only parsed, not validated again: it was validated when
-    the student was trained, and validating asks the method registry (the training stack)."""
-    cfg = _deploy_config(build_config(card["config"]))
+    the student was trained, and validating asks the method registry (the training stack).
+    ``meta``: on PyTorch's meta device, shapes without memory (to size it before allocating)."""
+    cfg = _deploy_config(build_config(card["config"]) if cfg is None else cfg)
     with torch.random.fork_rng(devices=[]):
+        if meta:
+            with torch.device("meta"):
+                return build_net(card["role"], cfg, _info_from_card(card))
         return build_net(card["role"], cfg, _info_from_card(card))
+
+
+def _state_bytes(net: nn.Module) -> int:
+    """Bytes of ``net``'s state_dict tensors (what weights.pt must hold at least: torch.save
+    stores tensors uncompressed)."""
+    return sum(t.numel() * t.element_size() for t in net.state_dict().values())
 
 
 def _fit_problems(net: nn.Module, state: Mapping[str, Any]) -> list[str]:
@@ -222,8 +239,14 @@ def save_student(
                             for metric, values in (cross_validated or {}).items()},
         "config": config_to_dict(cfg),
     }
+    parameters = int(sum(p.numel() for p in net.parameters()))
+    # the loader's schema, checked before anything is written: a saved student always loads
+    check_card(directory / STUDENT_FILE, {**card, "weights": {"file": WEIGHTS_FILE, "sha256": "0" * 64,
+                                                             "parameters": parameters}},
+               STUDENT_FORMAT, STUDENT_FORMAT_VERSION, WEIGHTS_FILE)
+    cfg_checked = check_config(directory / STUDENT_FILE, card)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    problems = _fit_problems(_build(card), state)
+    problems = _fit_problems(_build(card, cfg_checked, meta=True), state)
     if problems:
         raise ValueError(f"the network does not match build_net({role!r}, cfg, info): {'; '.join(problems)}; "
                          "pass the role the network was built with and the row's own config")
@@ -231,8 +254,7 @@ def save_student(
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     write_atomic(weights, lambda tmp: torch.save(state, tmp))
-    card["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights),
-                       "parameters": int(sum(p.numel() for p in net.parameters()))}
+    card["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights), "parameters": parameters}
     card["privkd_version"] = __version__
     card["torch_version"] = torch.__version__
     write_text_atomic(directory / STUDENT_FILE, json.dumps(card, indent=2) + "\n")
@@ -300,33 +322,40 @@ class LoadedStudent:
 
 
 def _read_card(directory: Path) -> dict[str, Any]:
+    """student.json, read as untrusted input and checked against the schema
+    (:mod:`privkd.deploy.schema`) before anything is built."""
     path = directory / STUDENT_FILE
-    fix = "point to a directory written by save_student (a run's student folder), or save the student again"
     if not path.is_file():
-        raise PrivkdError(f"{path}: file not found", fix)
+        raise PrivkdError(f"{path}: file not found",
+                          "point to a directory written by save_student (a run's student folder), or save the student again")
+    return check_card(path, read_card_json(path), STUDENT_FORMAT, STUDENT_FORMAT_VERSION, WEIGHTS_FILE)
+
+
+def _another_model(weights_path: Path, detail: str) -> PrivkdError:
+    return PrivkdError(f"{weights_path}: this weights file comes from another model ({detail})",
+                       "use the weights.pt saved together with this student.json, or save the student again "
+                       "with privkd.deploy.save_student")
+
+
+def _load_state(weights_path: Path) -> Any:
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PrivkdError(f"{path}: unreadable student description ({exc})", f"the file is damaged; {fix}") from exc
-    if not isinstance(card, dict) or card.get("format") != STUDENT_FORMAT:
-        raise PrivkdError(f"{path}: not a privkd student description (format {card.get('format') if isinstance(card, dict) else None!r})", fix)
-    if not isinstance(card.get("format_version"), int) or card["format_version"] > STUDENT_FORMAT_VERSION:
-        raise PrivkdError(f"{path}: student format version {card.get('format_version')!r}, this privkd reads "
-                          f"version {STUDENT_FORMAT_VERSION}", "upgrade privkd, or save the student with this version")
-    required = ("row", "method", "role", "task", "inputs", "config", "weights")
-    missing = [key for key in required if key not in card]
-    if missing:
-        raise PrivkdError(f"{path}: missing key {missing[0]!r}", fix)
-    if card["role"] not in DEPLOYABLE_ROLES:
-        raise PrivkdError(f"{path}: role {card['role']!r} is not a deployable student role", fix)
-    return card
+        return torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        # (torch's own message suggests weights_only=False, which would run arbitrary code: not repeated here)
+        raise PrivkdError(f"{weights_path}: not a readable weights file ({type(exc).__name__}); it is damaged or is not "
+                          "the weights.pt saved with this student.json",
+                          "copy the weights.pt saved with this student.json (a torch.save'd state_dict)") from exc
 
 
 def load_student(directory: str | Path) -> LoadedStudent:
     """Rebuild the student saved in ``directory`` and load its weights (``weights_only=True``).
 
-    Refuses a missing directory or file, an unreadable ``student.json``, and a ``weights.pt``
-    that is not the one saved with that ``student.json`` (another model's weights).
+    Refuses a missing directory or file, a ``student.json`` that does not follow the schema
+    (:mod:`privkd.deploy.schema`: types, sizes, nesting), and a ``weights.pt`` that is not the
+    one saved with that ``student.json`` (its sha256 differs, or it does not fit). In that
+    order, before anything large is allocated: the network is first built on the meta device
+    to check that ``weights.pt`` is large enough to hold it, and the checksum is verified
+    before the weights are read.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -334,28 +363,38 @@ def load_student(directory: str | Path) -> LoadedStudent:
                           "give the directory save_student wrote (holding student.json, weights.pt, model_card.md)")
     card = _read_card(directory)
     json_path, weights_path = directory / STUDENT_FILE, directory / WEIGHTS_FILE
+    cfg = check_config(json_path, card)
     if not weights_path.is_file():
         raise PrivkdError(f"{weights_path}: file not found", "copy the weights.pt saved with this student.json into the directory")
+    rebuild_fix = "the file is damaged or from an incompatible privkd version; save the student again"
     try:
-        net = _build(card)
-    except (PrivkdError, KeyError, TypeError, ValueError) as exc:
-        raise PrivkdError(f"{json_path}: cannot rebuild the network it describes ({exc})",
-                          "the file is damaged or from an incompatible privkd version; save the student again") from exc
+        shapes = _build(card, cfg, meta=True)  # shapes only, no memory
+    except (PrivkdError, KeyError, TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PrivkdError(f"{json_path}: cannot rebuild the network it describes ({message})", rebuild_fix) from exc
+    parameters = sum(p.numel() for p in shapes.parameters())
+    recorded = card["weights"].get("parameters")
+    if recorded is not None and recorded != parameters:
+        raise PrivkdError(f"{json_path}: field 'weights.parameters': the network it describes has {parameters} "
+                          f"parameters, but {recorded} are recorded", rebuild_fix)
+    needed, size = _state_bytes(shapes), weights_path.stat().st_size
+    reason = (f"the network described in student.json takes {needed} bytes, more than the {size} bytes of this file"
+              if needed > size else None)
+    if reason is None and _sha256(weights_path) != card["weights"]["sha256"]:
+        reason = "its checksum differs from the one recorded in student.json"
+    if reason is not None:  # the file is not read beyond its own size: what is wrong with it, for the message
+        problems = _fit_problems(shapes, _load_state(weights_path))
+        raise _another_model(weights_path, reason + ("; it does not fit the network described in student.json: "
+                                                     + "; ".join(problems) if problems else ""))
+    state = _load_state(weights_path)
+    problems = _fit_problems(shapes, state)
+    if problems:
+        raise _another_model(weights_path, "it does not fit the network described in student.json: " + "; ".join(problems))
     try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        # (torch's own message suggests weights_only=False, which would run arbitrary code: not repeated here)
-        raise PrivkdError(f"{weights_path}: not a readable weights file ({type(exc).__name__}); it is damaged or is not "
-                          "the weights.pt saved with this student.json",
-                          "copy the weights.pt saved with this student.json (a torch.save'd state_dict)") from exc
-    problems = _fit_problems(net, state)
-    expected = card["weights"].get("sha256") if isinstance(card["weights"], dict) else None
-    if problems or (expected and _sha256(weights_path) != expected):
-        detail = ("it does not fit the network described in student.json: " + "; ".join(problems)) if problems \
-            else "its checksum differs from the one recorded in student.json"
-        raise PrivkdError(f"{weights_path}: this weights file comes from another model ({detail})",
-                          "use the weights.pt saved together with this student.json, or save the student again "
-                          "with privkd.deploy.save_student")
+        net = _build(card, cfg)
+    except (PrivkdError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PrivkdError(f"{json_path}: cannot rebuild the network it describes ({message})", rebuild_fix) from exc
     net.load_state_dict(state)
     net.eval().requires_grad_(False)
     return LoadedStudent(directory=directory, net=net, card=card, prevalent=list(card["inputs"]), task=card["task"],
