@@ -24,7 +24,7 @@ def fold_and_config(tmp_path_factory):
     cfg = fitted_config({"data": {"path": str(file), "prevalent": ["x"], "privileged": ["x_star"]},
                          "model": {"embed_dim": 4, "fusion_dim": 8, "tnet_hidden": 8, "tnet_bottleneck": 4},
                          "training": {"batch_size": 16}, "teacher": {"tnet_refit_epochs": 3},
-                         "student": {"tnet_crossfit": 3}})
+                         "student": {"tnet_crossfit": 3, "hallucinate": True}})
     split = official_split_fold(dataset.subjects, dataset.splits)
     fold = FoldData(dataset.subset(split.train), dataset.subset(split.val), dataset.subset(split.test), cfg.training)
     return fold, cfg, dataset.info

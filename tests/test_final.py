@@ -24,7 +24,8 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("final")
     data = small_dataset(tmp / "data.h5", subjects=8)
     config = config_file(tmp, data, methods=["baseline", "teacher", "pkdot"], evaluation={"n_folds": 4, "max_folds": 2},
-                         training={"epochs": 3, "patience": 3, "batch_size": 8, "threads": 1}, teacher={"tnet_refit_epochs": 3})
+                         training={"epochs": 3, "patience": 3, "batch_size": 8, "threads": 1}, teacher={"tnet_refit_epochs": 3},
+                         student={"hallucinate": True})  # a student that carries the final teacher's T-Net
     dirs = {}
     for name, extra in (("plain", []), ("final", ["--final"]), ("workers", ["--final", "--set", "training.jobs=2"])):
         result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp / name), *extra])

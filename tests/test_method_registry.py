@@ -140,13 +140,14 @@ def test_no_source_file_outside_methods_tests_for_a_method():
 def test_the_structural_loss_of_a_registered_student_follows_its_row_config():
     info = type("Info", (), {"modalities": {m: type("M", (), {"kind": "signal", "sample_shape": (3, 20)})()
                                             for m in ("accelerometer", "gyroscope")}, "n_outputs": 3, "task": "classification"})()
-    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 8}, "structural": {"k": 5, "ot_mode": "paper"}})
+    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 8}, "structural": {"k": 5, "ot_mode": "paper"},
+                         "student": {"hallucinate": True}})
     teacher = build_net("teacher", cfg, info)
     module = registry.build_module("pkdot", cfg, info, teacher=teacher)
     assert (module.structure.k, module.structure.mode) == (5, "paper")
     assert not torch.equal(module.net.head.weight, teacher.head.weight)  # from random weights by default
     assert torch.equal(module.net.tnet.encoder[0].weight, teacher.tnet.encoder[0].weight)  # but the teacher's T-Net
-    started = registry.build_module("pkdot", dataclasses.replace(cfg, student=schema.StudentConfig(init_from_teacher=True)),
+    started = registry.build_module("pkdot", dataclasses.replace(cfg, student=schema.StudentConfig(init_from_teacher=True, hallucinate=True)),
                                     info, teacher=teacher)
     assert torch.equal(started.net.head.weight, teacher.head.weight)
     with pytest.raises(ValueError, match="needs the fold's trained teacher"):

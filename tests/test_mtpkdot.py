@@ -48,7 +48,7 @@ class RiggedPool(MTPKDOTModule):
 
 
 def rigged_student(pool_logits):
-    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 8}})
+    cfg = fitted_config({"model": {"embed_dim": 8, "fusion_dim": 8}, "student": {"hallucinate": True}})
     info = type("Info", (), {"modalities": {m: type("M", (), {"kind": "signal", "sample_shape": (3, 20)})() for m in ("accelerometer", "gyroscope")}, "n_outputs": 3})()
     teacher, student = build_net("mt_teacher", cfg, info), build_net("student", cfg, info)
     module = RiggedPool(

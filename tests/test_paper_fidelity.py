@@ -40,7 +40,7 @@ def info(watch_path):
 
 
 def test_a_student_from_scratch_hallucinates_with_its_teachers_trained_tnet(info):
-    cfg = fitted_config({**SMALL, "student": {"init_from_teacher": False}})
+    cfg = fitted_config({**SMALL, "student": {"init_from_teacher": False, "hallucinate": True}})
     torch.manual_seed(0)
     teacher = build_net("teacher", cfg, info)
     with torch.no_grad():
@@ -115,9 +115,11 @@ def test_amids_fixed_teacher_ablation_distils_from_a_pretrained_amid_teacher(inf
 
 def test_departures_from_a_papers_settings_are_named():
     cfg = load_config("compare")
-    assert method_spec("pkdot").departures(variant_config(cfg, "pkdot")) == {}
+    hallucination = {"student.hallucinate": {"used": False, "paper": True}}  # privkd's default student fuses no T-Net
+    assert method_spec("pkdot").departures(variant_config(cfg, "pkdot")) == hallucination
     assert method_spec("pkdot").departures(variant_config(cfg, "pkdot_paired")) == {
-        "structural.ot_mode": {"used": "paired", "paper": "paper"}}
+        "structural.ot_mode": {"used": "paired", "paper": "paper"}, **hallucination}
+    assert method_spec("mtpkdot").departures(variant_config(cfg, "mtpkdot")) == hallucination
     amid = config_from_dict({"amid": {"mi_reduction": "mean"}})
     assert method_spec("amid").departures(amid) == {"amid.mi_reduction": {"used": "mean", "paper": "sum"}}
 

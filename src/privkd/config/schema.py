@@ -215,8 +215,8 @@ class TeacherConfig:
 class StudentConfig:
     """What every distilled student shares.
 
-    The T-Net belongs to the teacher stage: every student uses its teacher's trained and
-    refitted T-Net, frozen. The student's prevalent encoders, fusion and head start from
+    The T-Net belongs to the teacher stage: a student that hallucinates uses its teacher's
+    trained and refitted T-Net, frozen. The student's prevalent encoders, fusion and head start from
     random weights; ``init_from_teacher: true`` starts them from the teacher's instead (no
     paper prescribes it: a network trained on the same samples starts the student at a
     minimum of its training loss, reached partly through the real privileged input, and on the
@@ -228,15 +228,18 @@ class StudentConfig:
     without its subject, one of ``tnet_crossfit`` parts of the training subjects
     (:mod:`privkd.methods.crossfit`), so that a T-Net that memorised the training samples does
     not hand the student their answers; 0 or 1 uses the teacher's T-Net for every sample.
-    ``hallucinate: false`` gives the student no T-Net: it fuses its prevalent modalities
-    alone, the baseline's network, and distils into that (it cannot start from the teacher's
-    weights then, whose fusion takes the privileged tokens too).
+    ``hallucinate: false`` (the default; a departure from PKDOT and MT-PKDOT, whose students
+    fuse the T-Net's hallucinations): a student fuses its prevalent modalities alone, the
+    baseline's network, and distils into that. On the known-answer tasks a student that fuses
+    a T-Net fitted on its own training samples leans on that input and learns less from the
+    teacher (``docs/defaults.md``). ``true`` is the papers' student; it is needed by
+    ``init_from_teacher`` (the teacher's fusion takes the privileged tokens) and ``tnet_crossfit``.
     """
 
     init_from_teacher: bool = False
     cache_teacher_outputs: bool = True
     tnet_crossfit: int = 0
-    hallucinate: bool = True
+    hallucinate: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ JOINT = "joint"
 
 @register_method("mtpkdot", role="student", teacher="mt_teacher", sections=("mtpkdot", "structural", "student"),
                  needs_privileged=True, figures=(TEACHER_SELECTION, SIMILARITY_EVOLUTION),
-                 paper={"structural.ot_mode": "paper", "mtpkdot.centroid": "features"})
+                 paper={"structural.ot_mode": "paper", "mtpkdot.centroid": "features",
+                        "student.hallucinate": True})
 class MTPKDOTModule(StudentModule):
     """Structural OT + centroid distillation from a per-batch selected teacher.
 

@@ -1,4 +1,4 @@
-"""PKDOT student: prevalent encoders + frozen T-Net + fusion, trained with task + beta * structural OT.
+"""PKDOT student: prevalent encoders (+ the frozen T-Net when it hallucinates) + fusion, trained with task + beta * structural OT.
 
 Student loss = L_task + beta * L_OT (PKDOT's objective; MT-PKDOT Eq. 10 with one teacher and
 gamma = 0), where L_OT compares the batch cosine-similarity structure of the student's joint
@@ -19,7 +19,7 @@ from privkd.models.network import NetOutput, PrivilegedNet
 
 
 @register_method("pkdot", role="student", teacher="teacher", sections=("pkdot", "structural", "student"),
-                 needs_privileged=True, figures=(SIMILARITY_EVOLUTION,), paper={"structural.ot_mode": "paper"})
+                 needs_privileged=True, figures=(SIMILARITY_EVOLUTION,), paper={"structural.ot_mode": "paper", "student.hallucinate": True})
 class PKDOTModule(StudentModule):
     """Distils the joint teacher's relational structure into a prevalent-only student."""
 

@@ -31,8 +31,9 @@ from privkd.models.network import NetOutput, PrivilegedNet
 
 
 def build_student(cfg: RunConfig, info: DatasetInfo, teacher: PrivilegedNet | None) -> PrivilegedNet:
-    """The prevalent-only network of a distilled student with its teacher's trained T-Net,
-    started from the teacher's other weights too when ``student.init_from_teacher`` says so.
+    """The prevalent-only network of a distilled student, with its teacher's trained T-Net when
+    it hallucinates (``student.hallucinate``), started from the teacher's other weights too
+    when ``student.init_from_teacher`` says so.
 
     The T-Net belongs to the teacher stage (trained with the teacher, refitted on it): a
     student from scratch must hallucinate with it too, never with a random, untrained one."""

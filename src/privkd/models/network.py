@@ -3,7 +3,8 @@
 A network *sees* some modalities (it has encoders for them) and *fuses* an ordered list of
 modalities. Modalities it fuses but cannot see are hallucinated by a T-Net from the ones it
 sees. So the baseline sees and fuses the prevalent modalities, the teacher sees and fuses
-all, and the PKDOT student sees the prevalent ones and fuses all through its frozen T-Net.
+all, and the papers' PKDOT student sees the prevalent ones and fuses all through its frozen
+T-Net (privkd's students fuse the prevalent ones alone by default, ``student.hallucinate``).
 
 Every modality is encoded to ``tokens`` embeddings along its time axis, ``(batch, tokens,
 embed_dim)``, pooled to one common count so that time-aligned modalities line up token by
