@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from privkd.cli.console import console
 from privkd.errors import PrivkdError
+from privkd.paths import refuse_output_onto_inputs
 
 __all__ = ["data_app", "import_app", "parse_pairs", "parse_window"]
 
@@ -67,6 +68,12 @@ def parse_window(option: str, text: str | None) -> tuple[float, float] | None:
     return start, end
 
 
+def _checked(src: Path, dst: Path) -> None:
+    """Refuse, before reading anything, a DST that is SRC, a file of SRC's tree or a saved student /
+    run directory's file (``data import table X.csv X.csv`` used to replace the table with HDF5)."""
+    refuse_output_onto_inputs("DST", dst, [("SRC", src)], example=f"{src.stem or 'dataset'}.h5")
+
+
 def _finished(dst: Path, extra: list[str] | None = None) -> None:
     """Print what was written, as ``privkd data info`` would, then the importer's ``extra`` lines.
 
@@ -95,6 +102,7 @@ def biovid(
     no_progress: NoProgress = False,
 ) -> None:
     """BioVid Heat Pain parts A/B: video/<subject>/*.mp4 and biosignals_filtered/<subject>/*_bio.csv."""
+    _checked(src, dst)
     from privkd.data.importers.biovid import import_biovid
 
     import_biovid(src, dst, classes=classes.split(","), signals=signals.split(","),
@@ -117,6 +125,7 @@ def affwild2(
     no_progress: NoProgress = False,
 ) -> None:
     """Affwild2 valence/arousal: cropped_aligned/, annotations/VA_Estimation_Challenge/, audio/<video>.wav."""
+    _checked(src, dst)
     from privkd.data.importers.affwild2 import import_affwild2
 
     import_affwild2(src, dst, clip_frames=clip_frames, frame_step=frame_step, clip_hop=clip_hop,
@@ -138,6 +147,7 @@ def features(
     no_progress: NoProgress = False,
 ) -> None:
     """Pre-extracted features, IEMOCAP style: <modality>/<utterance>.npy and labels.csv."""
+    _checked(src, dst)
     from privkd.data.importers.features import import_features
 
     import_features(src, dst, id_column=id_column, subject_column=subject_column, label_column=label_column,
@@ -159,6 +169,7 @@ def table(
     no_progress: NoProgress = False,
 ) -> None:
     """Any user's table: feature columns named <modality>.<feature> (eda.mean, face.au12, ...)."""
+    _checked(src, dst)
     from privkd.data.importers.table import (
         grouping_lines,
         import_table,
@@ -184,6 +195,7 @@ def folder(
     no_progress: NoProgress = False,
 ) -> None:
     """Any user's folder: <modality>/<sample>.npy for every sample plus a CSV manifest."""
+    _checked(src, dst)
     from privkd.data.importers.folder import import_folder
 
     import_folder(src, dst, manifest=manifest, label_columns=tuple(label), task=task,

@@ -27,6 +27,7 @@ from privkd.deploy.output import check_output_file
 from privkd.deploy.student import LoadedStudent, load_student
 from privkd.errors import PrivkdError
 from privkd.optional import require
+from privkd.paths import refuse_output_onto_inputs
 
 __all__ = ["EXPORTERS", "export_onnx", "onnx_metadata"]
 
@@ -142,6 +143,7 @@ def export_onnx(student_dir: str | Path, out_path: str | Path, *, opset: int | N
     raises :class:`PrivkdError` when neither produces a graph that matches PyTorch.
     """
     require("onnx", "export", "ONNX export")
+    refuse_output_onto_inputs("--onnx", out_path, [("STUDENT_DIR", student_dir)])
     student = load_student(student_dir)
     out_path = check_output_file(Path(out_path), "--onnx", "model.onnx")
     names = list(student.prevalent)

@@ -34,6 +34,7 @@ from privkd.deploy.output import check_output_file
 from privkd.deploy.student import LoadedStudent, load_student
 from privkd.errors import DatasetError
 from privkd.optional import require
+from privkd.paths import refuse_output_onto_inputs
 
 __all__ = ["TABLE_SUFFIXES", "InputWarning", "predict_arrays", "predict_file"]
 
@@ -322,6 +323,8 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
     trained on is refused (:class:`~privkd.errors.DatasetError`), or with ``allow_mismatch``
     scored with an :class:`InputWarning` per difference.
     """
+    refuse_output_onto_inputs("--out", out_csv, [("INPUT", input_path), ("STUDENT_DIR", student_dir)],
+                              example="predictions.csv")
     student = load_student(student_dir)
     input_path, out_csv = Path(input_path), check_output_file(Path(out_csv), "--out", "predictions.csv")
     if batch_size < 1:

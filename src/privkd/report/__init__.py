@@ -21,6 +21,7 @@ from privkd.evaluation.artifacts import fold_dirs
 from privkd.evaluation.stats import headline_metric
 from privkd.evaluation.summary import metric_label
 from privkd.methods.registry import bound_row
+from privkd.paths import refuse_output_onto_inputs
 from privkd.report import tables
 from privkd.report.figures import collect_figures
 from privkd.report.reading import figure_run, load_summary, load_sweep, run_name
@@ -53,6 +54,9 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
     summary = load_summary(run_dir)
     sweep = load_sweep(Path(sweep_dir)) if sweep_dir is not None else None
     out_dir = Path(out_dir) if out_dir is not None else run_dir
+    own = [run_dir / "report.md", run_dir / "report.html"]  # the report's own files, replaced by each report
+    for output in (out_dir / "report.md", out_dir / "report.html"):
+        refuse_output_onto_inputs("--out", output, [("RUN_DIR", run_dir), ("--sweep", sweep_dir)], own=own)
 
     source = figure_run(run_dir)
     collector = collect_figures(source, summary, sweep)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +21,8 @@ from privkd.data.h5format.spec import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MAX_ABS_VALUE,
+    MAX_DATASET_BYTES,
+    MAX_SAMPLE_BYTES,
     MODALITY_KINDS,
     TASKS,
     DatasetInfo,
@@ -28,7 +30,7 @@ from privkd.data.h5format.spec import (
 )
 from privkd.errors import DatasetError
 
-__all__ = ["huge_value_error"]  # the rest is package-private: used by validation and writing only
+__all__ = ["check_declared_size", "huge_value_error"]  # the rest is package-private: used by validation and writing only
 
 # Value scans read at most this many bytes at a time, so a video dataset is
 # checked for NaN/inf without ever being loaded whole.
@@ -117,6 +119,7 @@ def _check_modality(file: Path, name: str, array: _ArrayLike, attrs: Mapping[str
     if len(array.shape) < 1 or min(array.shape[1:], default=1) < 1:
         raise DatasetError(file, field, f"shape {tuple(array.shape)} has no sample axis or an empty axis",
                            "store an array whose first axis is the sample, e.g. (N, channels, time)")
+    check_declared_size(file, field, tuple(array.shape), np.dtype(array.dtype).itemsize)
     kind = _as_text(attrs.get("kind"))
     if kind not in MODALITY_KINDS:
         raise DatasetError(file, f"{field}@kind", f"kind is {kind!r}, expected one of {list(MODALITY_KINDS)}",
@@ -132,6 +135,33 @@ def _check_modality(file: Path, name: str, array: _ArrayLike, attrs: Mapping[str
                            "give one name per entry of axis 1 (the channel axis, right after the sample axis)")
     return ModalityInfo(name=name, kind=kind, sampling_rate=rate, sample_shape=tuple(int(s) for s in array.shape[1:]),
                         channel_names=None if channels is None else tuple(channels))
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def check_declared_size(file: Path, field: str, shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse a modality whose declared shape is implausibly large, before any of it is read.
+
+    A sample is counted as privkd reads it (float32, or the stored type when wider); the whole
+    array as stored. An HDF5 file declares shapes, not contents: a few KB may declare
+    terabytes of never-written chunks that read back as zeros.
+    """
+    if len(shape) < 1:
+        return
+    per_sample = math.prod(shape[1:]) * max(itemsize, 4)
+    if per_sample > MAX_SAMPLE_BYTES:
+        raise DatasetError(file, field, f"declared shape {shape} makes one sample {_size(per_sample)} as float32, "
+                           f"beyond the {_size(MAX_SAMPLE_BYTES)} privkd reads a sample into",
+                           "store smaller samples (shorter windows, fewer frames, smaller frames), or check that the "
+                           "file was written by a privkd importer")
+    total = math.prod(shape) * itemsize
+    if total > MAX_DATASET_BYTES:
+        raise DatasetError(file, field, f"declared shape {shape} of {itemsize}-byte values is {_size(total)}, beyond "
+                           f"the {_size(MAX_DATASET_BYTES)} privkd reads",
+                           "split the data into several dataset files, or check that the file was written by a "
+                           "privkd importer")
 
 
 def _sampling_rate(file: Path, field: str, kind: str, raw: Any) -> float | None:
@@ -217,36 +247,56 @@ def huge_value_error(file: Path, field: str, value: float, sample: int) -> Datas
                         "file again")
 
 
+def _scan_blocks(shape: tuple[int, ...], budget: int) -> Iterator[tuple[tuple[Any, ...], int]]:
+    """Index tuples of the hyperslabs of an array of ``shape`` holding at most ``budget`` values
+    each (at least one), in storage order, with the sample (axis 0 index) each starts at.
+
+    Whole samples are grouped while one fits; a larger sample is cut along its first axis
+    that leaves pieces small enough, so no read is ever larger than the budget allows."""
+    axis = 0
+    while axis < len(shape) - 1 and math.prod(shape[axis + 1:]) > budget:
+        axis += 1
+    step = max(1, budget // max(math.prod(shape[axis + 1:]), 1))
+    for outer in np.ndindex(*shape[:axis]):
+        for start in range(0, shape[axis], step):
+            yield (*outer, slice(start, start + step)), (outer[0] if outer else start)
+
+
 def _check_finite(file: Path, field: str, array: _ArrayLike) -> None:
-    """Scan ``array`` block by block (never whole) for NaN, inf and values beyond :data:`MAX_ABS_VALUE`.
+    """Scan ``array`` block by block (never whole, never more than :data:`_SCAN_BYTES` of
+    float32 at a time, even within one sample) for NaN, inf and values beyond
+    :data:`MAX_ABS_VALUE`.
 
     Values are checked as float32, the stored precision, so float64 input
     that would overflow to inf when written is caught too.
     """
-    if array.dtype == np.uint8:
+    if array.dtype == np.uint8 or len(array.shape) == 0:
         return  # integers cannot be NaN or inf
-    step = _rows_within(tuple(array.shape), _SCAN_BYTES)
-    for start in range(0, array.shape[0], step):
+    for key, first in _scan_blocks(tuple(array.shape), max(1, _SCAN_BYTES // 4)):
         with np.errstate(over="ignore"):
-            block = np.asarray(array[start:start + step], dtype=np.float32)
-        bad = ~np.isfinite(block.reshape(len(block), -1))
+            block = np.asarray(array[key], dtype=np.float32)
+        # whole samples: one row each; a piece of one sample: a single row
+        rows_of = block.reshape(len(block), -1) if len(key) == 1 else block.reshape(1, -1)
+        bad = ~np.isfinite(rows_of)
         rows = np.flatnonzero(bad.any(axis=1))
         if rows.size:
             row = int(rows[0])
-            value = block.reshape(len(block), -1)[row][bad[row]][0]
+            value = rows_of[row][bad[row]][0]
             what = "NaN" if np.isnan(value) else "inf"
-            raise DatasetError(file, field, f"{what} value in sample {start + row}",
+            raise DatasetError(file, field, f"{what} value in sample {first + row}",
                                "replace or drop non-finite values before writing "
                                "(interpolate short gaps, drop the affected samples)")
-        huge = np.abs(block.reshape(len(block), -1)) >= MAX_ABS_VALUE
+        huge = np.abs(rows_of) >= MAX_ABS_VALUE
         rows = np.flatnonzero(huge.any(axis=1))
         if rows.size:
             row = int(rows[0])
-            raise huge_value_error(file, field, float(block.reshape(len(block), -1)[row][huge[row]][0]), start + row)
+            raise huge_value_error(file, field, float(rows_of[row][huge[row]][0]), first + row)
 
 
-def _check_content(c: _Content, *, check_values: bool) -> DatasetInfo:
-    """The rules, shared by the writer (on arrays) and the validator (on a file)."""
+def _check_structure(c: _Content) -> tuple[str, dict[str, ModalityInfo], int]:
+    """The rules that need shapes and attributes only: the validator runs them with the
+    unread arrays of a file before reading any of them whole. Returns the task, the
+    modalities and the sample count."""
     _check_format(c.file, c.attrs)
     task = _check_task(c.file, c.attrs)
     if not c.modalities:
@@ -255,6 +305,12 @@ def _check_content(c: _Content, *, check_values: bool) -> DatasetInfo:
                            "write at least one modality array to /modalities/<name>")
     modalities = {name: _check_modality(c.file, name, array, attrs) for name, (array, attrs) in c.modalities.items()}
     n = _check_counts(c, {name: int(array.shape[0]) for name, (array, _) in c.modalities.items()})
+    return task, modalities, n
+
+
+def _check_content(c: _Content, *, check_values: bool) -> DatasetInfo:
+    """The rules, shared by the writer (on arrays) and the validator (on a file)."""
+    task, modalities, n = _check_structure(c)
     class_names, target_names = _check_labels(c, task)
     if check_values:
         for name, (array, _) in c.modalities.items():

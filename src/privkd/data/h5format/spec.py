@@ -13,6 +13,10 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MAX_ABS_VALUE",
+    "MAX_COLUMN_BYTES",
+    "MAX_DATASET_BYTES",
+    "MAX_SAMPLES",
+    "MAX_SAMPLE_BYTES",
     "MODALITY_KINDS",
     "TASKS",
     "DatasetInfo",
@@ -27,6 +31,18 @@ MAX_ABS_VALUE = 1e18
 """Largest magnitude a stored value may have: beyond it float32 arithmetic on the data (its
 squares in a standardisation or a loss; float32 ends at 3.4e38) overflows, and a value of
 1e30 among ordinary ones is a unit or conversion mistake, not a measurement."""
+
+# Declared sizes are checked before anything is read: an 8 KB file may declare a chunked
+# (10, 3, 10**9) array whose chunks were never written, and reading one sample of it would
+# allocate 11 GiB. The bounds are far above any real dataset.
+MAX_SAMPLE_BYTES = 2**30
+"""Largest sample of one modality, counted as the float32 array privkd reads it into (1 GiB)."""
+MAX_DATASET_BYTES = 2**40
+"""Largest modality array as stored (1 TiB)."""
+MAX_SAMPLES = 10**8
+"""Most samples a dataset file may hold (its labels, subjects, groups and splits are read whole)."""
+MAX_COLUMN_BYTES = 2**30
+"""Largest /labels, /subjects, /groups or /splits array as stored (1 GiB): they are read whole."""
 
 
 @dataclass(frozen=True)
