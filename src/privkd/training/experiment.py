@@ -53,6 +53,13 @@ from privkd.training.auto import (
 )
 from privkd.training.feature_cache import frozen_backbone_tokens
 from privkd.training.final import train_final_rows
+from privkd.training.inputs import (
+    check_config_and_data,
+    check_finished_rows,
+    inputs_record,
+    read_inputs,
+    write_inputs,
+)
 from privkd.training.loggers import check_logger_packages
 from privkd.training.reuse import fingerprint, take_over
 from privkd.training.row import (
@@ -282,6 +289,11 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     primary = is_primary_process()  # data-parallel workers train alongside but write nothing
     if not primary:
         progress = lambda _: None
+    recorded = None
+    if resume is not None:  # before the dataset is opened: a changed config or data file is refused first
+        recorded = read_inputs(Path(resume))
+        if recorded is not None:
+            check_config_and_data(Path(resume), recorded, configured, data_path)
     dataset = open_dataset(cfg, info, data_path, frozen_backbone_tokens(cfg, info, data_path, progress))
     cfg, validation_subjects = resolve_validation_subjects(cfg, dataset.subjects, dataset.splits)
     resolved += validation_subjects
@@ -292,8 +304,20 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     resolved += spread
     for item in resolved:
         progress(item.line())
+    prints = row_fingerprints(cfg, rows_to_train(cfg))
+    inputs = inputs_record(configured, data_path, cfg, prints) if primary and (resume is None or recorded is None) else None
+
+    def check_resume(run_dir: Path) -> None:  # finished rows trained under other settings are refused
+        check_finished_rows(run_dir, recorded, folds, prints, cfg, {item.key: item.why for item in resolved},
+                            progress)
+
     with (intra_op_threads(cfg.training.threads),
-          claim_run_dir(configured, out_root, data_path, folds, primary, resolved, resume, progress) as run_dir):
+          claim_run_dir(configured, out_root, data_path, folds, primary, resolved, resume, progress, inputs,
+                        check_resume) as run_dir):
+        if resume is not None and inputs is not None:  # made by an older privkd: recorded now, under the lock
+            progress(f"{run_dir}: no record of the data file and config it started on (made by an older privkd): "
+                     "they cannot be compared; recorded now for later resumes")
+            write_inputs(run_dir, inputs)
         try:
             return _train_every_row(cfg, info, dataset, folds, run_dir, primary, progress, tracking, reuse)
         except RunInterrupted as stop:  # the CLI says where to resume

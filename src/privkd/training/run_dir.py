@@ -1,10 +1,11 @@
 """Run directories: created so they never overwrite each other, resumed only by the run
 that made them, and holding what every (fold, row) finished or why it failed.
 
-Layout: ``config.yaml``, ``environment.json`` and ``folds.json`` at the top, written before
-anything trains; one ``fold_<i>/<row>/`` per (fold, row), whose ``metrics.json`` marks it
-finished (written last) and whose ``failed.json`` says why it failed. While a process trains
-into a run directory it holds its lock (:mod:`privkd.training.run_lock`).
+Layout: ``config.yaml``, ``inputs.json`` (what a resume compares: :mod:`privkd.training.inputs`),
+``environment.json`` and ``folds.json`` at the top, written before anything trains; one
+``fold_<i>/<row>/`` per (fold, row), whose ``metrics.json`` marks it finished (written last)
+and whose ``failed.json`` says why it failed. While a process trains into a run directory it
+holds its lock (:mod:`privkd.training.run_lock`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from importlib import metadata
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILED_FILE",
+    "INPUTS_FILE",
     "check_resumable",
     "claim_run_dir",
     "create_run_dir",
@@ -74,6 +76,9 @@ def create_run_dir(root: str | Path, name: str) -> Path:
             continue
     raise PrivkdError(f"{root}: could not find a free run directory name for {stem}")
 
+
+INPUTS_FILE = "inputs.json"
+"""What a run was started on (:mod:`privkd.training.inputs`), compared by a resume."""
 
 RUN_DIR_ENV = "PRIVKD_RUN_DIR"
 """Exported by the primary process so that data-parallel workers it launches share its run directory."""
@@ -158,9 +163,12 @@ def fold_records(folds: list[Fold]) -> list[dict]:
 
 
 def write_run_files(run_dir: Path, cfg: RunConfig, data_path: Path, folds: list[Fold],
-                    resolved: Sequence[Resolved] = ()) -> None:
+                    resolved: Sequence[Resolved] = (), inputs: Mapping[str, Any] | None = None) -> None:
     """A new run's config as given (``config.yaml``), what its ``auto`` values became and why
-    (``resolved.json``), the environment and the folds."""
+    (``resolved.json``), what a resume compares against (``inputs.json``,
+    :mod:`privkd.training.inputs`), the environment and the folds."""
+    if inputs is not None:  # before config.yaml: a run directory with a config always has it
+        write_json_atomic(run_dir / INPUTS_FILE, dict(inputs))
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     write_json_atomic(run_dir / "resolved.json", {item.key: {"value": item.value, "why": item.why} for item in resolved})
     write_json_atomic(run_dir / "environment.json", {**environment(), "data_path": str(data_path)})
@@ -170,15 +178,17 @@ def write_run_files(run_dir: Path, cfg: RunConfig, data_path: Path, folds: list[
 @contextmanager
 def claim_run_dir(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: list[Fold], primary: bool,
                   resolved: Sequence[Resolved] = (), resume: str | Path | None = None,
-                  progress: Callable[[str], None] = lambda _: None) -> Iterator[Path]:
+                  progress: Callable[[str], None] = lambda _: None, inputs: Mapping[str, Any] | None = None,
+                  check_resume: Callable[[Path], None] = lambda _: None) -> Iterator[Path]:
     """The run directory, locked for the block: a new one, or the run
-    to ``resume``, checked first (:func:`check_resumable`) and rid of what its interrupted
+    to ``resume``, checked first (:func:`check_resumable`, then ``check_resume``) and rid of what its interrupted
     process left broken (:func:`discard_broken_checkpoints`). A new one gets the files of
-    :func:`write_run_files`. Data-parallel workers share the
+    :func:`write_run_files` (``inputs`` its ``inputs.json``). Data-parallel workers share the
     primary process's directory and lock."""
     if resume is not None:
         run_dir = Path(resume)
         check_resumable(run_dir, cfg, folds)
+        check_resume(run_dir)
         with locked_run_dir(run_dir) if primary else nullcontext():
             if primary:
                 discard_broken_checkpoints(run_dir, progress)
@@ -187,7 +197,7 @@ def claim_run_dir(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: 
     run_dir = open_run_dir(out_root, cfg.name)
     with locked_run_dir(run_dir) if primary else nullcontext():
         if primary:
-            write_run_files(run_dir, cfg, data_path, folds, resolved)
+            write_run_files(run_dir, cfg, data_path, folds, resolved, inputs)
         yield run_dir
 
 
