@@ -172,10 +172,11 @@ within 1.5 points over five)."""
 @pytest.mark.slow
 def test_students_learn_what_the_teacher_knows_and_nothing_where_it_knows_nothing(tmp_path, monkeypatch):
     """Known answer: on relevant_features privileged information provably helps 200 samples, and
-    Hinton's loss must close a clear share of the teacher-baseline gap; on clean_features (the
-    negative control) no student may move far from the baseline."""
+    Hinton's loss must close a clear share of the teacher-baseline gap (58 % in the 5-seed study,
+    55 and 66 % on these two seeds); on clean_features (the negative control) no student may move
+    far from the baseline."""
     monkeypatch.setenv("PRIVKD_CACHE", str(tmp_path / "cache"))
     helps = known_answer_gains(tmp_path, "relevant_features", (0, 1))
-    assert helps["teacher"] > 0.08 and helps["p2p_kl"] > 0.25 * helps["teacher"], helps
+    assert helps["teacher"] > 0.08 and helps["p2p_kl"] > 0.4 * helps["teacher"], helps
     control = known_answer_gains(tmp_path, "clean_features", (0, 1))
     assert abs(control["p2p_kl"]) < CONTROL_TOLERANCE and abs(control["pkdot"]) < CONTROL_TOLERANCE, control
