@@ -84,11 +84,11 @@ def build_net(role: str, cfg: RunConfig, info: DatasetInfo) -> PrivilegedNet:
     baseline's network."""
     spec = ROLES[role]
     prevalent, privileged = list(cfg.data.prevalent), list(cfg.data.privileged)
-    hallucinates = spec.fuses_privileged and not spec.sees_privileged
-    fuses_privileged = spec.fuses_privileged and (cfg.student.hallucinate or not hallucinates)
+    would_hallucinate = spec.fuses_privileged and not spec.sees_privileged
+    keeps_privileged = cfg.student.hallucinate or not would_hallucinate
     seen = (prevalent if spec.sees_prevalent else []) + (privileged if spec.sees_privileged else [])
-    fused = (prevalent if spec.sees_prevalent else []) + (privileged if fuses_privileged else [])
-    with_tnet = spec.tnet and bool(privileged) and (cfg.student.hallucinate or not hallucinates)
+    fused = (prevalent if spec.sees_prevalent else []) + (privileged if spec.fuses_privileged and keeps_privileged else [])
+    with_tnet = spec.tnet and bool(privileged) and keeps_privileged
     with_adapters = spec.adapters and (cfg.teacher.align_weight > 0 or cfg.teacher.adapter_task_weight > 0)
     net = PrivilegedNet(
         modality_specs(cfg, info, seen),
