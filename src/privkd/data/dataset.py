@@ -20,13 +20,11 @@ import torch
 from torch.utils.data import Dataset
 
 from privkd.data.h5format import MAX_ABS_VALUE, DatasetInfo, read_info
-from privkd.data.h5format.rules import huge_value_error
+from privkd.data.h5format.rules import TOKENS_SUFFIX, huge_value_error
+from privkd.data.h5format.validation import scan_modality_values
 from privkd.errors import DatasetError
 
-TOKENS_SUFFIX = "@tokens"
-"""``inputs[name + TOKENS_SUFFIX]`` carries a frozen backbone's precomputed tokens for ``name``."""
-
-__all__ = ["Batch", "MultimodalDataset", "as_float"]
+__all__ = ["TOKENS_SUFFIX", "Batch", "MultimodalDataset", "as_float"]
 
 
 class Batch(NamedTuple):
@@ -176,10 +174,15 @@ class MultimodalDataset(Dataset):
         return Batch(inputs, torch.as_tensor(self._labels[i]), str(self._subjects[i]), row)
 
     def check_values(self) -> None:
-        """Refuse NaN or inf in a loaded modality, and channels constant over every sample (a
-        dead or unplugged sensor carries no information and would only look like data)."""
+        """Refuse NaN or inf in a selected modality, and, once loaded, channels constant over every
+        sample (a dead or unplugged sensor carries no information and would only look like data).
+
+        A lazily read dataset is scanned in the file, block by block, over every sample of the
+        file (not only the selected rows), so that a dataset too large for memory is checked
+        before training too."""
         if self._memory is None:
-            raise RuntimeError("check_values needs a dataset loaded with in_memory=True")
+            scan_modality_values(self.path, self.modalities)
+            return
         for name in self.modalities:
             values = self._memory[name]
             field = f"/modalities/{name}"

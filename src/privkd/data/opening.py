@@ -46,6 +46,5 @@ def open_dataset(cfg: RunConfig, info: DatasetInfo, data_path: Path, extra: Mapp
         size += sum(array.nbytes for array in extra.values())
         in_memory = size < IN_MEMORY_LIMIT_BYTES
     dataset = MultimodalDataset(data_path, modalities=raw, in_memory=bool(in_memory), extra=dict(extra))
-    if dataset.in_memory:  # lazily read files were value-checked by their importer
-        dataset.check_values()
+    dataset.check_values()  # a file not written by a privkd importer may hold NaN, even one read lazily
     return dataset

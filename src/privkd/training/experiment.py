@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import h5py
 import numpy as np
 import torch
 from lightning.pytorch.accelerators import AcceleratorRegistry
@@ -141,17 +142,42 @@ def check_against_dataset(cfg: RunConfig, info: DatasetInfo) -> None:
             raise ConfigError("methods", f"{spec.name} supports {' and '.join(spec.tasks)} tasks; this dataset is a "
                               f"{info.task} task", f"use some of {supported}")
     _check_backbones(cfg, info)
+    _check_labels_and_groups(cfg, info)
+
+
+def _check_labels_and_groups(cfg: RunConfig, info: DatasetInfo) -> None:
+    """What the description of a dataset does not hold: ``evaluation.group_average`` needs a
+    ``/groups`` column (without it the scores were pooled over samples without a word), and a
+    regression target must vary (a constant one gives every row a CCC of 0: nothing is learnt
+    and nothing compared)."""
+    with h5py.File(info.path, "r") as h5:  # read_info checked that both stay inside the file
+        if cfg.evaluation.group_average and "groups" not in h5:
+            raise ConfigError("evaluation.group_average", f"{info.path} has no /groups column, so there are no "
+                              "recordings to average the predictions over",
+                              "set evaluation.group_average: false, or write each sample's recording id to /groups "
+                              "(groups= in privkd.data.write_dataset)")
+        if info.task != "regression":
+            return
+        labels = np.asarray(h5["labels"][()], dtype=np.float64).reshape(info.n_samples, -1)
+    constant = [name for name, column in zip(info.target_names or [], labels.T, strict=True)
+                if column.max() == column.min()]
+    if constant:
+        raise ConfigError("data.path", f"the regression target{'s' if len(constant) > 1 else ''} {constant} of "
+                          f"{info.path} take{'' if len(constant) > 1 else 's'} one value in every sample: there is "
+                          "nothing to learn, and every row would score a CCC of 0",
+                          "use a dataset whose targets vary (check the label column that was imported)")
 
 
 def _check_modality_names(cfg: RunConfig) -> None:
     """A modality's name keys its encoder in the network (a ``torch.nn.ModuleDict``), which takes
-    no name with a ``.`` and none of a module's own attributes (``training``, ``forward``...)."""
+    none of a module's own attributes (``training``, ``forward``...); names with a ``.`` the
+    dataset format refuses already."""
     for key, names in (("data.prevalent", cfg.data.prevalent), ("data.privileged", cfg.data.privileged)):
         for name in names:
             try:
                 torch.nn.ModuleDict({name: torch.nn.Identity()})
             except (KeyError, TypeError) as err:
-                new = name.replace(".", "_") if "." in name else f"{name}_data"
+                new = f"{name}_data"
                 raise ConfigError(key, f"modality {name!r} cannot name a network module ({err.args[0]})",
                                   f"rename it in the dataset file, e.g. with h5py: file.move('modalities/{name}', "
                                   f"'modalities/{new}'), and list the new name here") from None
@@ -384,6 +410,9 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
 
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)
+    summary["independence"] = info.independence
+    # n_test / n_train of the corrected resampled t-test (privkd.evaluation.stats.corrected_resampled_t)
+    summary["holdout_ratio"] = float(np.mean([len(f.test) / (len(f.train) + len(f.val)) for f in folds]))
     summary["metric"] = resolve_metric(cfg.evaluation.metric, info.task)
     summary["teachers"] = {row: teacher_of(cfg, row) for row in rows}
     summary["departures"] = {row: row_spec(cfg, row).departures(variant_config(cfg, row)) for row in rows}

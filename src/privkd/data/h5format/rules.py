@@ -30,12 +30,16 @@ from privkd.data.h5format.spec import (
 )
 from privkd.errors import DatasetError
 
-__all__ = ["check_declared_size", "huge_value_error"]  # the rest is package-private: used by validation and writing only
+__all__ = ["TOKENS_SUFFIX", "check_declared_size", "huge_value_error"]  # the rest is package-private: used by validation and writing only
 
 # Value scans read at most this many bytes at a time, so a video dataset is
 # checked for NaN/inf without ever being loaded whole.
 _SCAN_BYTES = 16 * 2**20
 _REIMPORT = "re-create the file with privkd.data.write_dataset or a privkd importer"
+
+TOKENS_SUFFIX = "@tokens"
+"""``inputs[name + TOKENS_SUFFIX]`` carries a frozen backbone's precomputed tokens for ``name``
+(:mod:`privkd.training.feature_cache`); a modality may not be named so."""
 
 
 class _ArrayLike(Protocol):
@@ -116,6 +120,7 @@ def _check_task(file: Path, attrs: Mapping[str, Any]) -> str:
 def _check_modality(file: Path, name: str, array: _ArrayLike, attrs: Mapping[str, Any]) -> ModalityInfo:
     """Check one modality's structure and attributes (not its values)."""
     field = f"/modalities/{name}"
+    _check_modality_name(file, field, name)
     if len(array.shape) < 1 or min(array.shape[1:], default=1) < 1:
         raise DatasetError(file, field, f"shape {tuple(array.shape)} has no sample axis or an empty axis",
                            "store an array whose first axis is the sample, e.g. (N, channels, time)")
@@ -135,6 +140,19 @@ def _check_modality(file: Path, name: str, array: _ArrayLike, attrs: Mapping[str
                            "give one name per entry of axis 1 (the channel axis, right after the sample axis)")
     return ModalityInfo(name=name, kind=kind, sampling_rate=rate, sample_shape=tuple(int(s) for s in array.shape[1:]),
                         channel_names=None if channels is None else tuple(channels))
+
+
+def _check_modality_name(file: Path, field: str, name: str) -> None:
+    """A modality's name keys its encoder in a network (a ``torch.nn.ModuleDict`` takes no ``.``)
+    and its inputs in a batch, where ``<name>@tokens`` is a frozen backbone's cached tokens: a
+    name with a ``.`` or that ending fails, or is mistaken for another modality's tokens, only
+    once a run has started."""
+    if "." in name or name.endswith(TOKENS_SUFFIX):
+        new = name.replace(".", "_").removesuffix(TOKENS_SUFFIX) or "modality"
+        raise DatasetError(file, field, f"the modality name {name!r} contains '.' or ends with {TOKENS_SUFFIX!r}, "
+                           "which privkd uses inside its networks and batches",
+                           f"rename it, e.g. to {new!r} (with h5py: file.move('modalities/{name}', 'modalities/{new}')),"
+                           " or choose another name when importing")
 
 
 def _size(n: int) -> str:
@@ -227,6 +245,9 @@ def _check_labels(c: _Content, task: str) -> tuple[list[str] | None, list[str] |
         raise DatasetError(c.file, "/labels", f"{labels.dtype} labels of shape {labels.shape}, "
                            "expected float targets of shape (N,) or (N, T)", "store the targets as float32")
     n_targets = 1 if labels.ndim == 1 else labels.shape[1]
+    if n_targets == 0:
+        raise DatasetError(c.file, "/labels", f"labels of shape {labels.shape} hold no target (a regression "
+                           "network would have no output)", "store at least one target per sample: shape (N,) or (N, T)")
     if target_names is not None and len(target_names) != n_targets:
         raise DatasetError(c.file, "/@target_names", f"{len(target_names)} target names for {n_targets} targets",
                            "give one name per label column")

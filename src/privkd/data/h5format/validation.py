@@ -9,11 +9,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from privkd.data.h5format.rules import _check_content, _check_structure, _Content
+from privkd.data.h5format.rules import (
+    _check_content,
+    _check_finite,
+    _check_structure,
+    _Content,
+)
 from privkd.data.h5format.spec import MAX_COLUMN_BYTES, MAX_SAMPLES, DatasetInfo
 from privkd.errors import DatasetError
 
-__all__ = ["read_info", "validate_dataset"]
+__all__ = ["read_info", "scan_modality_values", "validate_dataset"]
 
 
 _MAX_LINK_HOPS = 32
@@ -178,3 +183,26 @@ def validate_dataset(path: str | Path, *, check_values: bool = True) -> DatasetI
 def read_info(path: str | Path) -> DatasetInfo:
     """Validate the structure of a dataset file without scanning modality values (fast)."""
     return validate_dataset(path, check_values=False)
+
+
+def scan_modality_values(path: str | Path, names: list[str] | tuple[str, ...]) -> None:
+    """Scan the modalities ``names`` of a dataset file for NaN, inf and overflowing values, block
+    by block, and raise a :class:`DatasetError` naming the first bad sample.
+
+    :func:`read_info` reads no values, and a dataset read lazily (too large for memory) is
+    otherwise only looked at sample by sample while training: a NaN in a file not written by a
+    privkd importer would be trained on, and every loss become NaN. One streaming pass before
+    training refuses it instead; it reads the used modalities only.
+    """
+    path = Path(path)
+    with _open(path) as h5:
+        for name in names:
+            field = f"/modalities/{name}"
+            array = _get(path, h5, field)
+            if not isinstance(array, h5py.Dataset):
+                raise DatasetError(path, field, "no such modality array", "list a modality the file holds")
+            try:
+                _check_finite(path, field, array)
+            except (OSError, RuntimeError) as exc:  # how h5py reports damaged content
+                raise DatasetError(path, field, f"unreadable HDF5 content (truncated or corrupted: {exc})",
+                                   "delete it and write it again (re-run the import or build)") from exc

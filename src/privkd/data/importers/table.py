@@ -170,6 +170,11 @@ def _labels(
                                "pass a single label column, or task='regression' for several targets",
                                field=_field(columns[0]))
         labels, class_names = _class_ids(file, frame[columns[0]], columns[0], where)
+        if len(class_names) < 2:  # the file would be written, and every run on it refused
+            raise source_error(file, f"the label column '{columns[0]}' holds one class ({class_names[0]}) in every "
+                               "row; a classifier needs at least 2 to tell apart",
+                               "include the rows of the other classes, or pass task='regression' "
+                               "(--task regression) if the column is a continuous target", field=_field(columns[0]))
         return task, labels, class_names, None
     targets = [_numeric(file, frame[c], c, where, "label") for c in columns]
     labels = (targets[0] if len(targets) == 1 else np.stack(targets, axis=1)).astype(np.float32)
