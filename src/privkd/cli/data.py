@@ -202,3 +202,38 @@ def folder(
                   kinds=parse_pairs("--kind", kind) or None, sampling_rates=parse_pairs("--rate", rate, float) or None,
                   progress=not no_progress)
     _finished(dst)
+
+
+@import_app.command("ts")
+def ts(
+    src: Annotated[Path, typer.Argument(help="A UEA/UCR .ts file; the *_TEST.ts beside a *_TRAIN.ts is imported too, as the test split.")],
+    dst: Dst,
+    sampling_rate: Annotated[float, typer.Option(help="Sampling rate in Hz; .ts files do not record it (BasicMotions: 10).")],
+    modality: Annotated[list[str], typer.Option(help="NAME=DIMS, 0-based dimension indices of a modality, e.g. accelerometer=0-2; repeatable (default: all dimensions in one modality 'series').")] = [],  # noqa: B006
+    test: Annotated[Path | None, typer.Option(help="The test-split .ts file (default: SRC's *_TEST.ts sibling, if any).")] = None,
+    subjects: Annotated[Path | None, typer.Option(help="Text file with one subject id per line: the cases of SRC, then those of the test file.")] = None,
+    no_subject_ids: Annotated[bool, typer.Option("--no-subject-ids", help="The data has no subject ids: every case becomes its own recording, and results are called recording-independent.")] = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """UEA/UCR time-series archive files (.ts, as read by sktime, aeon and tslearn), official train/test split kept."""
+    refuse_output_onto_inputs("DST", dst, [("SRC", src), ("--test", test), ("--subjects", subjects)],
+                              example=f"{src.stem or 'dataset'}.h5")
+    fix = ("pass --subjects FILE (one subject id per line: SRC's cases, then the test file's), or --no-subject-ids "
+           "to make every case its own recording (results are then called recording-independent: recordings of one "
+           "person may sit in training and test)")
+    if subjects is None and not no_subject_ids:
+        raise PrivkdError("the .ts format holds no subject ids, and privkd holds out whole subjects", fix)
+    if subjects is not None and no_subject_ids:
+        raise PrivkdError("--subjects and --no-subject-ids were both given", fix)
+    from privkd.data.importers.common import require_file
+    from privkd.data.importers.ts import import_ts, parse_dimensions
+
+    ids = None
+    if subjects is not None:
+        text = require_file(subjects, "--subjects", "pass a text file with one subject id per line").read_text(
+            encoding="utf-8-sig")
+        ids = [line.strip() for line in text.splitlines() if line.strip()]
+    import_ts(src, dst, sampling_rate=sampling_rate, test=test or "auto",
+              modalities=parse_pairs("--modality", modality, parse_dimensions) or None, subjects=ids,
+              no_subject_ids=no_subject_ids, progress=not no_progress)
+    _finished(dst)

@@ -31,10 +31,12 @@ QUICK_OVERRIDES = ["evaluation.max_folds=2", "training.epochs=3", "training.pati
 
 
 def _print_summary(summary: dict, run_dir: Path, seconds: float) -> None:
+    from privkd.data.h5format.spec import independent
     from privkd.evaluation.summary import departure_lines, summary_rows, warning_lines
 
     header, rows = summary_rows(summary)
-    table = Table(title=f"{summary['task']}: mean ± std over {summary['folds']} subject-independent folds")
+    table = Table(title=f"{summary['task']}: mean ± std over {summary['folds']} "
+                  f"{independent(summary.get('independence'))} folds")
     for column in header:
         table.add_column(escape(column))
     for row in rows:

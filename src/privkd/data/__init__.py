@@ -1,5 +1,6 @@
 """Data: the privkd HDF5 dataset format, its torch dataset, the embedded default data and subject-wise folds."""
 
+from privkd.data.arrays import from_arrays
 from privkd.data.dataset import MultimodalDataset
 from privkd.data.embedded import (
     OVERLAP,
@@ -37,6 +38,7 @@ __all__ = [
     "build_watch_dataset",
     "describe",
     "embedded_dataset_path",
+    "from_arrays",
     "load_watch_recordings",
     "official_split_fold",
     "read_info",

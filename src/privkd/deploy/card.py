@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from privkd.data.h5format.spec import independent
 from privkd.models.build import ROLES
 
 __all__ = ["model_card"]
@@ -112,11 +113,21 @@ def _scores(card: Mapping[str, Any]) -> dict[str, tuple[float, float | None]]:
             if isinstance(value, float) and math.isfinite(value)}
 
 
+def _held_out(card: Mapping[str, Any]) -> str:
+    """What a fold holds out: ``subject``, or ``recording`` for data imported without subject ids
+    (cards written before this was recorded held out subjects)."""
+    return card["training"].get("independence") or "subject"
+
+
+def _independent(card: Mapping[str, Any]) -> str:
+    return independent(_held_out(card))
+
+
 def _score_source(card: Mapping[str, Any]) -> str:
     if _is_final(card):
         folds = max((v.get("folds", 0) for v in card.get("cross_validated", {}).values()), default=0)
-        return f"cross-validated mean over {int(folds)} subject-independent test folds"
-    return f"test subjects of fold {card['training']['fold']}"
+        return f"cross-validated mean over {int(folds)} {_independent(card)} test folds"
+    return f"test {_held_out(card)}s of fold {card['training']['fold']}"
 
 
 def _front_matter(card: Mapping[str, Any]) -> list[str]:
@@ -134,18 +145,22 @@ def _front_matter(card: Mapping[str, Any]) -> list[str]:
 def _use_and_limits(card: Mapping[str, Any]) -> list[str]:
     training = card["training"]
     inputs = _names(list(card["inputs"]))
+    unit = _held_out(card)
     return [
         "## Intended use", "",
         (f"Research use: {_md(card['task'])} from {inputs} alone, on recordings like those of `{_code(_dataset(training))}` "
          "(same sensors, placement, sampling rate and preprocessing). The privileged modalities its teacher saw are "
          "never needed."), "",
         "## Limitations", "",
-        (f"- Trained on {len(training['train_subjects'])} subjects, every one but those that chose its epoch; no "
-         "subject was left to test this model: the metrics above estimate the procedure that trained it (the same "
+        (f"- Trained on {len(training['train_subjects'])} {unit}s, every one but those that chose its epoch; no "
+         f"{unit} was left to test this model: the metrics above estimate the procedure that trained it (the same "
          "on each cross-validation fold), not this model itself." if _is_final(card) else
-         f"- Trained on {len(training['train_subjects'])} subjects and scored on the unseen test subjects of one "
+         f"- Trained on {len(training['train_subjects'])} {unit}s and scored on the unseen test {unit}s of one "
          f"cross-validation fold ({training['fold']}): the metrics above are one fold's, not a population estimate; "
          "the run's summary gives the mean and spread over folds."),
+        *(["- Recording-independent only: the training data had no subject ids, so recordings of one person may sit "
+            "in both training and test; the metrics may overestimate the score on people never seen."]
+          if unit == "recording" else []),
         "- Not validated on other populations, devices or recording conditions; expect lower scores there.",
         "- Inputs far outside the training range (after standardisation) are warned about by `privkd predict`, not refused.",
         ("- Inputs of another modality kind, sampling rate or channel order than listed under Inputs are refused by "
@@ -163,7 +178,7 @@ def _metric_lines(card: Mapping[str, Any]) -> list[str]:
         return [(f"The {_score_source(card)} of this row in the same run (mean ± std); this model was trained the "
                  "same way on every subject:"), "", "| metric | mean ± std |", "|---|---|",
                 *[f"| {_md(name)} | {mean:.4f} ± {std:.4f} |" for name, (mean, std) in _scores(card).items()]]
-    return [f"On the unseen test subjects of fold {card['training']['fold']} (subject-independent):", "",
+    return [f"On the unseen test {_held_out(card)}s of fold {card['training']['fold']} ({_independent(card)}):", "",
             "| metric | value |", "|---|---|",
             *[f"| {_md(name)} | {'n/a' if value is None else (f'{value:.4f}' if isinstance(value, float) else _md(value))} |"
               for name, value in card.get("test_metrics", {}).items()]]
@@ -227,7 +242,7 @@ def model_card(card: Mapping[str, Any], directory: Path | str = "STUDENT_DIR") -
         lines.append(f"- Source: {_md(training['source'])}")
     lines += [
         f"- Split: {_split(card)}",
-        f"- Training subjects ({len(training['train_subjects'])}): {_names(training['train_subjects'])}",
+        f"- Training {_held_out(card)}s ({len(training['train_subjects'])}): {_names(training['train_subjects'])}",
         "",
         "## Test metrics",
         "",

@@ -28,7 +28,7 @@ from typing import Any
 
 from privkd.config import RunConfig
 from privkd.config.parse import build_config
-from privkd.data.h5format import MODALITY_KINDS, TASKS
+from privkd.data.h5format import INDEPENDENCE, MODALITY_KINDS, TASKS
 from privkd.errors import ConfigError, PrivkdError
 from privkd.models.build import DEPLOYABLE_ROLES
 
@@ -301,7 +301,10 @@ def check_card(path: Path, card: Any, format_name: str, format_version: int, wei
     training = card.get("training")
     if training is not None:
         training = c.mapping("training", training, (), ("dataset", "data_path", "description", "source", "fold",
-                                                        "train_subjects"))
+                                                        "train_subjects", "independence"))
+        if training.get("independence", INDEPENDENCE[0]) not in INDEPENDENCE:
+            raise c.fail("training.independence", f"{_short(training['independence'])} is not one of "
+                         f"{list(INDEPENDENCE)}")
         for key in ("dataset", "data_path", "description", "source"):
             c.string(f"training.{key}", training.get(key, ""))
         if training.get("fold") is not None:

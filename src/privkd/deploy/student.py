@@ -233,6 +233,7 @@ def save_student(
             "source": info.source,
             "fold": None if fold is None else int(fold),
             "train_subjects": [str(s) for s in train_subjects],
+            "independence": info.independence,
         },
         "test_metrics": {str(k): _plain_number(v) for k, v in test_metrics.items()},
         "cross_validated": {str(metric): {str(k): _plain_number(v) for k, v in values.items()}

@@ -1,10 +1,12 @@
-"""Results tables: per-fold metrics → mean ± std over subject-independent folds."""
+"""Results tables: per-fold metrics → mean ± std over subject- (or recording-) independent folds."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from privkd.data.h5format.spec import independent
 
 METRIC_LABELS = {"accuracy": "Accuracy", "ua": "UA", "f1": "Macro-F1", "auroc": "AUROC", "ap": "AP", "ccc": "CCC",
                  "recall@1": "R@1", "recall@5": "R@5"}
@@ -84,7 +86,8 @@ def departure_lines(summary: Mapping) -> list[str]:
 
 def summary_markdown(summary: Mapping, title: str) -> str:
     header, rows = summary_rows(summary)
-    lines = [f"# {title}", "", f"Task: {summary['task']}; mean ± std over subject-independent test folds.", ""]
+    lines = [f"# {title}", "",
+             f"Task: {summary['task']}; mean ± std over {independent(summary.get('independence'))} test folds.", ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in rows]

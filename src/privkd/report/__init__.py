@@ -85,6 +85,7 @@ def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_d
         diagnostics=tables.diagnostics_table(source),
         figures=collector.figures,
         skipped=collector.skipped,
+        independence=summary.get("independence"),
     )
     if sweep is not None:
         content.sweep = tables.sweep_table(sweep)

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from privkd.data.h5format.spec import independent
 from privkd.report.figures import ReportFigure
 from privkd.report.subjects import SUBJECT_NOTE
 from privkd.report.tables import DIAGNOSTICS_NOTE, GAP_NOTE, Table
@@ -46,6 +47,8 @@ class ReportContent:
     sweep: Table | None = None
     sweep_dir: Path | None = None
     sweep_config: str = "?"
+    independence: str | None = None
+    """What the held-out ids are (``subject`` or ``recording``; None in runs made before it was recorded)."""
 
 
 def _md_table(table: Table) -> list[str]:
@@ -67,7 +70,7 @@ def _html_table(table: Table, table_id: str, row_ids: bool = False) -> str:
 
 def markdown(content: ReportContent, out_dir: Path) -> str:
     """``report.md``, linking each saved figure relative to ``out_dir`` (where the file goes)."""
-    intro = (f"Run `{content.run_dir}`; task: {content.task}; {content.n_folds} subject-independent test "
+    intro = (f"Run `{content.run_dir}`; task: {content.task}; {content.n_folds} {independent(content.independence)} test "
              f"fold(s){content.study}.")
     md = [f"# privkd report: {content.name}", "", intro, "", "## Results", "", *_md_table(content.results), "",
           "### Against the baseline", "", *_md_table(content.comparison), ""]
@@ -92,7 +95,7 @@ def markdown(content: ReportContent, out_dir: Path) -> str:
 def html_page(content: ReportContent) -> str:
     """``report.html``: the same content with every figure inline, nothing fetched from anywhere."""
     intro = (f"Run <code>{html.escape(str(content.run_dir))}</code>; task: {html.escape(str(content.task))}; "
-             f"{html.escape(str(content.n_folds))} subject-independent test fold(s){html.escape(content.study)}.")
+             f"{html.escape(str(content.n_folds))} {independent(content.independence)} test fold(s){html.escape(content.study)}.")
     body = [f"<h1>privkd report: {html.escape(content.name)}</h1>", f"<p>{intro}</p>", "<h2>Results</h2>",
             _html_table(content.results, "results", row_ids=True), "<h3>Against the baseline</h3>",
             _html_table(content.comparison, "comparison"),

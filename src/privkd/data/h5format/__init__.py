@@ -17,7 +17,9 @@ Layout::
     root attrs           format = "privkd-dataset", format_version = 1,
                          task ("classification" | "regression"),
                          class_names (JSON list, classification), target_names (JSON list, regression),
-                         description, source
+                         description, source,
+                         independence (optional: "subject", the default, or "recording" when
+                         /subjects holds one id per recording because the data has no subject ids)
 
 The writer and the validator share one set of rules
 (:func:`~privkd.data.h5format.rules._check_content`): the writer checks the
@@ -36,11 +38,13 @@ in-memory arrays exactly as the validator checks a file, so a file written by
 from privkd.data.h5format.spec import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    INDEPENDENCE,
     MAX_ABS_VALUE,
     MODALITY_KINDS,
     TASKS,
     DatasetInfo,
     ModalityInfo,
+    independent,
 )
 from privkd.data.h5format.summary import describe
 from privkd.data.h5format.validation import read_info, validate_dataset
@@ -49,12 +53,14 @@ from privkd.data.h5format.writing import write_dataset, write_streamed_dataset
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "INDEPENDENCE",
     "MAX_ABS_VALUE",
     "MODALITY_KINDS",
     "TASKS",
     "DatasetInfo",
     "ModalityInfo",
     "describe",
+    "independent",
     "read_info",
     "validate_dataset",
     "write_dataset",

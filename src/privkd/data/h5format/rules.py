@@ -20,6 +20,7 @@ import numpy as np
 from privkd.data.h5format.spec import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    INDEPENDENCE,
     MAX_ABS_VALUE,
     MAX_DATASET_BYTES,
     MAX_SAMPLE_BYTES,
@@ -115,6 +116,17 @@ def _check_task(file: Path, attrs: Mapping[str, Any]) -> str:
                            "set the root attribute 'task' to 'classification' (integer class ids) "
                            "or 'regression' (continuous targets)")
     return task
+
+
+def _check_independence(file: Path, attrs: Mapping[str, Any]) -> str:
+    """The root attribute ``independence`` (absent in files written before it existed: subjects)."""
+    raw = attrs.get("independence")
+    value = INDEPENDENCE[0] if raw is None else _as_text(raw)
+    if value not in INDEPENDENCE:
+        raise DatasetError(file, "/@independence", f"independence is {raw!r}, expected one of {list(INDEPENDENCE)}",
+                           "set it to 'subject' when /subjects holds people's ids, or 'recording' when every "
+                           "recording was given its own id (data without subject ids)")
+    return value
 
 
 def _check_modality(file: Path, name: str, array: _ArrayLike, attrs: Mapping[str, Any]) -> ModalityInfo:
@@ -340,4 +352,5 @@ def _check_content(c: _Content, *, check_values: bool) -> DatasetInfo:
     return DatasetInfo(path=c.file, task=task, n_samples=n, modalities=modalities, class_names=class_names,
                        target_names=target_names, subjects=sorted(set(c.subjects.tolist())),
                        description=_as_text(c.attrs.get("description")) or "",
-                       source=_as_text(c.attrs.get("source")) or "")
+                       source=_as_text(c.attrs.get("source")) or "",
+                       independence=_check_independence(c.file, c.attrs))

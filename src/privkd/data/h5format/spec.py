@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "INDEPENDENCE",
     "MAX_ABS_VALUE",
     "MAX_COLUMN_BYTES",
     "MAX_DATASET_BYTES",
@@ -21,12 +22,18 @@ __all__ = [
     "TASKS",
     "DatasetInfo",
     "ModalityInfo",
+    "independent",
 ]
 
 FORMAT_NAME = "privkd-dataset"
 FORMAT_VERSION = 1
 MODALITY_KINDS = ("signal", "spectrogram", "video", "features")
 TASKS = ("classification", "regression")
+INDEPENDENCE = ("subject", "recording")
+"""What the ``/subjects`` column identifies (root attribute ``independence``): people
+(``"subject"``, the default), or, for data imported without subject ids, each recording
+(``"recording"``). Held-out "subjects" are then only held-out recordings, and every table,
+report and model card says "recording-independent" rather than "subject-independent"."""
 MAX_ABS_VALUE = 1e18
 """Largest magnitude a stored value may have: beyond it float32 arithmetic on the data (its
 squares in a standardisation or a loss; float32 ends at 3.4e38) overflows, and a value of
@@ -69,6 +76,8 @@ class DatasetInfo:
     subjects: list[str]
     description: str
     source: str
+    independence: str = "subject"
+    """One of :data:`INDEPENDENCE`: what the held-out ids of a fold are (people or recordings)."""
 
     @property
     def n_classes(self) -> int | None:
@@ -79,3 +88,10 @@ class DatasetInfo:
     def n_outputs(self) -> int:
         """Width of a model's output: one logit per class, or one value per regression target."""
         return self.n_classes if self.class_names is not None else len(self.target_names or [])
+
+
+def independent(independence: str | None) -> str:
+    """``"subject-independent"`` or ``"recording-independent"``: how results on held-out ids
+    are described, from a dataset's, summary's or card's ``independence`` (``None``, as in
+    results written before it was recorded, means subjects)."""
+    return f"{independence or INDEPENDENCE[0]}-independent"

@@ -120,7 +120,10 @@ def describe(info: DatasetInfo) -> str:
     lines += [f"Task: {info.task}", f"Samples: {info.n_samples}", "Modalities:"]
     lines += [_modality_line(m) for m in info.modalities.values()]
     lines += _labels_section(info, labels)
-    lines += _id_summary("subject", subjects)
+    lines += _id_summary(info.independence, subjects)
+    if info.independence == "recording":
+        lines.append("  (no subject ids: every recording is its own id, so results are recording-independent, "
+                     "not subject-independent)")
     if groups is not None:
         lines += _id_summary("group", groups)[:1]
     if splits is not None:

@@ -163,6 +163,7 @@ def _prepare_content(
     splits: Sequence[str] | np.ndarray | None,
     description: str,
     source: str,
+    independence: str,
 ) -> _Content:
     """The content about to be written, in the form the shared rules inspect."""
     for name in modalities:
@@ -174,7 +175,7 @@ def _prepare_content(
         for text in names or ():
             _check_text(path, field, str(text))
     attrs: dict[str, Any] = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "task": task,
-                             "description": description, "source": source}
+                             "description": description, "source": source, "independence": independence}
     if class_names is not None:
         attrs["class_names"] = json.dumps(list(class_names))
     if target_names is not None:
@@ -204,6 +205,7 @@ def write_dataset(
     splits: Sequence[str] | np.ndarray | None = None,
     description: str = "",
     source: str = "",
+    independence: str = "subject",
 ) -> Path:
     """Validate arrays and write them as a privkd dataset file.
 
@@ -212,12 +214,14 @@ def write_dataset(
     Modalities are stored as float32 (uint8 video stays uint8), chunked along
     the sample axis and lightly compressed (gzip level 1 + shuffle) for cheap
     per-sample reads. For data that does not fit in memory use
-    :func:`write_streamed_dataset`.
+    :func:`write_streamed_dataset`. ``independence="recording"`` records that ``subjects``
+    holds one id per recording (data without subject ids), so that results are described as
+    recording-independent (:data:`~privkd.data.h5format.spec.INDEPENDENCE`).
     """
     path = Path(path)
     arrays = {name: np.asarray(array) for name, array in modalities.items()}
     content = _prepare_content(path, arrays, labels, subjects, task, class_names, target_names, modality_kinds,
-                               sampling_rates, channel_names, groups, splits, description, source)
+                               sampling_rates, channel_names, groups, splits, description, source, independence)
     _check_content(content, check_values=True)
     return write_atomic(path, lambda tmp: _write_file(tmp, content))
 
@@ -296,6 +300,7 @@ def write_streamed_dataset(
     splits: Sequence[str] | np.ndarray | None = None,
     description: str = "",
     source: str = "",
+    independence: str = "subject",
 ) -> Path:
     """Write a dataset whose modality arrays are produced one sample at a time.
 
@@ -311,7 +316,7 @@ def write_streamed_dataset(
     dtypes = {name: np.dtype(np.uint8 if name in uint8_modalities else np.float32) for name in sample_shapes}
     pending = {name: _PendingArray((n, *map(int, shape)), dtypes[name]) for name, shape in sample_shapes.items()}
     content = _prepare_content(path, pending, labels, subjects, task, class_names, target_names, modality_kinds,
-                               sampling_rates, channel_names, groups, splits, description, source)
+                               sampling_rates, channel_names, groups, splits, description, source, independence)
     _check_content(content, check_values=False)
 
     def write(tmp: Path) -> None:
