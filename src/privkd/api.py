@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,40 @@ def _config(config: str | Path | Mapping[str, Any] | RunConfig, overrides: Seque
     return config_from_dict(apply_overrides(values, list(overrides)))
 
 
+def _check_arguments(config: object, out: object, overrides: object, resume: object, loggers: object,
+                     callbacks: object, progress: object) -> None:
+    """Refuse arguments of the wrong type before anything is read or written: a wrong type used to
+    fail only once the run directory existed (``progress=5`` at the first progress line, leaving a
+    half-made run), or to be taken apart silently (an ``overrides`` string split into characters)."""
+    import lightning as L
+    from lightning.pytorch.loggers import Logger
+
+    def refuse(name: str, wanted: str, value: object, fix: str = "") -> None:
+        raise TypeError(f"privkd.run: {name} must be {wanted}, not {type(value).__name__} {value!r:.80}"
+                        + (f"; {fix}" if fix else ""))
+
+    paths = (str, PathLike)
+    if config is not None and not isinstance(config, (*paths, Mapping, RunConfig)):
+        refuse("config", "a YAML path, a shipped config name, a dict of sections or a RunConfig", config)
+    if not isinstance(out, paths):
+        refuse("out", "a directory path (str or pathlib.Path)", out)
+    if resume is not None and not isinstance(resume, paths):
+        refuse("resume", "a run directory path (str or pathlib.Path) or None", resume)
+    by_name = "the built-in loggers are named in the config instead: overrides=['training.loggers=[csv,tensorboard]']"
+    for name, value, kind, what in (("overrides", overrides, str, "'section.key=value' strings"),
+                                    ("loggers", loggers or (), Logger, "Lightning loggers"),
+                                    ("callbacks", callbacks, L.Callback, "Lightning callbacks")):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            fix = by_name if name == "loggers" and isinstance(value, str) else (
+                f"wrap it in a list: {name}=[{value!r:.60}]" if isinstance(value, (str, kind)) else "")
+            refuse(name, f"a list of {what}", value, fix)
+        for item in value:
+            if not isinstance(item, kind):
+                refuse(f"each item of {name}", f"one of {what}", item, by_name if name == "loggers" else "")
+    if progress is not None and not callable(progress):
+        refuse("progress", "a function taking one line of text, or None", progress, "e.g. progress=print")
+
+
 def run(
     config: str | Path | Mapping[str, Any] | RunConfig | None,
     out: str | Path = "runs",
@@ -96,6 +131,7 @@ def run(
     from privkd.training.experiment import Tracking, run_experiment
     from privkd.training.run_dir import run_config_path
 
+    _check_arguments(config, out, overrides, resume, loggers, callbacks, progress)
     if resume is not None:
         if config is not None or overrides:
             raise PrivkdError("resume finishes a run exactly as it was configured",

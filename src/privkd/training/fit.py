@@ -19,7 +19,7 @@ from privkd.atomic import write_atomic
 from privkd.config.fitted import require_resolved
 from privkd.config.schema import TrainingConfig
 from privkd.data.loaders import make_loader, modality_batches
-from privkd.errors import SplitError
+from privkd.errors import PrivkdError, SplitError
 from privkd.methods.base import SELECTION_KEY, PrivkdModule
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -56,6 +56,33 @@ def keep_earlier_epochs(out_dir: Path, earlier: pd.DataFrame) -> None:
         return
     merged = pd.concat([earlier[earlier["epoch"] < resumed["epoch"].min()], resumed], ignore_index=True)
     write_atomic(epoch_log_path(out_dir), lambda tmp: merged.to_csv(tmp, index=False))
+
+
+class NonFiniteLoss(PrivkdError):
+    """A row's training loss became NaN or inf: it is stopped rather than trained and scored on."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stop a row at the end of the first epoch whose training loss (a term, or the weighted
+    total) is NaN or inf, naming the terms.
+
+    Lightning trains on through NaN losses, and a row selected on a validation score of NaN
+    outputs still writes results (AMID with a zero temperature once scored every row so and
+    exited 0). The epoch means of the terms the module logs (``train/<term>``) are checked, so
+    no step waits on the accelerator for it.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: PrivkdModule) -> None:
+        logged = trainer.callback_metrics
+        terms = [*pl_module.weights, "loss"]
+        bad = [name for name in terms
+               if f"train/{name}" in logged and not bool(torch.isfinite(logged[f"train/{name}"]).all())]
+        if bad:
+            values = ", ".join(f"{name} = {float(logged[f'train/{name}'])}" for name in bad)
+            raise NonFiniteLoss(f"the training loss term{'s' if len(bad) > 1 else ''} {bad} became non-finite in "
+                                f"epoch {trainer.current_epoch} ({values}); the row was stopped",
+                                "lower training.lr, set training.grad_clip, check the weights and temperatures of "
+                                "the method's terms in the config, and check the data for extreme values")
 
 
 @dataclass
@@ -103,7 +130,8 @@ def fit(
         sync_batchnorm=cfg.sync_batchnorm,
         deterministic=True,
         logger=[CSVLogger(out_dir, name="logs", version=""), *loggers],  # the CSV first: its log is the one read back
-        callbacks=[checkpoint, last, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience), *callbacks],
+        callbacks=[StopOnNonFiniteLoss(), checkpoint, last, EarlyStopping(monitor=monitor, mode="max",
+                                                                            patience=cfg.patience), *callbacks],
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         log_every_n_steps=10,
