@@ -12,7 +12,7 @@ PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(L
 CORE_STAMP := $(VENV)/.install-core
 TEST_STAMP := $(VENV)/.install-test
 
-.PHONY: demo demo-quick test test-slow bench lock
+.PHONY: demo demo-quick test test-slow bench lock docs docs-reference
 
 # A venv made by `make demo` still gets the test extra on its first `make test` (its own stamp);
 # one made by `make test` already holds the core, so it counts for `make demo` too.
@@ -32,8 +32,20 @@ demo: $(CORE_STAMP)
 demo-quick: $(CORE_STAMP)
 	$(VENV)/bin/privkd demo --quick
 
+# The test command builds the documentation site too (a few seconds), so that a broken link, an
+# API reference to a renamed function or a docstring mkdocstrings cannot read fails CI.
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q --durations=15
+	$(MAKE) --no-print-directory docs
+
+# The documentation site (mkdocs.yml, docs/) in site/, warnings as errors; the test extra holds its tools.
+docs: $(TEST_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+
+# Rewrites the configuration reference from the schema (tests/test_docs.py checks they agree).
+docs-reference: $(TEST_STAMP)
+	$(PY) -m privkd.config.reference > docs/reference/configuration.md.tmp
+	mv docs/reference/configuration.md.tmp docs/reference/configuration.md
 
 test-slow: $(TEST_STAMP)
 	$(PY) -m pytest -q -m slow

@@ -359,7 +359,10 @@ class RunConfig:
     """A whole experiment: data, folds, model, optimisation and the methods to compare."""
 
     name: str = "run"
+    """Names the run directory, ``runs/<timestamp>-<name>``, so that runs of one config sort together."""
     seed: int = 0
+    """Seeds everything random in the run; fold ``i`` uses ``seed + 1000 i`` and a study's seeds
+    count up from it, so one number reproduces the whole run."""
     methods: tuple[str, ...] = ()
     """Rows to train; :func:`privkd.config.loading.config_from_dict` fills in every
     registered method when a config does not list any."""
@@ -375,6 +378,8 @@ class RunConfig:
     p2p: PointToPointConfig = field(default_factory=PointToPointConfig)
     amid: AMIDConfig = field(default_factory=AMIDConfig)
     variants: dict[str, VariantConfig] = field(default_factory=dict)
+    """Extra rows by name, ``name: {method: M, set: {section.key: value}}`` (:class:`VariantConfig`),
+    so that one run compares a method with its own settings changed beside the defaults."""
     study: StudyConfig = field(default_factory=StudyConfig)
     extensions: dict[str, Any] = field(default_factory=dict)
     """Sections of methods registered outside privkd (:data:`EXTENSION_SECTIONS`), by name;

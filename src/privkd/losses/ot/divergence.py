@@ -184,7 +184,7 @@ def sinkhorn_divergence(
 
     Warns:
         SinkhornConvergenceWarning: once per process, the first time a problem
-        ends at ``max_iter`` with its marginal error at or above ``tol``.
+            ends at ``max_iter`` with its marginal error at or above ``tol``.
     """
     if x.shape[:-2] != y.shape[:-2] or x.shape[-1] != y.shape[-1]:
         raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} need the same batch axes and dimension")
