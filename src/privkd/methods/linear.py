@@ -55,6 +55,10 @@ class LinearNet(nn.Module):
         standardised = self.features(inputs)
         return NetOutput(self.linear(standardised), standardised)
 
+    def frozen_backbones(self) -> dict[str, nn.Module]:
+        """None: asked by :meth:`PrivkdModule.train`, which ``eval()`` calls too, of every trained network."""
+        return {}
+
 
 def _arrays(dataset: Dataset, modalities: list[str]) -> tuple[np.ndarray, np.ndarray]:
     batches = list(DataLoader(dataset, batch_size=1024))
