@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from privkd.cli.config import config_app
 from privkd.cli.console import console
 from privkd.cli.data import data_app
 from privkd.cli.deploy import export, predict
@@ -74,3 +75,4 @@ app.command()(report)
 app.command()(predict)
 app.command()(export)
 app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
