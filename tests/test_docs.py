@@ -4,7 +4,10 @@ and the configuration reference is the schema's (``make test`` also builds the s
 
 from __future__ import annotations
 
+import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 from privkd.config import reference
@@ -50,3 +53,33 @@ def test_the_readme_links_lead_to_files_of_the_repository():
     for link in local:
         target = (ROOT / link).resolve()
         assert target.is_relative_to(ROOT) and target.exists(), link
+
+
+MEASUREMENT_PATTERNS = {
+    "a speed-up": r"\b\d+(\.\d+)?\s?x\s(faster|slower)\b|\b\d+\.\d+ times (the|as)\b",
+    "a timing": r"\b\d+(\.\d+)?\s?(ms|µs)\b|\b\d+ min \d+ s\b",
+    "a p-value": r"\bp\s?=\s?0?\.\d",
+    "an iteration count": r"\b\d{1,3}(?:[ ,]\d{3})+\s+iterations\b|\b\d{3,}\s+iterations\b",
+    "a measured score": r"\b(macro-F1|accuracy|CCC)\s(of\s)?0\.\d{2,}",
+}
+"""What a measured result looks like in prose: it belongs on a docs page (speed, a study, the
+Sinkhorn notes), where it is dated by its commit and processor; a docstring states the design
+and points there, so that re-measuring never leaves stale numbers in the code."""
+
+
+def _prose(path: Path) -> list[tuple[int, str]]:
+    """The docstrings (module, class, function and attribute ones) and comments of a source file."""
+    source = path.read_text()
+    found = [(node.lineno, node.value.value) for node in ast.walk(ast.parse(source))
+             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+             and isinstance(node.value.value, str)]
+    found += [(token.start[0], token.string) for token in tokenize.generate_tokens(io.StringIO(source).readline)
+              if token.type == tokenize.COMMENT]
+    return found
+
+
+def test_no_docstring_or_comment_in_src_holds_a_measured_result():
+    offending = [f"{path.relative_to(ROOT)}:{line}: {what}: {match.group(0)!r}"
+                 for path in sorted((ROOT / "src").rglob("*.py")) for line, text in _prose(path)
+                 for what, pattern in MEASUREMENT_PATTERNS.items() for match in re.finditer(pattern, text)]
+    assert not offending, "move these to a docs page and leave a pointer:\n" + "\n".join(offending)

@@ -164,35 +164,26 @@ class StructuralOTLoss(nn.Module):
             one point cloud each, permutation invariant) or ``"paired"`` (row
             ``i`` against row ``i``, 1-D clouds of ``k`` values, averaged over rows).
             ``k``, ``epsilon`` and ``mode`` default to the config's ``structural`` section.
-        max_iter: most Sinkhorn iterations per OT problem at the target epsilon.
-            10000: on the clouds of ``benchmarks/ot_convergence.py`` (teacher and
-            student embeddings of the smartwatch data, batches of 64 and 128, both
-            modes) every solve then reached ``tol``, the hardest in 8973 iterations;
-            at the old 1000, 2.6 % of the loss calls (7.7 % of paper-mode calls at
-            batch 64) stopped above it. With ``scaling="auto"`` the mean time per
-            call is 1.40 times the old defaults' (median iterations about the same).
-            Measurements: ``docs/sinkhorn.md``.
-        tol: L1 marginal-error tolerance of the Sinkhorn solver (1e-5; the loss
-            values were then within 5e-5 relative of the converged ones).
+        max_iter: most Sinkhorn iterations per OT problem at the target epsilon:
+            10000 leaves a margin over the slowest solve on the clouds of
+            ``benchmarks/ot_convergence.py``, so that every loss call reaches ``tol``
+            (measurements: ``docs/sinkhorn.md``).
+        tol: L1 marginal-error tolerance of the Sinkhorn solver (1e-5: tight enough
+            that the loss is the converged one for training; ``docs/sinkhorn.md``).
         scaling: epsilon-scaling ratio of the solver's warm start (``None``: off;
             see :class:`~privkd.losses.ot.SinkhornOptions`). ``"auto"`` (default):
-            0.25 in paper mode, off in paired mode. On the benchmark's clouds it
-            changed neither convergence nor time in paper mode, where it solves
-            weakly coupled clouds in a few iterations instead of tens of thousands
-            (a batch of 5: 12 instead of 47 361); in paired mode, whose 1-D rows
-            all converged without it, it doubled the time.
+            0.25 in paper mode, off in paired mode: in paper mode it costs nothing
+            measurable and rescues weakly coupled clouds (a ragged last batch of a
+            few samples) that plain Sinkhorn barely converges on; in paired mode,
+            whose 1-D rows converge without it, it only costs time
+            (``docs/sinkhorn.md``).
 
     The converged loss is not the number the authors' code computes. geomloss's
     ``SamplesLoss("sinkhorn", p=2, blur=0.1)`` anneals epsilon from the clouds'
     diameter down to 0.01 with ``scaling=0.5`` (blur halved, epsilon quartered, per
     step), one Sinkhorn update per epsilon, and stops at the target: it lags the
-    fixed point, and the lag shrinks with ``1 - scaling``. Measured in float64 on
-    the paper-mode benchmark clouds (234 batches): geomloss at 0.5 minus the converged
-    divergence is -0.7 % (batch 64) and -1.4 % (batch 128) relative at the median,
-    from -20 % to +0.8 %; at ``scaling=0.995`` within 1.5e-4. One case, a batch of 128
-    of ``tests/test_structural.py`` (clustered embeddings, k = 30): converged 0.186978,
-    geomloss 0.183453 at 0.5 (-1.9 %), -5.8e-6 relative at 0.995. (Without the shift,
-    an earlier measurement found 0.24575 converged vs 0.24628 at 0.5.) privkd
+    fixed point, and the lag shrinks with ``1 - scaling`` (how far, measured:
+    ``docs/sinkhorn.md``, "The converged loss and the authors' geomloss call"). privkd
     minimises the converged divergence; the gradient is the envelope gradient of that
     solution, whereas geomloss differentiates its last annealed iterate.
 

@@ -1,8 +1,9 @@
 """A run's (fold, row) pairs trained side by side in worker processes (``training.jobs``).
 
-Small networks use a second core poorly through intra-op threads: the demo's training step
-is only about 1.3x faster on two threads than on one, so two rows trained side by side on
-one thread each finish sooner than the same two rows one after the other on two threads.
+Small networks use a second core poorly through intra-op threads: the demo's training step is
+far from twice as fast on two threads as on one, so two rows trained side by side on one
+thread each finish sooner than the same two rows one after the other on two threads
+(measured: ``docs/speed.md``, "Rows side by side").
 
 A row's result does not depend on which process trains it, or when: every row is seeded by
 itself (:func:`privkd.training.row.fit_row`), and a student loads its fold's teacher from

@@ -233,7 +233,7 @@ def _matvec(k: Tensor, v: Tensor) -> Tensor:
 
     Written as the row-vector product ``v^T K^T`` on a transposed view: on CPU,
     ``bmm(K, v[..., None])`` with a batch of more than one matrix takes a slow
-    path (10x slower at 2 x 512 x 512, 7x at 512 x 30 x 30), the row form does not.
+    path (several times slower; ``docs/sinkhorn.md``, "Smaller choices"), the row form does not.
     """
     return torch.bmm(v.unsqueeze(1), k.transpose(1, 2)).squeeze(1)
 

@@ -44,8 +44,8 @@ class SinkhornOptions:
             target epsilon). The ratio applies to epsilon, geomloss's to blur
             (``epsilon = blur^2``): geomloss's default 0.5 is 0.25 here. It
             rescues weakly coupled problems (near-permutation plans: a handful
-            of points, a cloud against its translate) that plain Sinkhorn does
-            not solve in 1e5 iterations; on realistic structural-loss clouds it
+            of points, a cloud against its translate) that plain Sinkhorn barely
+            solves at all; on realistic structural-loss clouds it
             saves few iterations (their slow phase is the linear tail at the
             target epsilon), so it is off by default here;
             :class:`~privkd.losses.structural.StructuralOTLoss` turns it on in
