@@ -1,24 +1,24 @@
 """The configuration reference page, generated from the schema so that it cannot drift from it.
 
 ``python -m privkd.config.reference > docs/reference/configuration.md`` (``make docs-reference``)
-rewrites the page from :mod:`privkd.config.schema` (every key, its type, default and
-documentation) and :data:`privkd.config.validation.RANGES` (the range of each numeric key).
+rewrites the page from :mod:`privkd.config.schema` (every key, its type and default, its
+documentation as :func:`privkd.config.catalog.key_documentation` reads it, which ``privkd config
+show`` prints too) and :data:`privkd.config.validation.RANGES` (the range of each numeric key).
 ``tests/test_docs.py`` fails when the committed page and :func:`render` disagree, so a key added,
 renamed or re-documented in the schema reaches the documentation site in the same commit.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
-import itertools
 import re
 import sys
 import typing
 from typing import Any
 
 from privkd.config import schema
+from privkd.config.catalog import key_documentation
 from privkd.config.schema import RunConfig
 from privkd.config.validation import RANGES
 from privkd.methods.registry import method_names
@@ -36,8 +36,6 @@ The [configuration guide](../guide/configuration.md) shows how configs, variants
 overrides fit together.
 """
 
-_ABBREVIATIONS = ("al.", "e.g.", "i.e.", "Eq.", "Fig.", "Sec.", "vs.", "cf.")
-
 
 def _markdown(text: str) -> str:
     """reST inline markup of the docstrings as Markdown: ``code`` and :role:`target` become `code`."""
@@ -48,30 +46,6 @@ def _markdown(text: str) -> str:
 def _paragraphs(doc: str | None) -> list[str]:
     """A docstring's paragraphs, each on one line."""
     return [" ".join(p.split()) for p in inspect.cleandoc(doc or "").split("\n\n") if p.strip()]
-
-
-def _sentences(doc: str | None) -> list[str]:
-    """A docstring's sentences; a split after an abbreviation ("et al.", "Eq.") is undone."""
-    pieces: list[str] = []
-    for paragraph in _paragraphs(doc):
-        for piece in re.split(r"(?<=[.!?])\s+(?=[A-Z`(])", paragraph):
-            if pieces and pieces[-1].endswith(_ABBREVIATIONS):
-                pieces[-1] += " " + piece
-            else:
-                pieces.append(piece)
-    return pieces
-
-
-def _attribute_docs(cls: type) -> dict[str, str]:
-    """The docstrings written under a dataclass's fields (a string literal after the field)."""
-    tree = ast.parse(inspect.getsource(schema))
-    body = next(n.body for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
-    docs = {}
-    for field_node, doc_node in itertools.pairwise(body):
-        if (isinstance(field_node, ast.AnnAssign) and isinstance(field_node.target, ast.Name)
-                and isinstance(doc_node, ast.Expr) and isinstance(doc_node.value, ast.Constant)):
-            docs[field_node.target.id] = str(doc_node.value.value)
-    return docs
 
 
 def _yaml(value: Any) -> str:
@@ -118,30 +92,22 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _mentions(sentence: str, key: str) -> bool:
-    return re.search(rf"``{re.escape(key)}(``|:)", sentence) is not None
-
-
 def _intro(cls: type) -> str:
     """A section's whole docstring, paragraph by paragraph: the context its keys' sentences lose."""
     return "\n\n".join(_markdown(p) for p in _paragraphs(cls.__doc__))
 
 
 def _table(prefix: str, cls: type, skip: tuple[str, ...] = ()) -> list[str]:
-    """One row per key of ``cls``: its type, default, allowed values and the sentences about it."""
+    """One row per key of ``cls``: its type, default, allowed values and what the schema says of it."""
     hints = typing.get_type_hints(cls, vars(schema))
-    sentences = _sentences(cls.__doc__)
-    attribute_docs = _attribute_docs(cls)
+    docs = key_documentation()
     lines = ["| key | type | default | allowed | documentation |", "|---|---|---|---|---|"]
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         key = f"{prefix}{f.name}"
-        about = [s for s in sentences if _mentions(s, f.name)]
-        about += _paragraphs(attribute_docs.get(f.name))
-        doc = _markdown(" ".join(about))
         lines.append(f"| `{key}` | `{_cell(str(f.type))}` | `{_cell(_default(f))}` | "
-                     f"{_cell(_allowed(key, hints[f.name]))} | {_cell(doc)} |")
+                     f"{_cell(_allowed(key, hints[f.name]))} | {_cell(docs[key])} |")
     return lines
 
 
