@@ -202,7 +202,9 @@ def test_predict_h5_without_privileged_modality(tmp_path, watch):
     out = predict_file(directory, only_acc, tmp_path / "out" / "pred.csv", batch_size=16)  # 3 batches, last partial
 
     frame = pd.read_csv(out, dtype={"subject": str, "group": str})
-    assert list(frame.columns) == ["row", "subject", "group", "predicted", *[f"prob_{c}" for c in info.class_names]]
+    assert list(frame.columns) == ["row", "subject", "group", "true_label", "predicted",
+                                   *[f"prob_{c}" for c in info.class_names]]
+    assert frame.true_label.tolist() == [info.class_names[c] for c in watch[2]]
     assert frame.row.tolist() == list(range(N_SAMPLES))
     assert frame.subject.tolist() == subjects.tolist() and frame.group.tolist() == groups.tolist()
     logits = _outputs(net, {"accelerometer": arrays["accelerometer"]})

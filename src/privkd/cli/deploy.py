@@ -27,6 +27,9 @@ def predict(
     allow_mismatch: Annotated[bool, typer.Option(
         "--allow-mismatch", help="Score a modality whose kind, sampling rate or channel order differs from the training "
                                  "data's, with a warning, instead of refusing it.")] = False,
+    split: Annotated[str | None, typer.Option(
+        "--split", help="Predict only this part of the input's split (/splits of a .h5, the split column of a table), "
+                        "e.g. test.")] = None,
 ) -> None:
     """Predict every sample of INPUT with a saved student (it never needs the privileged modalities).
 
@@ -40,7 +43,7 @@ def predict(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
-        path = predict_file(student_dir, input, out, allow_mismatch=allow_mismatch)
+        path = predict_file(student_dir, input, out, allow_mismatch=allow_mismatch, split=split)
     for warning in caught:
         if issubclass(warning.category, InputWarning):
             console.print(f"[bold yellow]warning:[/] {escape(str(warning.message))}", highlight=False)

@@ -40,8 +40,10 @@ __all__ = ["TABLE_SUFFIXES", "InputWarning", "predict_arrays", "predict_file"]
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 H5_SUFFIXES = (".h5", ".hdf5")
-ID_COLUMNS = ("subject", "group")
+ID_COLUMNS = ("sample", "id", "subject", "group", "split")
 """Columns of a table input copied to the predictions beside the row index."""
+LABEL_COLUMN = "label"
+"""A classification table's label column, copied to the predictions as ``true_label``."""
 FAR_FROM_TRAINING = 1e3
 """Distance from the training mean, in training standard deviations, beyond which an input value
 is reported: a thousand is no outlier but other units or another preprocessing."""
@@ -113,9 +115,36 @@ def _refuse_or_warn(path: Path, name: str, problems: list[tuple[str, str]], allo
                        "it anyway with a warning")
 
 
-def _h5_batches(student: LoadedStudent, path: Path, batch_size: int,
-                allow_mismatch: bool = False) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
-    """Check a privkd dataset against the student; return its id columns and a batch reader."""
+def _true_labels(student: LoadedStudent, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The known answers beside the predictions: ``true_label`` (a class name) or ``true_<target>``."""
+    if student.task == "classification":
+        names = np.asarray(student.output_names, dtype=object)
+        return {"true_label": names[labels]} if labels.size and labels.max() < len(names) else {}
+    columns = labels.reshape(len(labels), -1)
+    names = student.output_names or [f"target_{j}" for j in range(columns.shape[1])]
+    return {f"true_{name}": columns[:, j] for j, name in enumerate(names)} if len(names) == columns.shape[1] else {}
+
+
+def _split_rows(path: Path, field: str, splits: np.ndarray | None, split: str | None, n: int) -> np.ndarray:
+    """The rows of the ``split`` part (all rows without one), or an error naming the parts there are;
+    ``field`` is where the input keeps its split names (``/splits``, ``column split``)."""
+    if split is None:
+        return np.arange(n)
+    if splits is None:
+        raise DatasetError(path, field, f"--split {split}: the input has no {field}",
+                           "leave --split out to predict every sample, or give the input its split names")
+    rows = np.flatnonzero(splits == split)
+    if not rows.size:
+        raise DatasetError(path, field, f"--split {split}: no sample is in split {split!r} (splits: "
+                           f"{', '.join(dict.fromkeys(splits.tolist()))})", "name one of the splits the file holds")
+    return rows
+
+
+def _h5_batches(student: LoadedStudent, path: Path, batch_size: int, allow_mismatch: bool = False,
+                split: str | None = None) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
+    """Check a privkd dataset against the student; return its id columns (the ``row`` of each
+    sample in the file, subject, group, split and the true labels) and a batch reader of the
+    ``split`` part (every sample without one)."""
     info = read_info(path)  # structure only: values are checked batch by batch below
     for name, expected in student.inputs.items():
         found = info.modalities.get(name)
@@ -132,16 +161,20 @@ def _h5_batches(student: LoadedStudent, path: Path, batch_size: int,
     for name, found in ((n, info.modalities[n]) for n in student.inputs):
         _refuse_or_warn(path, name, _mismatches(student, name, found), allow_mismatch)
     with h5py.File(path, "r") as h5:
-        ids = {"subject": np.asarray(h5["subjects"].asstr()[()], dtype=str)}
-        if "groups" in h5:
-            ids["group"] = np.asarray(h5["groups"].asstr()[()], dtype=str)
+        columns = {name: np.asarray(h5[f"{name}s"].asstr()[()], dtype=str)
+                   for name in ("subject", "group", "split") if f"{name}s" in h5}
+        rows = _split_rows(path, "/splits", columns.get("split"), split, info.n_samples)
+        ids = {"row": rows, **{name: column[rows] for name, column in columns.items()},
+               **_true_labels(student, np.asarray(h5["labels"][()])[rows])}
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         with h5py.File(path, "r") as h5:
             group = h5["modalities"]
-            for start in range(0, info.n_samples, batch_size):
-                stop = min(start + batch_size, info.n_samples)
-                yield {name: as_float(group[name][start:stop]) for name in student.prevalent}
+            for start in range(0, len(rows), batch_size):
+                # a slice where the rows run on (every sample), else h5py's increasing index list
+                chosen = rows[start:start + batch_size]
+                where = slice(int(chosen[0]), int(chosen[-1]) + 1) if split is None else chosen
+                yield {name: as_float(group[name][where]) for name in student.prevalent}
 
     return ids, batches()
 
@@ -168,8 +201,10 @@ def _table_columns(path: Path) -> list[str]:
     return columns
 
 
-def _table_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
-    """Check a feature table against the student; return its id columns and a batch reader."""
+def _table_batches(student: LoadedStudent, path: Path, batch_size: int,
+                   split: str | None = None) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
+    """Check a feature table against the student; return its id and true-label columns and a
+    batch reader of the rows whose ``split`` column says ``split`` (every row without one)."""
     not_vectors = {n: m for n, m in student.inputs.items() if m.kind != "features" or len(m.sample_shape) != 1}
     if not_vectors:
         name, m = next(iter(not_vectors.items()))
@@ -210,12 +245,15 @@ def _table_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple
                                    "order, which nothing can check: make sure it is the training order"), stacklevel=3)
         selected[name] = found
     id_columns = [c for c in ID_COLUMNS if c in columns]
+    answers = ([LABEL_COLUMN] if student.task == "classification" else student.output_names)
+    label_columns = [c for c in answers if c in columns and c not in id_columns]
     try:
         if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, usecols=[*id_columns, *(c for cols in selected.values() for c in cols)],
-                                dtype={c: str for c in id_columns})
+            text = [*id_columns, *(label_columns if student.task == "classification" else [])]  # "07" stays "07"
+            frame = pd.read_csv(path, usecols=[*id_columns, *label_columns, *(c for cols in selected.values() for c in cols)],
+                                dtype={c: str for c in text})
         else:
-            frame = pd.read_parquet(path, columns=[*id_columns, *(c for cols in selected.values() for c in cols)])
+            frame = pd.read_parquet(path, columns=[*id_columns, *label_columns, *(c for cols in selected.values() for c in cols)])
     except Exception as exc:
         raise DatasetError(path, "/", f"cannot read the table ({type(exc).__name__}: {exc})",
                            "give a valid CSV (comma-separated, header line) or Parquet file") from exc
@@ -234,7 +272,11 @@ def _table_batches(student: LoadedStudent, path: Path, batch_size: int) -> tuple
             values.append(numbers)
         arrays[name] = np.stack(values, axis=1).astype(np.float32) if values else np.empty((len(frame), 0), np.float32)
     ids = {c: np.asarray([str(v) for v in frame[c].to_numpy()], dtype=str) for c in id_columns}
-    n = len(frame)
+    ids.update({f"true_{c}": frame[c].to_numpy() for c in label_columns})
+    rows = _split_rows(path, "column split", ids.get("split"), split, len(frame))
+    ids = {"row": rows, **{name: column[rows] for name, column in ids.items()}}
+    arrays = {name: array[rows] for name, array in arrays.items()}
+    n = len(rows)
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, n, batch_size):
@@ -255,6 +297,7 @@ def predict_arrays(student: LoadedStudent, inputs: dict[str, np.ndarray | torch.
 
 
 def _output_frame(student: LoadedStudent, outputs: np.ndarray, ids: dict[str, np.ndarray]) -> pd.DataFrame:
+    """``row`` (the input's own index unless ``ids`` gives it), the id and true-label columns, the predictions."""
     columns: dict[str, np.ndarray] = {"row": np.arange(len(outputs))}
     columns.update(ids)
     names = student.output_names
@@ -308,16 +351,20 @@ def _check_values(student: LoadedStudent, path: Path, name: str, array: np.ndarr
 
 
 def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str | Path, *, batch_size: int = 256,
-                 device: str = "cpu", allow_mismatch: bool = False) -> Path:
+                 device: str = "cpu", allow_mismatch: bool = False, split: str | None = None) -> Path:
     """Predict every sample of ``input_path`` with the student saved in ``student_dir``.
 
     ``input_path``: a privkd ``.h5`` dataset holding the student's prevalent modalities
     (labels, subjects and any other modality are ignored; the privileged modalities need not
     be there), or, for students whose inputs are 1-D feature vectors, a ``.csv`` / ``.parquet``
     table with feature columns ``<modality>.<feature>``. Writes ``out_csv`` atomically: one
-    row per sample with ``row`` (its index in the input), ``subject`` / ``group`` when the
-    input has them, then ``predicted`` (class name) and one ``prob_<class>`` softmax column
-    per class, or one column per regression target. Returns ``out_csv``.
+    row per sample with ``row`` (its index in the input), the ids the input has (``.h5``:
+    ``subject``, ``group``, ``split``; a table: ``sample``, ``id``, ``subject``, ``group``,
+    ``split``), the known answers when the input has them (``true_label``, or ``true_<target>``
+    per regression target), then ``predicted`` (class name) and one ``prob_<class>`` softmax
+    column per class, or one column per regression target. ``split`` predicts only the samples
+    of that part of a ``.h5`` file's ``/splits`` or a table's ``split`` column (``test``).
+    Returns ``out_csv``.
 
     A ``.h5`` modality of another kind, sampling rate or channel order than the student was
     trained on is refused (:class:`~privkd.errors.DatasetError`), or with ``allow_mismatch``
@@ -334,9 +381,9 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
         raise DatasetError(input_path, "/", "file does not exist",
                            "give a privkd .h5 dataset or a .csv / .parquet feature table")
     if suffix in TABLE_SUFFIXES:
-        ids, batches = _table_batches(student, input_path, batch_size)
+        ids, batches = _table_batches(student, input_path, batch_size, split)
     elif suffix in H5_SUFFIXES or h5py.is_hdf5(input_path):
-        ids, batches = _h5_batches(student, input_path, batch_size, allow_mismatch)
+        ids, batches = _h5_batches(student, input_path, batch_size, allow_mismatch, split)
     else:
         raise DatasetError(input_path, "/", f"unsupported input type {input_path.suffix or '(no suffix)'!r}",
                            "give a privkd .h5 dataset or a .csv / .parquet feature table")
