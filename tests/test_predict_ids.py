@@ -85,3 +85,10 @@ def test_a_table_keeps_its_sample_ids_split_and_labels(tmp_path):
 
         table.drop(columns=["split"]).to_csv(tmp_path / "nosplit.csv", index=False)
         predict_file(student, tmp_path / "nosplit.csv", tmp_path / "q.csv", split="test")
+
+
+def test_importing_a_table_without_labels_names_the_cli_option_and_predict(tmp_path):
+    pd.DataFrame({"subject": ["a", "b"], "hr.mean": [60.0, 70.0]}).to_csv(tmp_path / "new.csv", index=False)
+    result = CliRunner().invoke(app, ["data", "import", "table", str(tmp_path / "new.csv"), str(tmp_path / "new.h5")])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and "--label on the command line" in message and "privkd predict" in message

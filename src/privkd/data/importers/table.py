@@ -71,12 +71,22 @@ def _field(column: str, where: str | None = None) -> str:
     return f"column {column}" if where is None else f"column {column}, {where}"
 
 
+# The command-line option of each importer argument that names a column, for the errors: a CLI
+# user must read --label, not label_columns= (``privkd data import table`` / ``folder`` / ``features``).
+_CLI_OPTIONS = {"subject_column": "--subject-column", "label_columns": "--label", "group_column": "--group-column",
+                "split_column": "--split-column", "id_column": "--id-column", "label_column": "--label-column"}
+
+
 def _require_columns(file: Path, present: Sequence[str], required: Mapping[str, str | None]) -> None:
     """Every ``required`` column (name -> the option that names it, or None for a fixed name) is in ``present``."""
     for column, option in required.items():
         if column not in present:
+            cli = f" ({_CLI_OPTIONS[option]} on the command line)" if option in _CLI_OPTIONS else ""
             fix = ("add the column (or rename the column that holds it)" if option is None
-                   else f"add the column, or pass {option}= with the name of the column that holds it")
+                   else f"add the column, or pass {option}={cli} with the name of the column that holds it")
+            if option in ("label_columns", "label_column"):
+                fix += ("; to predict data without labels, give privkd predict the table itself (a .csv or .parquet "
+                        "table needs no labels)")
             raise source_error(file, f"no column '{column}' (columns present: {', '.join(map(str, present))})",
                                fix, field=_field(column))
 
