@@ -8,13 +8,19 @@ lock behind.
 
 from __future__ import annotations
 
+import errno
+import json
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from test_early_checks import config, dataset, invoke
+from typer.testing import CliRunner
 
 import privkd
+from privkd.cli import app
 from privkd.methods.base import PrivkdModule
 
 
@@ -75,3 +81,107 @@ def test_the_python_api_refuses_wrong_argument_types_before_any_directory(argume
 def test_an_overrides_string_says_to_wrap_it_in_a_list(data, tmp_path):
     with pytest.raises(TypeError, match=r"overrides=\['training.epochs=1'\]"):
         privkd.run(quick(data), tmp_path / "runs", overrides="training.epochs=1")
+
+
+# -------------------------------------------------------------------------------- threads
+
+
+def test_a_hundred_thousand_threads_are_refused_before_the_run_directory(data, tmp_path):
+    """OpenMP crashed (a segfault, and a lock left behind) creating them."""
+    from test_early_checks import assert_refused_before_the_run_dir
+
+    result = invoke(tmp_path, config(data, **{"training.threads": 100000}))
+    assert_refused_before_the_run_dir(result, tmp_path, "training.threads")
+
+
+# ------------------------------------------------------------------------------ full disk
+
+
+def no_space(path: object) -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_a_full_disk_during_a_run_ends_with_one_line_keeping_finished_rows(data, tmp_path, monkeypatch):
+    from privkd.training import experiment
+    from privkd.training.run_lock import LOCK_FILE
+
+    real, calls = experiment.save_predictions, []
+
+    def save_until_the_disk_is_full(path, *args):
+        calls.append(path)
+        if len(calls) > 1:  # the second row finds the disk full
+            raise no_space(path)
+        real(path, *args)
+
+    monkeypatch.setattr(experiment, "save_predictions", save_until_the_disk_is_full)
+    result = invoke(tmp_path, quick(data, methods=["baseline", "teacher"]))
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2, (result.exit_code, message, result.exception)
+    assert "Traceback" not in result.output and "no space left on the device" in message, message
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert f"privkd run --resume {run_dir}" in message
+    assert (run_dir / "fold_0" / "baseline" / "metrics.json").is_file()  # the finished row is kept
+    assert not (run_dir / "fold_0" / "teacher" / "failed.json").exists()  # not recorded as the row's own failure
+    assert not (run_dir / LOCK_FILE).exists()
+
+    monkeypatch.setattr(experiment, "save_predictions", real)  # space freed: the resume finishes the run
+    resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir)])
+    assert resumed.exit_code == 0, (resumed.output, resumed.exception)
+    assert set(json.loads((run_dir / "summary.json").read_text())["methods"]) == {"baseline", "teacher"}
+
+
+def test_a_full_disk_during_an_import_ends_with_one_line(tmp_path, monkeypatch):
+    from privkd.data.h5format import writing
+
+    def full(tmp, content):
+        raise no_space(tmp)
+
+    monkeypatch.setattr(writing, "_write_file", full)
+    frame = pd.DataFrame({"subject": ["a", "a", "b", "b"], "label": ["x", "y", "x", "y"], "f.1": [0.1, 0.2, 0.3, 0.4]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = CliRunner().invoke(app, ["data", "import", "table", str(tmp_path / "t.csv"), str(tmp_path / "t.h5")])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output and "no space left on the device" in " ".join(result.output.split())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["t.csv"]  # no half-written file
+
+
+# ---------------------------------------------------------------------- hand-edited results
+
+
+@pytest.fixture(scope="module")
+def finished_run(data, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("finished")
+    result = invoke(root, quick(data))
+    assert result.exit_code == 0, result.output
+    return next((root / "runs").iterdir())
+
+
+def edited_copy(run_dir: Path, tmp_path: Path, relative: str, edit) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    path = copy / relative
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return copy
+
+
+@pytest.mark.parametrize(("relative", "edit", "code"), [
+    ("summary.json", lambda s: {**s, "methods": {"baseline": [1, 2]}}, 2),  # was an AttributeError traceback
+    ("summary.json", lambda s: {**s, "methods": {"baseline": {m: {"mean": "high"} for m in s["methods"]["baseline"]}}},
+     2),  # was a ValueError traceback
+    ("fold_0/baseline/metrics.json", lambda r: [r], 2),  # was an AttributeError traceback
+    ("summary.json", lambda s: {**s, "folds": "three", "metric": 5}, 0),  # reported as written
+    ("fold_0/baseline/metrics.json", lambda r: {**r, "test": "oops", "validation": None}, 0),  # not read by the report
+], ids=["methods-list", "mean-text", "metrics-list", "folds-text", "metrics-test-text"])
+def test_report_on_a_hand_edited_results_file_gives_one_line(relative, edit, code, finished_run, tmp_path):
+    copy = edited_copy(finished_run, tmp_path, relative, edit)
+    result = CliRunner().invoke(app, ["report", str(copy)])
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    if code == 2:
+        assert result.output.count("error:") == 1 and "Fix:" in result.output and "by hand" in result.output
+
+
+def test_report_on_an_unedited_run_still_works(finished_run, tmp_path):
+    copy = edited_copy(finished_run, tmp_path, "summary.json", lambda s: s)
+    result = CliRunner().invoke(app, ["report", str(copy)])
+    assert result.exit_code == 0, (result.output, result.exception)

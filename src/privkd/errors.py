@@ -10,9 +10,10 @@ processes) so that callers such as the CLI can format them their own way.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
-__all__ = ["ConfigError", "DatasetError", "PrivkdError", "SplitError"]
+__all__ = ["ConfigError", "DatasetError", "PrivkdError", "SplitError", "disk_full_error", "is_disk_full"]
 
 
 def _sentence(text: str) -> str:
@@ -69,6 +70,27 @@ class ConfigError(PrivkdError):
 
     def _where(self) -> str:
         return f"config key '{self.key}'"
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+"""The errors of a write that found no space left: the disk is full, or the user's quota spent."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that found no space left (:data:`NO_SPACE`)."""
+    return isinstance(error, OSError) and error.errno in NO_SPACE
+
+
+def disk_full_error(error: OSError, run_dir: Path | None = None) -> PrivkdError:
+    """One message for a write that found no space left: which file, and how to go on (with a
+    run directory: that its finished (fold, row) results are kept and how to finish it), instead
+    of a traceback from wherever the write happened."""
+    where = f"writing {error.filename}" if error.filename else "writing"
+    fix = "free disk space (or write elsewhere), then run the command again"
+    if run_dir is not None:
+        fix = (f"free disk space, then finish the run with: privkd run --resume {run_dir} (the finished (fold, row) "
+               "results in it are kept)")
+    return PrivkdError(f"no space left on the device while {where} ({error.strerror or error})", fix)
 
 
 class SplitError(PrivkdError, ValueError):

@@ -20,7 +20,7 @@ from privkd.cli.data import data_app
 from privkd.cli.deploy import export, predict
 from privkd.cli.report import report
 from privkd.cli.run import demo, run, study, sweep
-from privkd.errors import PrivkdError
+from privkd.errors import PrivkdError, disk_full_error, is_disk_full
 from privkd.interrupt import RunInterrupted, stop_on_signals
 from privkd.portable import enable_portable_kernels
 
@@ -42,10 +42,11 @@ class PrivkdGroup(TyperGroup):
             console.print(f"[bold red]stopped:[/] {stop.signal_name}; nothing half-written is left (files are written "
                           "whole or not at all): run the command again", highlight=False)
             raise typer.Exit(code=stop.exit_code) from None
-        except PrivkdError as err:
-            if ctx.params.get(DEBUG):
+        except (PrivkdError, OSError) as err:
+            if ctx.params.get(DEBUG) or not (isinstance(err, PrivkdError) or is_disk_full(err)):
                 raise
-            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # paths and names may hold [...]
+            message = err if isinstance(err, PrivkdError) else disk_full_error(err)  # an import or a report
+            console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)  # paths may hold [...]
             raise typer.Exit(code=2) from None
 
 

@@ -172,3 +172,21 @@ def study(
         study_dir = run_study(load_config(config, overrides), out, progress=show_progress)
     console.print((study_dir / "study.md").read_text(), highlight=False, markup=False)
     console.print(f"study in [bold]{escape(str(study_dir))}[/] (privkd report {escape(str(study_dir))} draws its table)")
+    _exit_on_study_failures(study_dir)
+
+
+def _exit_on_study_failures(study_dir: Path) -> None:
+    """Exit 3, as ``privkd run`` does, when a (seed, fold, row) failed: a study whose every row
+    failed used to print an empty table and exit 0."""
+    import json
+
+    failures = [(path.parent.parent.name, failure) for path in sorted(study_dir.glob("seed_*/*/summary.json"))
+                for failure in json.loads(path.read_text()).get("failed", [])]
+    if not failures:
+        return
+    for seed, failure in failures:
+        console.print(f"[bold red]failed:[/] {escape(seed)}, fold {failure['fold']}, {escape(str(failure['row']))}: "
+                      f"{escape(str(failure['error']))}", highlight=False)
+    console.print(f"{len(failures)} (seed, fold, row) trainings failed; the study's table holds only the finished ones",
+                  highlight=False)
+    raise typer.Exit(code=3)

@@ -47,6 +47,11 @@ FOLD_SEED_STRIDE = 1000
 ``seed + FOLD_SEED_STRIDE * i`` (:func:`privkd.training.row.fit_row`)."""
 
 
+MAX_THREADS = 1024
+"""The most intra-op threads a run may ask for: above any machine's core count (more threads
+than cores only wait on each other), and far below the 100000 with which OpenMP crashed."""
+
+
 @dataclass(frozen=True)
 class Range:
     """The interval a numeric key must lie in: ``low`` <= value <= ``high`` (``<`` where the end is
@@ -101,7 +106,7 @@ RANGES: tuple[tuple[str, Range, str], ...] = (
     ("training.lr_step_gamma", Range(0, 1, low_open=True), "use e.g. 0.1 (each step divides the learning rate by 10)"),
     ("training.grad_clip", ABOVE_0, "use e.g. 1.0, or null for no clipping"),
     ("training.jobs", AT_LEAST_1, "use a positive integer, or auto"),
-    ("training.threads", AT_LEAST_1, "use a positive integer, or auto"),
+    ("training.threads", Range(1, MAX_THREADS), "use auto (the machine's cores, shared by the jobs), or at most its cores"),
     ("teacher.tnet_weight", *_WEIGHT),
     ("teacher.tnet_refit_epochs", AT_LEAST_0, "use 0 to keep the T-Net trained with the teacher, or e.g. 100"),
     ("teacher.tnet_refit_lr", ABOVE_0, "use e.g. 0.001"),

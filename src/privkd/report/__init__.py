@@ -43,10 +43,29 @@ class ReportPaths:
     figures: list[Path] = field(default_factory=list)
 
 
+HAND_EDITED = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError)
+"""What reading a results file of another shape raises: a key missing, a list where a number was."""
+
+
 def build_report(run_dir: str | Path, sweep_dir: str | Path | None = None, out_dir: str | Path | None = None) -> ReportPaths:
     """Write ``report.md`` and ``report.html`` for ``run_dir`` into ``out_dir`` (default: the run
-    directory) and every figure as a PNG under ``run_dir/report/``."""
-    run_dir = Path(run_dir)
+    directory) and every figure as a PNG under ``run_dir/report/``.
+
+    The run's files are read as privkd wrote them; a ``summary.json``, ``metrics.json`` or
+    ``sweep.json`` edited by hand into another shape is refused with one :class:`PrivkdError`
+    naming the run and what was wrong, not a traceback from deep inside a table."""
+    try:
+        return _build_report(Path(run_dir), sweep_dir, out_dir)
+    except PrivkdError:
+        raise
+    except HAND_EDITED as err:
+        raise PrivkdError(f"{run_dir}: its summary.json, a fold's metrics.json or the sweep's sweep.json does not hold "
+                          f"what privkd writes there ({type(err).__name__}: {err}); was one edited by hand?",
+                          "restore the file, or let privkd write it again (privkd run --resume RUN_DIR rewrites "
+                          "summary.json; a new run writes everything), then run privkd report again") from err
+
+
+def _build_report(run_dir: Path, sweep_dir: str | Path | None, out_dir: str | Path | None) -> ReportPaths:
     figure_dir = run_dir / FIGURE_DIR
     if figure_dir.is_symlink():
         raise PrivkdError(f"{figure_dir}: a symbolic link (to {figure_dir.resolve()}); the report never writes through "

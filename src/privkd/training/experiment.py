@@ -26,7 +26,7 @@ from privkd.data.folds import make_folds
 from privkd.data.h5format import DatasetInfo
 from privkd.data.opening import open_dataset, resolve_data_path
 from privkd.deploy import save_student
-from privkd.errors import ConfigError
+from privkd.errors import ConfigError, disk_full_error, is_disk_full
 from privkd.evaluation.metrics import (
     available_metrics,
     resolve_metric,
@@ -349,6 +349,10 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
         except RunInterrupted as stop:  # the CLI says where to resume
             stop.run_dir = run_dir
             raise
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise disk_full_error(error, run_dir) from error
 
 
 @dataclass(kw_only=True)

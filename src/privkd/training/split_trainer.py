@@ -17,7 +17,7 @@ from pathlib import Path
 from privkd.config.schema import RunConfig
 from privkd.data import Fold, MultimodalDataset
 from privkd.data.h5format import DatasetInfo
-from privkd.errors import DatasetError
+from privkd.errors import DatasetError, is_disk_full
 from privkd.methods.base import FoldData
 from privkd.models.network import PrivilegedNet
 from privkd.training.row import Tracking, load_finished_teacher, row_spec
@@ -74,6 +74,8 @@ class SplitTrainer(ABC):
         except DatasetError:
             raise
         except Exception as error:  # noqa: BLE001 - one failed row must not lose the others
+            if is_disk_full(error):  # every later row would fail too, and recording this failure with them
+                raise
             return RowOutcome(failure=record_failure(directory, split, task.row, error, self.primary))
         if task.provides_teacher:
             self._teachers[task.row] = net

@@ -93,11 +93,33 @@ def validation_objective(run_dir: Path, row: str, metric: str) -> float:
     return statistics.fmean(scores)
 
 
+def point_config(base: Mapping[str, Any], params: Mapping[str, Any]) -> RunConfig:
+    """The validated config of one grid point: ``base`` with the point's ``params`` set."""
+    return config_from_dict(apply_overrides(dict(base), [f"{k}={json.dumps(v)}" for k, v in params.items()]))
+
+
+def check_grid(cfg: RunConfig, grid: Mapping[str, Sequence[Any]]) -> None:
+    """Every point of the grid is a valid config, and every value of each key passes the checks
+    against the dataset, before the sweep directory exists: only the first value of each key
+    used to be checked, so a bad later value failed mid-sweep, after the earlier points trained.
+
+    The configs of all points are checked (values of two keys may conflict, e.g. anchors and
+    batch size); the dataset checks (which build the backbones) once per value of each key, the
+    other keys at their first value, so that they grow with the number of values, not points."""
+    base = config_to_dict(cfg)
+    for values in itertools.product(*grid.values()):
+        point_config(base, dict(zip(grid, values, strict=True)))
+    first = {key: values[0] for key, values in grid.items()}
+    for key, values in grid.items():
+        for value in values:
+            check_before_run(point_config(base, {**first, key: value}))
+
+
 def evaluate_point(base: Mapping[str, Any], params: Mapping[str, Any], out: Path, row: str,
                    progress: ProgressCallback, earlier: Sequence[SweepPoint] = ()) -> SweepPoint:
     """One point's run; the rows it does not change (the baseline and teacher of a point that
     changes only a student key) are taken over from the ``earlier`` points' runs."""
-    cfg = config_from_dict(apply_overrides(dict(base), [f"{k}={json.dumps(v)}" for k, v in params.items()]))
+    cfg = point_config(base, params)
     progress(f"sweep point {dict(params)}")
     result = run_experiment(cfg, out, progress, reuse=[Path(point.run_dir) for point in earlier])
     test = {name: {metric: values["mean"] for metric, values in metrics.items()}
@@ -118,8 +140,7 @@ def run_sweep(
     """Evaluate the grid (or ``trials`` Optuna TPE samples of it) and write ``sweep.json`` / ``sweep.md``."""
     optuna = require("optuna", "sweep", "privkd sweep --trials") if trials is not None else None
     cfg = load_config(config, list(overrides))
-    for key in grid:  # every key must exist in the schema, checked before anything trains
-        config_from_dict(apply_overrides(config_to_dict(cfg), [f"{key}={json.dumps(grid[key][0])}"]))
+    check_grid(cfg, grid)  # every point, before anything trains
     row = objective_row(cfg, row)
     task = check_before_run(cfg).info.task  # what the dataset reveals, before the sweep directory exists
     base = config_to_dict(cfg)

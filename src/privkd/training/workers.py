@@ -261,7 +261,7 @@ class _Pool:
             self.workers[index].send_trainer(self.trainer)
             return self.trainer.fail(task, f"its worker process died (exit code {code})")
         worker.task = None
-        if isinstance(result, DatasetError):  # the data's fault, which every other row would meet too
+        if isinstance(result, (DatasetError, OSError)):  # the data's fault or a full disk, every other row's too
             raise result
         return result
 
@@ -281,7 +281,7 @@ def _work(connection: Connection, threads: int, log: Path, parent: int) -> None:
         while (task := _next(connection)) is not None:
             try:
                 connection.send(trainer.train(task))
-            except DatasetError as error:
+            except (DatasetError, OSError) as error:  # the data's fault, or a full disk: the run stops
                 connection.send(error)
 
 
