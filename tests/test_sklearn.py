@@ -100,3 +100,11 @@ def test_scikit_learn_estimator_checks(check):
     """On a plain 2-D ``X`` (one prevalent modality, nothing privileged: the baseline method)."""
     estimator = DistilledClassifier(method="baseline", epochs=1, config=FAST)
     getattr(estimator_checks, check)(type(estimator).__name__, estimator)
+
+
+def test_fit_refuses_a_method_without_a_deployable_student_before_training():
+    X, y, subjects = basic_motions(n=8)
+    with pytest.raises(ValueError, match="'teacher' makes no student"):
+        classifier(method="teacher").fit(X, y, groups=subjects)
+    with pytest.raises(Exception, match="unknown method 'pkdt'"):
+        classifier(method="pkdt").fit(X, y, groups=subjects)

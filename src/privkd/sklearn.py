@@ -103,8 +103,8 @@ class _DistilledEstimator(BaseEstimator):
 
     Parameters (stored as given, as scikit-learn requires):
 
-    ``method``: the privkd method the student is trained with (``"pkdot"``, ``"mt_pkdot"``,
-    ``"hinton"``, ... or ``"baseline"``: no teacher). ``privileged``: the modality names of
+    ``method``: the privkd method the student is trained with (``"pkdot"``, ``"mtpkdot"``,
+    ``"p2p_kl"``, ``"amid"``, ... or ``"baseline"``: no teacher). ``privileged``: the modality names of
     ``X`` seen only during ``fit``. ``epochs``, ``batch_size``, ``lr``: ``training.*`` settings
     (None keeps privkd's defaults). ``config``: any other privkd settings as nested sections,
     e.g. ``{"model": {"embed_dim": 16}, "training": {"threads": 1}}``. ``sampling_rates``: Hz
@@ -156,7 +156,11 @@ class _DistilledEstimator(BaseEstimator):
         from privkd.api import run
         from privkd.data.arrays import from_arrays
         from privkd.deploy import load_student
+        from privkd.methods.registry import method_spec
 
+        if not method_spec(self.method, "method").deployable:
+            raise ValueError(f"method {self.method!r} makes no student that runs on the prevalent modalities alone; "
+                             "use a distillation method such as 'pkdot', or 'baseline'")
         arrays = _modalities(X)
         y = np.asarray(y)
         n = arrays.shape[0]
