@@ -184,6 +184,8 @@ def _expected_valid(kw: dict[str, Any]) -> bool:
         return False
     for name, array in modalities.items():
         kind, rate = kinds.get(name), rates.get(name)
+        if "." in name or name.endswith("@tokens"):  # keys privkd uses inside networks and batches
+            return False
         if array.shape[0] != n or 0 in array.shape[1:] or kind not in MODALITY_KINDS:
             return False
         if not (np.issubdtype(array.dtype, np.floating) or (kind == "video" and array.dtype == np.uint8)):
@@ -206,6 +208,8 @@ def _expected_valid(kw: dict[str, Any]) -> bool:
     if not np.issubdtype(labels.dtype, np.number) or labels.ndim not in (1, 2):
         return False
     width = 1 if labels.ndim == 1 else labels.shape[1]
+    if width == 0:  # no target to regress
+        return False
     names = kw["target_names"]
     with np.errstate(over="ignore"):
         finite = np.isfinite(labels.astype(np.float32)).all()

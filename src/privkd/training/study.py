@@ -25,6 +25,7 @@ import yaml
 from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig, VariantConfig
 from privkd.config.validation import validate
+from privkd.data.h5format.spec import independent
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import resolve_metric
 from privkd.evaluation.stats import format_p, format_percent, row_stats
@@ -145,6 +146,7 @@ def write_study(study_dir: Path, cfg: RunConfig) -> None:
     picks = {seed: choose(records[seed], metric, candidates) for seed in seeds}
     summary = study_summary(task, seeds, picks)
     summary["metric"] = metric
+    summary["independence"] = run_summary.get("independence")  # one dataset: the same in every seed's run
     # each run's own record: rows its switches added (the teacher_init control) are in no config's variants
     summary["teachers"] = {row: teachers.get(row) for row in summary["methods"]}
     write_json_atomic(study_dir / "summary.json", summary)
@@ -162,7 +164,7 @@ def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping
     metric = stats[0].headline if stats else "accuracy"
     n = len(next(iter(summary["methods"].values()))[metric]["per_run"]) if summary["methods"] else 0
     lines = [f"# Study: {cfg.name}", "",
-             (f"{len(summary['seeds'])} seed(s) × {n // max(len(summary['seeds']), 1)} subject-independent fold(s). "
+             (f"{len(summary['seeds'])} seed(s) × {n // max(len(summary['seeds']), 1)} {independent(summary.get('independence'))} fold(s). "
               "Each method's setting was chosen per fold on the validation subjects only; test subjects were "
               "scored once with the chosen setting."), "",
              f"| method | {metric_label(metric)} (mean ± std over runs) | gap closed | Wilcoxon p | t-test p | settings chosen |",
