@@ -164,7 +164,8 @@ def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping
     metric = stats[0].headline if stats else "accuracy"
     n = len(next(iter(summary["methods"].values()))[metric]["per_run"]) if summary["methods"] else 0
     lines = [f"# Study: {cfg.name}", "",
-             (f"{len(summary['seeds'])} seed(s) × {n // max(len(summary['seeds']), 1)} {independent(summary.get('independence'))} fold(s). "
+             (f"{len(summary['seeds'])} seed(s) × {n // max(len(summary['seeds']), 1)} "
+              f"{independent(summary.get('independence'))} fold(s). "
               "Each method's setting was chosen per fold on the validation subjects only; test subjects were "
               "scored once with the chosen setting."), "",
              f"| method | {metric_label(metric)} (mean ± std over runs) | gap closed | Wilcoxon p | t-test p | settings chosen |",
