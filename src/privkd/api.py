@@ -126,7 +126,7 @@ def run(
     must then call ``run`` under ``if __name__ == "__main__":``, as any Python program that
     starts processes must. ``loggers`` or ``callbacks`` keep ``auto`` in this process.
     """
-    from privkd.config.loading import load_config
+    from privkd.config.loading import load_config, load_stored_config
     from privkd.errors import PrivkdError
     from privkd.training.experiment import Tracking, run_experiment
     from privkd.training.run_dir import run_config_path
@@ -136,7 +136,7 @@ def run(
         if config is not None or overrides:
             raise PrivkdError("resume finishes a run exactly as it was configured",
                               "pass config=None and no overrides when resuming")
-        cfg = load_config(run_config_path(resume))
+        cfg = load_stored_config(run_config_path(resume))
     elif config is None:
         raise PrivkdError("no config given", "pass a YAML file, a shipped config name, a dict or a RunConfig")
     else:

@@ -6,6 +6,7 @@ each command, so that ``privkd --help`` and the other commands start quickly.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,7 +67,7 @@ def _execute(cfg: RunConfig, out: Path, resume: Path | None = None) -> None:
         for failure in result.failures:
             console.print(f"[bold red]failed:[/] fold {failure['fold']}, {escape(str(failure['row']))}: "
                           f"{escape(str(failure['error']))}", highlight=False)
-        console.print(f"finished results are kept; rerun the failed ones with: privkd run --resume {escape(str(result.run_dir))}",
+        console.print(f"finished results are kept; rerun the failed ones with: {escape(resume_command(result.run_dir))}",
                       highlight=False)
         raise typer.Exit(code=3)
 
@@ -92,8 +93,14 @@ def _report_stop(stop: RunInterrupted) -> NoReturn:
                       highlight=False)
     else:
         console.print(f"[bold red]stopped:[/] {stop.signal_name}; the finished (fold, row) results are kept in "
-                      f"{escape(str(where))}. Resume with: privkd run --resume {escape(str(where))}", highlight=False)
+                      f"{escape(str(where))}. Resume with: {escape(resume_command(where))}", highlight=False)
     raise typer.Exit(code=stop.exit_code)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that finishes ``run_dir``, with its absolute path quoted for the shell, so
+    that it can be pasted in any directory, whatever the path holds (spaces, quotes)."""
+    return f"privkd run --resume {shlex.quote(str(Path(run_dir).absolute()))}"
 
 
 def demo(
@@ -121,7 +128,7 @@ def run(
                                         "for deployment, under RUN_DIR/final/ (evaluation.final).")] = False,
 ) -> None:
     """Run the experiment described by CONFIG, or finish an interrupted one with --resume RUN_DIR."""
-    from privkd.config.loading import load_config
+    from privkd.config.loading import load_config, load_stored_config
 
     scale = {"training.jobs": jobs, "training.devices": devices, "training.num_nodes": num_nodes, "training.strategy": strategy}
     overrides = list(set_) + [f"{key}={value}" for key, value in scale.items() if value is not None]
@@ -136,7 +143,7 @@ def run(
                               "drop CONFIG, --set, --only, --final and the scale options when resuming")
         from privkd.training.run_dir import run_config_path
 
-        cfg = load_config(run_config_path(resume))
+        cfg = load_stored_config(run_config_path(resume))
     _execute(cfg, out, resume)
 
 

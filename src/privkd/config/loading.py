@@ -16,9 +16,11 @@ from privkd.errors import ConfigError
 from privkd.methods.registry import method_names
 
 __all__ = [
+    "absolute_paths",
     "apply_overrides",
     "config_from_dict",
     "load_config",
+    "load_stored_config",
     "packaged_config_path",
     "parse_override",
     "resolve_config_path",
@@ -69,13 +71,63 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config with ``yaml.safe_load``, apply ``--set`` overrides and validate."""
+    """Read a YAML config with ``yaml.safe_load``, apply ``--set`` overrides and validate.
+
+    The file paths it holds (:func:`absolute_paths`) are taken from the config file's own
+    directory, so ``privkd run sub/cfg.yaml`` with ``data.path: data.h5`` reads
+    ``sub/data.h5`` from wherever it is started; a shipped config's from the current
+    directory, where the user's data is. ``--set`` values are typed where the command runs, so
+    they are taken from the current directory. Every path of the returned config is absolute,
+    and so is every path of the ``config.yaml`` a run stores from it."""
     path = resolve_config_path(path)
+    values = _read_yaml(path)
+    own_directory = Path.cwd() if path.resolve().parent == SHIPPED_CONFIGS else path.resolve().parent
+    return config_from_dict(absolute_paths(apply_overrides(absolute_paths(values, own_directory), overrides or []),
+                                           Path.cwd()))
+
+
+def load_stored_config(path: str | Path) -> RunConfig:
+    """A run's stored ``config.yaml`` (``privkd run --resume``), validated, its paths as stored:
+    absolute, or, in runs started before privkd made them so, relative to where the run was
+    started, as that run read them; a resume compares this config with what the run recorded."""
+    return config_from_dict(_read_yaml(Path(path)))
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(str(path), f"not valid YAML ({err})", "fix the YAML syntax") from err
-    return config_from_dict(apply_overrides(values, overrides or []))
+
+
+def absolute_paths(values: Any, base: Path) -> Any:
+    """``values`` (a parsed config) with its relative file paths made absolute against ``base``:
+    ``data.path`` and ``data.test_path`` unless they name a dataset privkd provides (no
+    directory and no file extension, like ``embedded``, or a ``scheme:`` like
+    ``synthetic:clean_labels``), and every ``model.backbone_weights`` file. Anything that is
+    not a string is left for validation to name."""
+    if not isinstance(values, dict):
+        return values
+    result = copy.deepcopy(values)
+    data, model = result.get("data"), result.get("model")
+    if isinstance(data, dict):
+        for key in ("path", "test_path"):
+            if isinstance(data.get(key), str) and not _names_a_dataset(data[key]):
+                data[key] = _absolute(data[key], base)
+    if isinstance(model, dict) and isinstance(model.get("backbone_weights"), dict):
+        model["backbone_weights"] = {name: _absolute(file, base) if isinstance(file, str) else file
+                                     for name, file in model["backbone_weights"].items()}
+    return result
+
+
+def _names_a_dataset(value: str) -> bool:
+    path = Path(value)
+    return (":" in value and not path.is_absolute()) or (path.name == value and path.suffix == "")
+
+
+def _absolute(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
 
 
 def _shipped() -> list[str]:

@@ -71,8 +71,13 @@ def load_sweep(sweep_dir: Path) -> dict:
 
 
 def dataset_names(run_dir: Path) -> tuple[list[str] | None, list[str] | None]:
-    """Class names and target names of the run's dataset, when its file is still there."""
+    """Class names and target names of the run's dataset, as its ``summary.json`` keeps them;
+    for a run made before summaries kept them, from the dataset file when it is still where
+    the run read it."""
     try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if isinstance(summary, dict) and "class_names" in summary:
+            return summary["class_names"], summary.get("target_names")
         env = json.loads((run_dir / "environment.json").read_text())
         path = Path(env["data_path"])
         if not path.is_file():

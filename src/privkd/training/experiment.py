@@ -415,6 +415,9 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)
     summary["independence"] = info.independence
+    # the report names classes and targets from here: a moved run, or one whose dataset is gone, keeps them
+    summary["class_names"] = list(info.class_names) if info.class_names else None
+    summary["target_names"] = list(info.target_names) if info.target_names else None
     # n_test / n_train of the corrected resampled t-test (privkd.evaluation.stats.corrected_resampled_t)
     summary["holdout_ratio"] = float(np.mean([len(f.test) / (len(f.train) + len(f.val)) for f in folds]))
     summary["metric"] = resolve_metric(cfg.evaluation.metric, info.task)

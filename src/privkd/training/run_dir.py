@@ -95,8 +95,8 @@ def open_run_dir(root: str | Path, name: str) -> Path:
     """The run directory: created by the primary process (and exported in ``$PRIVKD_RUN_DIR``
     for the workers Lightning launches from it); other ranks reuse it, or, when launched
     independently (torchrun, SLURM), a scratch directory, since they write no results."""
-    if is_primary_process():
-        run_dir = create_run_dir(root, name)
+    if is_primary_process():  # absolute: the resume command printed with it works from any directory
+        run_dir = create_run_dir(Path(root).absolute(), name)
         os.environ[RUN_DIR_ENV] = str(run_dir)
         return run_dir
     return Path(os.environ.get(RUN_DIR_ENV) or tempfile.mkdtemp(prefix="privkd-worker-"))
@@ -186,7 +186,7 @@ def claim_run_dir(cfg: RunConfig, out_root: str | Path, data_path: Path, folds: 
     :func:`write_run_files` (``inputs`` its ``inputs.json``). Data-parallel workers share the
     primary process's directory and lock."""
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = Path(resume).absolute()
         check_resumable(run_dir, cfg, folds)
         check_resume(run_dir)
         with locked_run_dir(run_dir) if primary else nullcontext():
