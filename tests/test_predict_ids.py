@@ -92,3 +92,41 @@ def test_importing_a_table_without_labels_names_the_cli_option_and_predict(tmp_p
     result = CliRunner().invoke(app, ["data", "import", "table", str(tmp_path / "new.csv"), str(tmp_path / "new.h5")])
     message = " ".join(result.output.split())
     assert result.exit_code == 2 and "--label on the command line" in message and "privkd predict" in message
+
+
+def test_predict_reads_an_unlabelled_ts_file_for_a_student_of_a_ts_import(tmp_path):
+    from test_import_ts import basic_motions_lines, write_ts
+
+    from privkd.data.importers.ts import import_ts
+
+    train = write_ts(tmp_path / "M_TRAIN.ts", basic_motions_lines(8, seed=0))
+    dataset = import_ts(train, tmp_path / "m.h5", sampling_rate=10, no_subject_ids=True, progress=False,
+                        modalities={"accelerometer": [0, 1, 2], "gyroscope": [3, 4, 5]})
+    info = read_info(dataset)
+    cfg = config_from_dict({"methods": ["pkdot"], "data": {"prevalent": ["gyroscope"], "privileged": ["accelerometer"]},
+                            "model": {"embed_dim": 8, "fusion_dim": 8}})
+    student = save_student(tmp_path / "student", build_net("student", cfg, info).eval(), cfg, info, row="pkdot",
+                           method="pkdot", role="student", fold=0, test_metrics={}, train_subjects=["r0"])
+    lines = basic_motions_lines(5, seed=2)
+    header, cases = lines[:-5], lines[-5:]
+    unlabelled = [("@classLabel false" if line.startswith("@classLabel") else line) for line in header]
+    write_ts(tmp_path / "new.ts", unlabelled + [case.rsplit(":", 1)[0] for case in cases])
+    assert predict(student, tmp_path / "new.ts", "--out", tmp_path / "new.csv").exit_code == 0
+    frame = pd.read_csv(tmp_path / "new.csv")
+    assert list(frame.columns[:2]) == ["row", "predicted"] and len(frame) == 5
+
+    # the same cases from the dataset give the same probabilities; a labelled file adds true_label
+    write_ts(tmp_path / "labelled.ts", lines)
+    assert predict(student, tmp_path / "labelled.ts", "--out", tmp_path / "l.csv").exit_code == 0
+    labelled = pd.read_csv(tmp_path / "l.csv")
+    assert labelled.true_label.tolist() == [case.rsplit(":", 1)[1] for case in cases]
+    np.testing.assert_allclose(labelled.filter(like="prob_").to_numpy(), frame.filter(like="prob_").to_numpy())
+
+
+def test_predict_refuses_a_ts_file_for_a_student_not_trained_on_one(split_data, tmp_path):
+    from test_import_ts import basic_motions_lines, write_ts
+
+    _, _, student = split_data
+    write_ts(tmp_path / "new.ts", basic_motions_lines(4, seed=0))
+    result = predict(student, tmp_path / "new.ts", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 2 and "was not imported from a .ts file" in " ".join(result.output.split())

@@ -73,6 +73,44 @@ def test_paired_t_test_by_hand():
     assert test.mean_difference == pytest.approx(2.0)
 
 
+def test_corrected_resampled_t_by_hand():
+    """Nadeau & Bengio (2003) / Bouckaert & Frank (2004): t = mean(d) / √((1/J + n_test/n_train) · s²), df = J − 1.
+
+    d = 0.02, 0.04, 0.00, 0.06, 0.03: mean 0.03, squared deviations 1, 1, 9, 9, 0 (× 1e-4), s² = 20e-4 / 4 = 5e-4.
+    With n_test/n_train = 1/4: (1/5 + 1/4) · 5e-4 = 2.25e-4, √ = 0.015, t = 2. For df = 4 and θ = atan(t / 2),
+    P(|T| < t) = sin θ (1 + cos² θ / 2); t = 2 gives θ = 45°, so p = 1 − (√2/2)(1 + 1/4) = 1 − 5√2/8.
+    The naive t-test (no 1/4 term): √(5e-4 / 5) = 0.01, t = 3, tan θ = 3/2, p = 1 − (3/√13)(1 + 2/13).
+    """
+    d = [0.02, 0.04, 0.00, 0.06, 0.03]
+    t, p = stats.corrected_resampled_t(d, 0.25)
+    assert t == pytest.approx(2.0) and p == pytest.approx(1 - 5 * math.sqrt(2) / 8)
+    test = stats.paired_test(np.array(d) + 0.5, np.full(5, 0.5), ratio=0.25)
+    assert test.corrected_t == pytest.approx(2.0) and test.corrected_p == pytest.approx(1 - 5 * math.sqrt(2) / 8)
+    assert test.t_statistic == pytest.approx(3.0) and test.ttest_p == pytest.approx(1 - 3 / math.sqrt(13) * 15 / 13)
+    assert test.ttest_p < 0.05 < test.corrected_p  # the naive test calls a difference the corrected one does not
+    assert all(math.isnan(v) for v in stats.corrected_resampled_t([0.1, 0.1, 0.1], 0.25))  # no variance, no test
+    assert math.isnan(stats.paired_test(d, np.zeros(5)).corrected_p)  # no ratio given: not computed
+
+
+def test_naive_p_shrinks_with_repeated_folds_the_corrected_one_stays_above_it():
+    """Three seeds that re-draw five folds test each subject three times: the naive paired
+    t-test counts 15 independent values and its p collapses, though no new subject was tested."""
+    rng = np.random.default_rng(0)
+    once = rng.normal(0.01, 0.03, 5)
+    repeated = np.concatenate([once + rng.normal(0, 0.005, 5) for _ in range(3)])  # the same subjects, re-drawn folds
+    baseline = np.full(15, 0.7)
+    single = stats.paired_test(0.7 + once, baseline[:5], ratio=0.25)
+    three = stats.paired_test(0.7 + repeated, baseline, ratio=0.25)
+    assert three.ttest_p < single.ttest_p  # repetition alone makes the naive test more confident
+    assert three.ttest_p < three.corrected_p and single.ttest_p < single.corrected_p
+
+
+def test_holdout_ratio_from_the_run_or_its_folds():
+    assert stats.holdout_ratio({"holdout_ratio": 0.3, "folds": 5}) == 0.3
+    assert stats.holdout_ratio({"folds": 5}) == 0.25  # k-fold: 1 / (k − 1), for summaries written before the ratio
+    assert stats.holdout_ratio({"folds": 1}) is None and stats.holdout_ratio({}) is None
+
+
 def test_paired_tests_never_crash_on_degenerate_input():
     same = stats.paired_test([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
     assert same.wilcoxon_p == 1.0 and same.ttest_p == 1.0 and same.mean_difference == 0.0

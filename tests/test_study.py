@@ -12,8 +12,11 @@ from privkd.config.loading import config_from_dict, load_config
 from privkd.errors import ConfigError
 from privkd.training.study import (
     candidate_variants,
+    chosen_departures,
     diagnostic_lines,
     run_study,
+    study_markdown,
+    subject_means,
     write_study,
 )
 
@@ -68,6 +71,9 @@ def test_study_chooses_on_validation_and_reports_the_chosen_test_score(tmp_path,
         assert zero_pick["row"] == "pkdot_zero" and "structure_test" in zero_pick
     study_md = (study_dir / "study.md").read_text()
     assert "settings chosen" in study_md and "| pkdot[beta=0.1] |" in study_md and "| teacher | — |" in study_md
+    # students fuse no hallucinations by default, a departure from PKDOT: marked in the study's table
+    assert "| pkdot ‡ |" in study_md and "student.hallucinate = False (paper: True)" in study_md
+    assert 0 < summary["holdout_ratio"] < 1 and set(summary["subjects"]) >= {"baseline", "pkdot"}
     # the tables are a function of the finished runs: writing them again gives the same files
     before = {name: (study_dir / name).read_text() for name in ("summary.json", "choices.json", "study.md")}
     write_study(study_dir, load_config(study_dir / "config.yaml"))
@@ -85,3 +91,31 @@ def test_diagnostics_table_only_when_a_chosen_run_has_diagnostics():
     lines = diagnostic_lines(picks)
     assert "| pkdot | — | — | — | — | 0.5000 | 0.8500 |" in lines
     assert "| pkdot | 0.2000 | 0.1000 | 2.0000 | 1.0000 | — | — |" in lines
+
+
+def test_a_study_table_marks_departures_and_tests_subjects_once():
+    """Each row a chosen candidate departs from its paper with is marked and listed; the
+    Wilcoxon test runs across subjects with each subject's scores averaged over the seeds."""
+    picks = {0: {"baseline": [{"fold": 0, "row": "baseline"}], "pkdot": [{"fold": 0, "row": "pkdot[beta=2.0]"}]},
+             1: {"baseline": [{"fold": 0, "row": "baseline"}], "pkdot": [{"fold": 0, "row": "pkdot"}]}}
+    departures = {0: {"pkdot[beta=2.0]": {"pkdot.beta": {"used": 2.0, "paper": 1.0}}},
+                  1: {"pkdot": {"student.hallucinate": {"used": False, "paper": True}}}}
+    assert chosen_departures(departures, picks) == {"pkdot": {"pkdot.beta": {"used": 2.0, "paper": 1.0},
+                                                              "student.hallucinate": {"used": False, "paper": True}}}
+    # subject a tested by both seeds, b by one: each counts once, as its mean over the seeds that tested it
+    means = subject_means({0: {"pkdot": {"a": 0.6, "b": 0.8}}, 1: {"pkdot": {"a": 0.8}}})
+    assert means == {"pkdot": {"a": pytest.approx(0.7), "b": 0.8}}
+
+    def entry(values):
+        return {"mean": sum(values) / len(values), "std": 0.0, "per_run": values}
+
+    subjects = {"baseline": {f"s{i}": 0.5 for i in range(6)}, "pkdot": {f"s{i}": 0.6 + 0.01 * i for i in range(6)}}
+    summary = {"task": "classification", "metric": "accuracy", "seeds": [0, 1], "folds": 2, "holdout_ratio": 0.5,
+               "methods": {"baseline": {"accuracy": entry([0.5, 0.5, 0.6, 0.5])},
+                           "pkdot": {"accuracy": entry([0.6, 0.7, 0.6, 0.65])}},
+               "departures": chosen_departures(departures, picks), "subjects": subjects}
+    text = study_markdown(config_from_dict(STUDY), summary, picks, {0: [], 1: []})
+    assert "| pkdot ‡ |" in text and "| baseline |" in text
+    assert "pkdot.beta = 2.0 (paper: 1.0)" in text and "student.hallucinate = False (paper: True)" in text
+    assert "corrected resampled t-test" in text and "across the 6 subjects" in text
+    assert "| 0.0312 |" in text  # six positive per-subject differences: exact Wilcoxon p = 2 / 2**6

@@ -21,8 +21,10 @@ StudentDir = Annotated[Path, typer.Argument(help="A saved student directory (stu
 
 def predict(
     student_dir: StudentDir,
-    input: Annotated[Path, typer.Argument(help="A privkd .h5 dataset holding the prevalent modalities, or a .csv / "
-                                               ".parquet table with <modality>.<feature> columns (feature students).")],
+    input: Annotated[Path, typer.Argument(help="A privkd .h5 dataset holding the prevalent modalities, a .csv / "
+                                               ".parquet table with <modality>.<feature> columns (feature students), "
+                                               "or a UEA/UCR .ts file (students of a data import ts dataset); "
+                                               "tables and .ts files need no labels.")],
     out: Annotated[Path, typer.Option("--out", help="Predictions CSV to write (one row per sample).")] = Path("predictions.csv"),
     allow_mismatch: Annotated[bool, typer.Option(
         "--allow-mismatch", help="Score a modality whose kind, sampling rate or channel order differs from the training "

@@ -32,6 +32,11 @@ class DataConfig:
     ``--final``), and a larger fraction keeps those and more. Validation and test samples
     are never cut, so every point of a learning curve is scored on the same validation and
     test samples.
+
+    ``test_path``: cross-corpus evaluation. One fold trains and selects on ``path`` (every
+    subject but ``evaluation.n_val_subjects`` validation ones) and tests once on every sample of
+    ``test_path``, a dataset with the same modalities (kind and sample shape) and the same classes
+    or targets, e.g. IEMOCAP → MSP-Improv.
     """
 
     path: str = "embedded"
@@ -39,6 +44,18 @@ class DataConfig:
     privileged: tuple[str, ...] = ("gyroscope",)
     in_memory: Literal["auto", True, False] = "auto"
     train_fraction: float = 1.0
+    test_path: str | None = None
+
+
+LEAKS = {"sample_folds": "subjects shared between training and test", "test_selection": "epoch chosen on the test fold"}
+"""The leaking choices of :class:`EvaluationConfig` (as ``allow_leaks`` names them), and the
+words every table, summary, report and model card of a run that makes them carries."""
+
+
+def protocol_leaks(protocol: str, selection: str) -> list[str]:
+    """The :data:`LEAKS` names an evaluation's ``protocol`` and ``selection`` make (none for privkd's own)."""
+    return [name for name, leaks in (("sample_folds", protocol == "sample_folds"), ("test_selection", selection == "test"))
+            if leaks]
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,14 @@ class EvaluationConfig:
     ``n_val_subjects`` of its subjects, which select the epoch. ``final`` (``privkd run
     --final``): after the folds, train the baseline and the students once more on every
     subject but ``n_val_subjects`` validation ones, under ``final/``, for deployment.
+    ``protocol: loso``: leave one subject out, one fold per subject (``n_folds`` unused).
+
+    For reproducing published numbers only, two leaking choices of the papers' released
+    scripts, each refused unless also named in ``allow_leaks`` and marked in every table,
+    summary, report and model card: ``protocol: sample_folds`` (stratified folds over samples,
+    so the same subjects, and overlapping windows, are in training and test; ``val_share`` of
+    the other samples select the epoch) and ``selection: test`` (the epoch is chosen on the test
+    fold, whose validation samples then train). See docs/protocols.md.
     """
 
     n_folds: int = 5
@@ -77,8 +102,10 @@ class EvaluationConfig:
     teacher_init_control: bool = False
     max_folds: int | None = None
     group_average: bool = False
-    protocol: Literal["subject_folds", "splits"] = "subject_folds"
+    protocol: Literal["subject_folds", "loso", "splits", "sample_folds"] = "subject_folds"
     final: bool = False
+    selection: Literal["validation", "test"] = "validation"
+    allow_leaks: tuple[Literal["sample_folds", "test_selection"], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from privkd.config.fitted import AUTO
 from privkd.config.parse import build_config, config_to_dict
 from privkd.config.rows import row_method, set_key
 from privkd.config.schema import (
+    LEAKS,
     SHARED_SECTIONS,
     RunConfig,
     TrainingConfig,
     VariantConfig,
+    protocol_leaks,
 )
 from privkd.errors import ConfigError
 from privkd.methods.registry import method_names, method_spec
@@ -152,6 +154,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if needing and not cfg.data.privileged:
         raise ConfigError("data.privileged", f"empty but {needing[0]} needs a privileged modality", "name one")
     _check_ranges(cfg)
+    _check_protocol(cfg)
     _check_model(cfg)
     k, batch = cfg.structural.k, cfg.training.batch_size
     if any(spec.uses_anchors for spec in specs) and AUTO not in (k, batch) and k >= batch:
@@ -269,6 +272,23 @@ def _check_ranges(cfg: RunConfig) -> None:
         raise ConfigError("training.class_weights", f"weights must be positive, got {list(weights)}",
                           "give one positive weight per class, or balanced / none")
     _check_training_options(cfg.training)
+
+
+def _check_protocol(cfg: RunConfig) -> None:
+    """The leaking protocols run only when ``evaluation.allow_leaks`` names them (for reproducing
+    the papers' released scripts), and cross-corpus testing takes one fold of its own."""
+    e = cfg.evaluation
+    for name in protocol_leaks(e.protocol, e.selection):
+        if name not in e.allow_leaks:
+            key = "evaluation.selection" if name == "test_selection" else "evaluation.protocol"
+            raise ConfigError(key, f"{getattr(e, key.split('.')[1])} leaks test information ({LEAKS[name]}): it "
+                              "exists only to reproduce the papers' released scripts, and every table will say so",
+                              f"add {name} to evaluation.allow_leaks to run it anyway, or use the default "
+                              f"({'protocol: subject_folds or loso' if name == 'sample_folds' else 'selection: validation'})")
+    if cfg.data.test_path is not None and (e.protocol != "subject_folds" or e.selection != "validation"):
+        raise ConfigError("data.test_path", f"cross-corpus testing makes one fold of its own, and cannot be combined "
+                          f"with protocol: {e.protocol}, selection: {e.selection}",
+                          "leave evaluation.protocol and evaluation.selection at their defaults, or drop data.test_path")
 
 
 def _check_seed(cfg: RunConfig) -> None:

@@ -4,7 +4,14 @@ Physiological and affective signals differ more between people than between
 classes, so a model evaluated on windows of subjects it trained on looks far
 better than it is. Every fold therefore splits by *subject*: each subject is in
 exactly one of train / validation / test, and over the folds every subject is
-tested exactly once.
+tested exactly once. ``protocol: loso`` makes each subject its own test fold; ``data.test_path``
+tests on another dataset (cross-corpus).
+
+Two protocols of the papers' released scripts leak test information into training and
+selection, and exist only to reproduce (and measure) what they inflate: folds over samples
+(:func:`sample_folds`) and choosing the epoch on the test fold (:func:`select_on_test`). A run
+uses them only when the config names them in ``evaluation.allow_leaks`` too, and every table of
+it says so (:func:`privkd.config.schema.protocol_leaks`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from privkd.config.schema import EvaluationConfig
 from privkd.data.dataset import MultimodalDataset
 from privkd.errors import SplitError
 
-__all__ = ["Fold", "check_fold", "keep_train_fraction", "make_folds", "official_split_fold", "subject_folds"]
+__all__ = ["Fold", "check_fold", "cross_corpus_fold", "keep_train_fraction", "make_folds", "official_split_fold",
+           "sample_folds", "select_on_test", "subject_folds"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: fields are arrays, whose == is elementwise
@@ -110,6 +118,73 @@ def subject_folds(
     return folds
 
 
+def _subjects_of(subjects: np.ndarray, rows: np.ndarray) -> tuple[str, ...]:
+    return tuple(sorted(np.unique(subjects[rows]).tolist()))
+
+
+def sample_folds(labels: Sequence[int] | np.ndarray | None, subjects: Sequence[str] | np.ndarray, n_folds: int,
+                 val_share: float, seed: int) -> list[Fold]:
+    """``n_folds`` folds over samples, stratified by class (``labels``; None for regression), as
+    the papers' released scripts split: every subject's samples, and overlapping windows, fall
+    into training and test alike. LEAKING: for reproducing published numbers only.
+
+    Each class's samples are shuffled with ``seed`` and dealt to the folds in turn (a running
+    offset over classes keeps the fold sizes within one); in fold ``k``, ``val_share`` of each
+    class's remaining samples (at least one) select the epoch and the rest train."""
+    subjects = np.asarray(subjects).astype(str)
+    n = len(subjects)
+    if n_folds < 2 or n < 2 * n_folds:
+        raise SplitError(f"{n} samples cannot make {n_folds} sample folds with a validation part each",
+                         f"set evaluation.n_folds between 2 and {max(n // 2, 2)}")
+    strata = np.zeros(n, dtype=int) if labels is None else np.asarray(labels).astype(int).reshape(n)
+    rng = np.random.default_rng(seed)
+    fold_of, offset = np.empty(n, dtype=int), 0
+    for stratum in np.unique(strata):
+        members = rng.permutation(np.flatnonzero(strata == stratum))
+        fold_of[members] = (offset + np.arange(len(members))) % n_folds
+        offset += len(members)
+    folds = []
+    for k in range(n_folds):
+        test = np.flatnonzero(fold_of == k)
+        val = []
+        for stratum in np.unique(strata):
+            rest = rng.permutation(np.flatnonzero((fold_of != k) & (strata == stratum)))
+            val.append(rest[: max(1, round(val_share * len(rest)))] if len(rest) > 1 else rest[:0])
+        val_rows = np.sort(np.concatenate(val))
+        train = np.setdiff1d(np.flatnonzero(fold_of != k), val_rows)
+        folds.append(Fold(index=k, train=train, val=val_rows, test=test, train_subjects=_subjects_of(subjects, train),
+                          val_subjects=_subjects_of(subjects, val_rows), test_subjects=_subjects_of(subjects, test)))
+    return folds
+
+
+def select_on_test(fold: Fold, subjects: Sequence[str] | np.ndarray) -> Fold:
+    """``fold`` with its test part selecting the epoch (``evaluation.selection: test``), as the
+    papers' released scripts do, and its validation samples training instead. LEAKING: the test
+    score then reports the best of many epochs on the very samples it is measured on."""
+    train = np.union1d(fold.train, fold.val)
+    return dataclasses.replace(fold, train=train, val=fold.test, train_subjects=_subjects_of(np.asarray(subjects).astype(str), train),
+                               val_subjects=fold.test_subjects)
+
+
+def cross_corpus_fold(subjects: Sequence[str] | np.ndarray, n_val_subjects: int, seed: int,
+                      test_subjects: Sequence[str] | np.ndarray) -> Fold:
+    """The one fold of cross-corpus evaluation (``data.test_path``): ``n_val_subjects`` subjects
+    of the training dataset, drawn with ``seed``, select the epoch, all its other subjects train,
+    and every sample of the test dataset (``test_subjects``: its ``/subjects``) tests. The test
+    indices are rows of the test dataset."""
+    subjects = np.asarray(subjects).astype(str)
+    unique = np.unique(subjects)
+    if len(unique) < n_val_subjects + 1:
+        raise SplitError(f"the training dataset has {len(unique)} subjects, fewer than {n_val_subjects} validation + 1",
+                         "lower evaluation.n_val_subjects")
+    shuffled = np.random.default_rng(seed).permutation(unique)
+    val, train = shuffled[:n_val_subjects], shuffled[n_val_subjects:]
+    tested = np.asarray(test_subjects).astype(str)
+    return Fold(index=0, train=_rows_of(subjects, train), val=_rows_of(subjects, val), test=np.arange(len(tested)),
+                train_subjects=tuple(sorted(train.tolist())), val_subjects=tuple(sorted(val.tolist())),
+                test_subjects=tuple(sorted(np.unique(tested).tolist())))
+
+
 def official_split_fold(
     subjects: Sequence[str] | np.ndarray,
     splits: Sequence[str] | np.ndarray | None,
@@ -176,16 +251,25 @@ def keep_train_fraction(fold: Fold, subjects: Sequence[str] | np.ndarray, fracti
 
 
 def make_folds(evaluation: EvaluationConfig, dataset: MultimodalDataset, seed: int,
-               train_fraction: float = 1.0) -> list[Fold]:
-    """A run's folds: subject-independent ones, or the one fold of the dataset's official
-    split, training on ``train_fraction`` of each training subject's samples
-    (:func:`keep_train_fraction`); each checked (:func:`check_fold`) before anything trains."""
-    if evaluation.protocol == "splits":
+               train_fraction: float = 1.0, test_dataset: MultimodalDataset | None = None) -> list[Fold]:
+    """A run's folds: subject-independent ones (``n_folds`` of them, or one per subject under
+    ``loso``), the one fold of the dataset's official split, the one fold testing on
+    ``test_dataset`` (cross-corpus), or the leaking ones of the papers' scripts (sample folds,
+    selection on the test fold), training on ``train_fraction`` of each training subject's
+    samples (:func:`keep_train_fraction`); each checked (:func:`check_fold`) before anything trains."""
+    if test_dataset is not None:
+        folds = [cross_corpus_fold(dataset.subjects, evaluation.n_val_subjects, seed, test_dataset.subjects)]
+    elif evaluation.protocol == "splits":
         folds = [official_split_fold(dataset.subjects, dataset.splits, evaluation.n_val_subjects, seed=seed)]
+    elif evaluation.protocol == "sample_folds":
+        labels = dataset.labels if dataset.info.task == "classification" else None
+        folds = sample_folds(labels, dataset.subjects, evaluation.n_folds, evaluation.val_share, seed)[: evaluation.max_folds]
     else:
-        folds = subject_folds(dataset.subjects, n_folds=evaluation.n_folds, n_val_subjects=evaluation.n_val_subjects,
-                              seed=seed)
+        n_folds = len(np.unique(dataset.subjects)) if evaluation.protocol == "loso" else evaluation.n_folds
+        folds = subject_folds(dataset.subjects, n_folds=n_folds, n_val_subjects=evaluation.n_val_subjects, seed=seed)
         folds = folds[: evaluation.max_folds]
+    if evaluation.selection == "test":
+        folds = [select_on_test(fold, dataset.subjects) for fold in folds]
     folds = [keep_train_fraction(fold, dataset.subjects, train_fraction, seed) for fold in folds]
     for fold in folds:
         check_fold(fold, dataset)

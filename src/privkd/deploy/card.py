@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from privkd.config.schema import LEAKS, protocol_leaks
 from privkd.data.h5format.spec import independent
 from privkd.models.build import ROLES
 
@@ -119,6 +120,12 @@ def _held_out(card: Mapping[str, Any]) -> str:
     return card["training"].get("independence") or "subject"
 
 
+def _leaks(card: Mapping[str, Any]) -> list[str]:
+    """The leaking evaluation choices (:data:`~privkd.config.schema.LEAKS`' words) its scores were made under."""
+    evaluation = card["config"].get("evaluation") or {}
+    return [LEAKS[name] for name in protocol_leaks(str(evaluation.get("protocol")), str(evaluation.get("selection")))]
+
+
 def _independent(card: Mapping[str, Any]) -> str:
     return independent(_held_out(card))
 
@@ -158,6 +165,8 @@ def _use_and_limits(card: Mapping[str, Any]) -> list[str]:
          f"- Trained on {len(training['train_subjects'])} {unit}s and scored on the unseen test {unit}s of one "
          f"cross-validation fold ({training['fold']}): the metrics above are one fold's, not a population estimate; "
          "the run's summary gives the mean and spread over folds."),
+        *([f"- **LEAKING, for reproducing published numbers only: {'; '.join(_leaks(card))}**: the metrics above "
+            "overestimate the score on unseen people."] if _leaks(card) else []),
         *(["- Recording-independent only: the training data had no subject ids, so recordings of one person may sit "
             "in both training and test; the metrics may overestimate the score on people never seen."]
           if unit == "recording" else []),
@@ -174,6 +183,13 @@ def _split(card: Mapping[str, Any]) -> str:
 
 
 def _metric_lines(card: Mapping[str, Any]) -> list[str]:
+    leaks = _leaks(card)
+    if leaks:
+        return [f"**LEAKING, for reproducing published numbers only: {'; '.join(leaks)}.**", "", *_scored_lines(card)]
+    return _scored_lines(card)
+
+
+def _scored_lines(card: Mapping[str, Any]) -> list[str]:
     if _is_final(card):
         return [(f"The {_score_source(card)} of this row in the same run (mean ± std); this model was trained the "
                  "same way on every subject:"), "", "| metric | mean ± std |", "|---|---|",

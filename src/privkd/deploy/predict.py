@@ -40,6 +40,7 @@ __all__ = ["TABLE_SUFFIXES", "InputWarning", "predict_arrays", "predict_file"]
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 H5_SUFFIXES = (".h5", ".hdf5")
+TS_SUFFIX = ".ts"
 ID_COLUMNS = ("sample", "id", "subject", "group", "split")
 """Columns of a table input copied to the predictions beside the row index."""
 LABEL_COLUMN = "label"
@@ -285,6 +286,48 @@ def _table_batches(student: LoadedStudent, path: Path, batch_size: int,
     return ids, batches()
 
 
+def _ts_batches(student: LoadedStudent, path: Path, batch_size: int,
+                split: str | None = None) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
+    """A UEA/UCR ``.ts`` file (labelled or not) for a student trained on a ``privkd data import
+    ts`` dataset: each input takes the file's dimensions its channel names ``dim_<index>`` name."""
+    from privkd.data.importers.ts import CHANNEL_PREFIX, read_ts
+
+    if split is not None:
+        raise DatasetError(path, "/", f"--split {split}: a .ts file holds one part of a split",
+                           "leave --split out and give the file of that part (e.g. X_TEST.ts)")
+    parsed = read_ts(path, require_labels=False)
+    dims = parsed.values.shape[1]
+    arrays = {}
+    for name, entry in student.card["inputs"].items():
+        channels = list(entry.get("channel_names") or [])
+        indices = [c.removeprefix(CHANNEL_PREFIX) for c in channels]
+        if not channels or not all(c.startswith(CHANNEL_PREFIX) and i.isdigit() for c, i in zip(channels, indices)):
+            raise DatasetError(path, "/", f"this student's input '{name}' was not imported from a .ts file (its "
+                               f"channels are {channels or 'unnamed'}, not dim_<index>), so nothing says which "
+                               "dimensions feed it", "import the data into a privkd dataset as the training data "
+                               "was, and predict that")
+        wanted = [int(i) for i in indices]
+        if max(wanted) >= dims:
+            raise DatasetError(path, "/", f"input '{name}' takes dimensions {wanted}, but the file has {dims}",
+                               "give a .ts file of the problem the student was trained on")
+        arrays[name] = parsed.values[:, wanted, :].astype(np.float32)
+        expected = tuple(student.inputs[name].sample_shape)
+        if arrays[name].shape[1:] != expected:
+            raise DatasetError(path, "/", f"input '{name}' samples are shaped {arrays[name].shape[1:]}, this student "
+                               f"expects {expected}", "resample the series to the training data's length")
+    ids: dict[str, np.ndarray] = {}
+    if parsed.labels:
+        labels = np.asarray(parsed.labels)
+        ids = {"true_label": labels} if student.task == "classification" else _true_labels(student, labels)
+    n = len(parsed.values)
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, n, batch_size):
+            yield {name: array[start:start + batch_size] for name, array in arrays.items()}
+
+    return ids, batches()
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -357,7 +400,9 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
     ``input_path``: a privkd ``.h5`` dataset holding the student's prevalent modalities
     (labels, subjects and any other modality are ignored; the privileged modalities need not
     be there), or, for students whose inputs are 1-D feature vectors, a ``.csv`` / ``.parquet``
-    table with feature columns ``<modality>.<feature>``. Writes ``out_csv`` atomically: one
+    table with feature columns ``<modality>.<feature>``, or, for students trained on a
+    ``privkd data import ts`` dataset, a UEA/UCR ``.ts`` file, labelled or not. Tables and
+    ``.ts`` files need no labels. Writes ``out_csv`` atomically: one
     row per sample with ``row`` (its index in the input), the ids the input has (``.h5``:
     ``subject``, ``group``, ``split``; a table: ``sample``, ``id``, ``subject``, ``group``,
     ``split``), the known answers when the input has them (``true_label``, or ``true_<target>``
@@ -382,11 +427,13 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
                            "give a privkd .h5 dataset or a .csv / .parquet feature table")
     if suffix in TABLE_SUFFIXES:
         ids, batches = _table_batches(student, input_path, batch_size, split)
+    elif suffix == TS_SUFFIX:
+        ids, batches = _ts_batches(student, input_path, batch_size, split)
     elif suffix in H5_SUFFIXES or h5py.is_hdf5(input_path):
         ids, batches = _h5_batches(student, input_path, batch_size, allow_mismatch, split)
     else:
         raise DatasetError(input_path, "/", f"unsupported input type {input_path.suffix or '(no suffix)'!r}",
-                           "give a privkd .h5 dataset or a .csv / .parquet feature table")
+                           "give a privkd .h5 dataset, a .csv / .parquet feature table or a UEA/UCR .ts file")
     student.net.to(device)
     outputs, start, reported = [], 0, set()
     for batch in batches:

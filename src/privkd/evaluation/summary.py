@@ -44,8 +44,9 @@ def aggregate(task: str, per_fold: Mapping[str, Sequence[Mapping[str, float]]]) 
 
 
 def summary_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (``mean ± std``) of the summary table, one row per method; a
-    ``Teacher`` column says which row each distilled row learnt from."""
+    """Header and rows (``mean ± std``) of the summary table, one row per method (marked when it
+    departs from its paper, :func:`marked_row`); a ``Teacher`` column says which row each
+    distilled row learnt from."""
     methods = summary["methods"]
     teachers = summary.get("teachers")
     metric_names = list(dict.fromkeys(name for metrics in methods.values() for name in metrics))
@@ -54,7 +55,8 @@ def summary_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
     for method, metrics in methods.items():
         n_folds = len(next(iter(metrics.values()))["per_fold"])
         cells = [f"{metrics[m]['mean']:.4f} ± {metrics[m]['std']:.4f}" if m in metrics else "—" for m in metric_names]
-        rows.append([method, *([teachers.get(method) or "—"] if teachers else []), str(n_folds), *cells])
+        rows.append([marked_row(summary, method), *([teachers.get(method) or "—"] if teachers else []), str(n_folds),
+                     *cells])
     return header, rows
 
 
@@ -78,6 +80,31 @@ def warning_lines(summary: Mapping) -> list[str]:
     return lines
 
 
+DEPARTURE_MARK = "‡"
+"""Follows the name of a row whose settings depart from its paper's, in every table."""
+
+
+def marked_row(summary: Mapping, row: str) -> str:
+    """``row``, followed by :data:`DEPARTURE_MARK` when the summary lists departures for it."""
+    return f"{row} {DEPARTURE_MARK}" if (summary.get("departures") or {}).get(row) else row
+
+
+def leak_line(leaks: Sequence[str]) -> str:
+    """The line every table of a run with leaking ``leaks`` (:data:`privkd.config.schema.LEAKS`'
+    words) carries above it; empty without leaks."""
+    return f"**LEAKING, for reproducing published numbers only: {'; '.join(leaks)}.**" if leaks else ""
+
+
+def scored_on(summary: Mapping) -> str:
+    """What the summary's test scores were measured on: held-out folds, every sample of another
+    corpus, or folds over samples."""
+    if summary.get("test_corpus"):
+        return f"every sample of another dataset, {summary['test_corpus']} (cross-corpus)"
+    if "subjects shared between training and test" in (summary.get("leaks") or []):
+        return "test folds over samples (subjects shared between training and test)"
+    return f"{independent(summary.get('independence'))} test folds"
+
+
 def departure_lines(summary: Mapping) -> list[str]:
     """One line per row that departs from its method's paper settings, naming each departure."""
     return [f"{row}: " + "; ".join(f"{key} = {d['used']} (paper: {d['paper']})" for key, d in departures.items())
@@ -86,8 +113,9 @@ def departure_lines(summary: Mapping) -> list[str]:
 
 def summary_markdown(summary: Mapping, title: str) -> str:
     header, rows = summary_rows(summary)
-    lines = [f"# {title}", "",
-             f"Task: {summary['task']}; mean ± std over {independent(summary.get('independence'))} test folds.", ""]
+    lines = [f"# {title}", "", f"Task: {summary['task']}; mean ± std over {scored_on(summary)}.", ""]
+    if summary.get("leaks"):
+        lines += [leak_line(summary["leaks"]), ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -96,7 +124,8 @@ def summary_markdown(summary: Mapping, title: str) -> str:
         lines += ["", "**Warnings**:", ""] + [f"- {line}" for line in warnings]
     departures = departure_lines(summary)
     if departures:
-        lines += ["", "Departures from the papers' settings (options privkd offers beside the papers' methods):", ""]
+        lines += ["", (f"{DEPARTURE_MARK} Departures from the papers' settings (options privkd offers beside the "
+                       "papers' methods):"), ""]
         lines += [f"- {line}" for line in departures]
     failed = summary.get("failed", [])
     if failed:

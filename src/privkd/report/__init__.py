@@ -105,6 +105,7 @@ def _build_report(run_dir: Path, sweep_dir: str | Path | None, out_dir: str | Pa
         figures=collector.figures,
         skipped=collector.skipped,
         independence=summary.get("independence"),
+        leaks=list(summary.get("leaks") or []),
     )
     if sweep is not None:
         content.sweep = tables.sweep_table(sweep)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 import html
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from privkd.data.h5format.spec import independent
+from privkd.evaluation.summary import leak_line
 from privkd.report.figures import ReportFigure
 from privkd.report.subjects import SUBJECT_NOTE
 from privkd.report.tables import DIAGNOSTICS_NOTE, GAP_NOTE, Table
@@ -47,6 +48,9 @@ class ReportContent:
     sweep: Table | None = None
     sweep_dir: Path | None = None
     sweep_config: str = "?"
+    leaks: list[str] = field(default_factory=list)
+    """The run's leaking evaluation choices (:data:`privkd.config.schema.LEAKS`' words), said
+    above every table; empty for privkd's own protocols."""
     independence: str | None = None
     """What the held-out ids are (``subject`` or ``recording``; None in runs made before it was recorded)."""
 
@@ -72,8 +76,9 @@ def markdown(content: ReportContent, out_dir: Path) -> str:
     """``report.md``, linking each saved figure relative to ``out_dir`` (where the file goes)."""
     intro = (f"Run `{content.run_dir}`; task: {content.task}; {content.n_folds} {independent(content.independence)} test "
              f"fold(s){content.study}.")
-    md = [f"# privkd report: {content.name}", "", intro, "", "## Results", "", *_md_table(content.results), "",
-          "### Against the baseline", "", *_md_table(content.comparison), ""]
+    leak = [leak_line(content.leaks), ""] if content.leaks else []
+    md = [f"# privkd report: {content.name}", "", intro, "", "## Results", "", *leak, *_md_table(content.results), "",
+          "### Against the baseline", "", *leak, *_md_table(content.comparison), ""]
     md += [f"- {n}" for n in content.notes] + [""]
     if content.subjects.rows:
         md += ["### Per-subject scores", "", SUBJECT_NOTE, "", *_md_table(content.subjects), ""]
@@ -96,8 +101,9 @@ def html_page(content: ReportContent) -> str:
     """``report.html``: the same content with every figure inline, nothing fetched from anywhere."""
     intro = (f"Run <code>{html.escape(str(content.run_dir))}</code>; task: {html.escape(str(content.task))}; "
              f"{html.escape(str(content.n_folds))} {independent(content.independence)} test fold(s){html.escape(content.study)}.")
-    body = [f"<h1>privkd report: {html.escape(content.name)}</h1>", f"<p>{intro}</p>", "<h2>Results</h2>",
-            _html_table(content.results, "results", row_ids=True), "<h3>Against the baseline</h3>",
+    leak = [f'<p class="leak"><strong>{html.escape(leak_line(content.leaks).strip("*"))}</strong></p>'] if content.leaks else []
+    body = [f"<h1>privkd report: {html.escape(content.name)}</h1>", f"<p>{intro}</p>", "<h2>Results</h2>", *leak,
+            _html_table(content.results, "results", row_ids=True), "<h3>Against the baseline</h3>", *leak,
             _html_table(content.comparison, "comparison"),
             '<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in content.notes) + "</ul>"]
     if content.subjects.rows:

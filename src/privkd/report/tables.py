@@ -20,12 +20,19 @@ from privkd.evaluation.artifacts import fold_dirs
 from privkd.evaluation.stats import (
     MIN_TEACHER_GAP,
     RowStats,
+    describe_paired_tests,
     format_p,
     format_percent,
     headline_metric,
     row_stats,
 )
-from privkd.evaluation.summary import departure_lines, metric_label, warning_lines
+from privkd.evaluation.summary import (
+    DEPARTURE_MARK,
+    departure_lines,
+    marked_row,
+    metric_label,
+    warning_lines,
+)
 
 __all__ = ["DIAGNOSTICS_NOTE", "GAP_NOTE", "Table", "diagnostics_table", "gap_per_fold_table", "has_runs", "notes",
            "results_table", "sweep_table"]
@@ -75,7 +82,7 @@ def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None
                    [[s.row, str(s.n_runs), *[_cell(s, m) for m in metrics]] for s in stats])
     header = ["Method", f"Gap closed ({metric_label(headline)})", f"Δ {metric_label(headline)} vs baseline",
               *(["95 % CI of Δ per subject"] if intervals is not None else []),
-              f"Wilcoxon p ({across})", f"t-test p ({across})"]
+              f"Wilcoxon p ({'subjects' if has_runs(summary) else 'across folds'})", f"corrected t-test p ({across})"]
     rows = []
     for s in stats:
         test = s.test
@@ -84,8 +91,9 @@ def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None
         if s.gap_reference and s.gap_reference != teacher:
             gap += " †"
         interval = [] if intervals is None else ["—" if s.row == baseline else intervals.get(s.row, "—")]
-        rows.append([s.row, gap, delta, *interval,
-                     "—" if test is None else format_p(test.wilcoxon_p), "—" if test is None else format_p(test.ttest_p)])
+        wilcoxon = s.subject_test if has_runs(summary) else test
+        rows.append([marked_row(summary, s.row), gap, delta, *interval, "—" if wilcoxon is None else format_p(wilcoxon.wilcoxon_p),
+                     "—" if test is None else format_p(test.corrected_p)])
     return scores, Table(header, rows), stats
 
 
@@ -101,14 +109,13 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
          "from the means: 0 % is the prevalent-only baseline, 100 % the privileged teacher; n/a where the teacher "
          f"beats the baseline by less than {MIN_TEACHER_GAP:g} (one point, about what a run moves between processors), "
          "as a share of so small a gap is noise."),
-        (f"p-values are across {unit}, paired by fold, two-sided, on {metric_label(headline)}, against the baseline row, "
-         "not corrected for multiple comparisons. Wilcoxon = exact signed-rank test; t-test = paired t-test."),
+        describe_paired_tests(summary, stats),
     ]
     distilled = {row: source for row, source in (summary.get("teachers") or {}).items() if source and row in methods}
     if distilled:
         out.append("Each distilled row's teacher (trained once per fold): "
                    + "; ".join(f"{row} ← {source}" for row, source in distilled.items()) + ".")
-    out += [f"Departs from its paper: {line}." for line in departure_lines(summary)]
+    out += [f"{DEPARTURE_MARK} Departs from its paper: {line}." for line in departure_lines(summary)]
     out += [f"Warning: {line}" for line in warning_lines(summary)]
     if baseline not in methods:
         out.append("No baseline row: gap closed and paired tests are not available.")
@@ -117,7 +124,8 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
         out.append("No teacher row: the gap closed is not available" + (
             f", except † relative to the row's own online teacher ({', '.join(own)}), which trains jointly with the "
             "student and is not the offline upper bound." if own else "."))
-    tested = [s.test for s in stats if s.test is not None and s.test.n_nonzero > 0]
+    wilcoxons = [s.subject_test if has_runs(summary) else s.test for s in stats]
+    tested = [t for t in wilcoxons if t is not None and t.n_nonzero > 0]
     if tested and not all(t.can_reach_alpha for t in tested):
         n = max(t.n_nonzero for t in tested)
         out.append(f"With n = {n} paired values the exact two-sided Wilcoxon test cannot give p below "

@@ -111,12 +111,14 @@ def resolve_validation_subjects(cfg: RunConfig, subjects: np.ndarray,
         subjects = subjects[splits == "train"]
     _, counts = np.unique(subjects, return_counts=True)
     n_subjects = len(counts)
-    left = n_subjects if e.protocol == "splits" else n_subjects - math.ceil(n_subjects / e.n_folds)
+    whole = e.protocol == "splits" or cfg.data.test_path is not None  # no test subjects among these
+    test_group = 1 if e.protocol == "loso" else math.ceil(n_subjects / e.n_folds)
+    left = n_subjects if whole else n_subjects - test_group
     by_share = max(1, round(e.val_share * left))
     median = float(np.median(counts)) if len(counts) else 1.0
     by_samples = math.ceil(e.min_val_samples / max(median, 1.0))
     n_val = max(1, min(max(by_share, by_samples), left - 1))
-    where = "in the train split" if e.protocol == "splits" else "left after a test fold"
+    where = "in the train split" if e.protocol == "splits" else "of the training dataset" if whole else "left after a test fold"
     why = (f"{e.val_share:g} of the {left} subjects {where} is {by_share}; {e.min_val_samples} validation "
            f"samples at a median of {median:g} per subject need {by_samples}")
     return _replace(cfg, "evaluation", n_val_subjects=n_val), [Resolved("evaluation.n_val_subjects", n_val, why)]

@@ -25,12 +25,25 @@ import yaml
 from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig, VariantConfig
 from privkd.config.validation import validate
-from privkd.data.h5format.spec import independent
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import resolve_metric
-from privkd.evaluation.stats import format_p, format_percent, row_stats
-from privkd.evaluation.summary import metric_label
+from privkd.evaluation.stats import (
+    describe_paired_tests,
+    format_p,
+    format_percent,
+    holdout_ratio,
+    row_stats,
+)
+from privkd.evaluation.summary import (
+    DEPARTURE_MARK,
+    departure_lines,
+    leak_line,
+    marked_row,
+    metric_label,
+    scored_on,
+)
 from privkd.methods.registry import bound_row
+from privkd.report.subjects import subject_scores
 from privkd.training.experiment import check_before_run, run_experiment
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
@@ -136,22 +149,77 @@ def write_study(study_dir: Path, cfg: RunConfig) -> None:
     candidates = candidate_variants(cfg)
     seeds = study_seeds(cfg)
     records: dict[int, list[dict[str, dict]]] = {}
-    task, teachers = "classification", {}
-    for seed in seeds:
-        run_dir = seed_run_dir(study_dir, seed)
-        run_summary = json.loads((run_dir / "summary.json").read_text())
+    run_dirs = {seed: seed_run_dir(study_dir, seed) for seed in seeds}
+    run_summaries = {seed: json.loads((run_dir / "summary.json").read_text()) for seed, run_dir in run_dirs.items()}
+    task, teachers, ratios, folds = "classification", {}, [], None
+    for seed, run_summary in run_summaries.items():
         task, teachers = run_summary["task"], {**run_summary.get("teachers", {}), **teachers}
-        records[seed] = fold_records(run_dir)
+        folds = run_summary.get("folds", folds)
+        ratios.append(holdout_ratio(run_summary))
+        records[seed] = fold_records(run_dirs[seed])
     metric = resolve_metric(cfg.evaluation.metric, task)
     picks = {seed: choose(records[seed], metric, candidates) for seed in seeds}
     summary = study_summary(task, seeds, picks)
     summary["metric"] = metric
+    summary["folds"] = folds
     summary["independence"] = run_summary.get("independence")  # one dataset: the same in every seed's run
+    summary["holdout_ratio"] = None if None in ratios else float(np.mean(ratios))
+    summary["leaks"] = run_summaries[seeds[0]].get("leaks", [])  # the same evaluation settings in every seed
+    summary["departures"] = chosen_departures({seed: run_summaries[seed].get("departures", {}) for seed in seeds}, picks)
+    summary["subjects"] = subject_means({seed: subject_picks(run_dirs[seed], picks[seed], task, metric)
+                                         for seed in seeds})
     # each run's own record: rows its switches added (the teacher_init control) are in no config's variants
     summary["teachers"] = {row: teachers.get(row) for row in summary["methods"]}
     write_json_atomic(study_dir / "summary.json", summary)
     write_json_atomic(study_dir / "choices.json", {str(seed): picks[seed] for seed in seeds})
     write_text_atomic(study_dir / "study.md", study_markdown(cfg, summary, picks, records))
+
+
+def chosen_departures(departures: Mapping[int, Mapping[str, Mapping[str, dict]]],
+                      picks: Mapping[int, Mapping[str, list[dict]]]) -> dict[str, dict[str, dict]]:
+    """Per study row, its paper's settings that any row chosen for it departs from, in the run
+    summaries' form (``{key: {"used", "paper"}}``, as the method registry's
+    :meth:`~privkd.methods.registry.MethodSpec.departures` gives them), ``used`` listing every
+    value the chosen rows used."""
+    used: dict[str, dict[str, dict[str, Any]]] = {}
+    for seed, by_method in picks.items():
+        for method, chosen in by_method.items():
+            for pick in chosen:
+                for key, departure in departures[seed].get(pick["row"], {}).items():
+                    entry = used.setdefault(method, {}).setdefault(key, {"used": [], "paper": departure["paper"]})
+                    if departure["used"] not in entry["used"]:
+                        entry["used"].append(departure["used"])
+    return {method: {key: {"used": entry["used"][0] if len(entry["used"]) == 1 else entry["used"], "paper": entry["paper"]}
+                     for key, entry in by_key.items()} for method, by_key in used.items()}
+
+
+def subject_picks(run_dir: Path, picks: Mapping[str, list[dict]], task: str, metric: str) -> dict[str, dict[str, float]]:
+    """Per method, per subject: the headline ``metric`` on that subject's test samples, from the
+    row chosen (:func:`choose`) in the fold of ``run_dir`` that tested the subject; a subject whose
+    chosen row kept no test predictions is absent."""
+    rows = sorted({pick["row"] for chosen in picks.values() for pick in chosen})
+    scores = subject_scores(run_dir, rows, task, metric)
+    out: dict[str, dict[str, float]] = {}
+    for method, chosen in picks.items():
+        for pick in chosen:
+            for subject, (fold, value) in scores.get(pick["row"], {}).items():
+                if fold == pick["fold"]:
+                    out.setdefault(method, {})[subject] = value
+    return out
+
+
+def subject_means(per_seed: Mapping[int, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per method, per subject: the mean of the subject's scores over the seeds that scored it
+    (NaN scores left out), so that a subject tested once per seed counts once in a paired test
+    across subjects (:func:`privkd.evaluation.stats.row_stats`)."""
+    collected: dict[str, dict[str, list[float]]] = {}
+    for by_method in per_seed.values():
+        for method, by_subject in by_method.items():
+            for subject, value in by_subject.items():
+                collected.setdefault(method, {}).setdefault(subject, []).append(value)
+    return {method: {subject: float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+                     for subject, values in sorted(by_subject.items())}
+            for method, by_subject in collected.items()}
 
 
 DIAGNOSTICS = ("tnet_test", "structure_test")
@@ -164,21 +232,26 @@ def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping
     metric = stats[0].headline if stats else "accuracy"
     n = len(next(iter(summary["methods"].values()))[metric]["per_run"]) if summary["methods"] else 0
     lines = [f"# Study: {cfg.name}", "",
-             (f"{len(summary['seeds'])} seed(s) × {n // max(len(summary['seeds']), 1)} "
-              f"{independent(summary.get('independence'))} fold(s). "
-              "Each method's setting was chosen per fold on the validation subjects only; test subjects were "
-              "scored once with the chosen setting."), "",
-             f"| method | {metric_label(metric)} (mean ± std over runs) | gap closed | Wilcoxon p | t-test p | settings chosen |",
+             (f"{len(summary['seeds'])} seed(s) × {n // max(len(summary['seeds']), 1)} fold(s), scored on "
+              f"{scored_on(summary)}. Each method's setting was chosen per fold on the validation part only; the "
+              "test part was scored once with the chosen setting."), "",
+             *([leak_line(summary["leaks"]), ""] if summary.get("leaks") else []),
+             (f"| method | {metric_label(metric)} (mean ± std over runs) | gap closed | Wilcoxon p (subjects) "
+              "| corrected t-test p | settings chosen |"),
              "|---|---|---|---|---|---|"]
     for row in stats:
         mean, std, _ = row.metrics[metric]
         counts = Counter(pick["row"] for seed in picks for pick in picks[seed].get(row.row, []))
         chosen = ", ".join(f"{name} ×{count}" for name, count in counts.most_common())
-        wilcoxon = format_p(row.test.wilcoxon_p) if row.test else "—"
-        ttest = format_p(row.test.ttest_p) if row.test else "—"
-        lines.append(f"| {row.row} | {mean:.4f} ± {std:.4f} | {format_percent(row.gap_closed)} | {wilcoxon} | {ttest} | {chosen} |")
-    lines += ["", "Paired tests against the baseline across (seed, fold) runs, two-sided, not corrected for multiple comparisons.",
-              "", *candidate_lines(picks, records, metric), "", *diagnostic_lines(picks)]
+        wilcoxon = format_p(row.subject_test.wilcoxon_p) if row.subject_test else "—"
+        ttest = format_p(row.test.corrected_p) if row.test else "—"
+        lines.append(f"| {marked_row(summary, row.row)} | {mean:.4f} ± {std:.4f} | {format_percent(row.gap_closed)} "
+                     f"| {wilcoxon} | {ttest} | {chosen} |")
+    departures = departure_lines(summary)
+    lines += ["", describe_paired_tests(summary, stats)]
+    if departures:
+        lines += ["", f"{DEPARTURE_MARK} Departs from its paper's settings:", "", *[f"- {line}" for line in departures]]
+    lines += ["", *candidate_lines(picks, records, metric), "", *diagnostic_lines(picks)]
     return "\n".join(lines) + "\n"
 
 

@@ -45,9 +45,12 @@ from privkd.data.arrays import from_arrays
 from privkd.data.importers.common import progress as progress_bar
 from privkd.data.importers.common import require_file, source_error
 
-__all__ = ["TsFile", "import_ts", "parse_dimensions", "read_ts", "test_file_of"]
+__all__ = ["CHANNEL_PREFIX", "TsFile", "import_ts", "parse_dimensions", "read_ts", "test_file_of"]
 
 DEFAULT_MODALITY = "series"
+CHANNEL_PREFIX = "dim_"
+"""Channel ``dim_<index>`` of an imported modality is dimension ``index`` of the ``.ts`` file, so
+that ``privkd predict`` can take a ``.ts`` file's dimensions for a student's inputs."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,9 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def read_ts(path: str | Path) -> TsFile:
-    """Parse one UEA/UCR ``.ts`` file (equal-length series without time stamps)."""
+def read_ts(path: str | Path, *, require_labels: bool = True) -> TsFile:
+    """Parse one UEA/UCR ``.ts`` file (equal-length series without time stamps); with
+    ``require_labels=False`` (data to predict) an unlabelled file gives an empty ``labels``."""
     path = require_file(path, ".ts", "check the path of the .ts file (e.g. BasicMotions_TRAIN.ts)")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -129,9 +133,10 @@ def read_ts(path: str | Path) -> TsFile:
     if not in_data or not cases:
         raise source_error(path, "no cases: the file has no '@data' line followed by one line per case",
                            "pass a UEA/UCR .ts file with its @data section")
-    if header["class_labels"] is None and not header["regression"]:
+    if header["class_labels"] is None and not header["regression"] and require_labels:
         raise source_error(path, "the cases have no labels (@classLabel false and no @targetLabel true)",
-                           "import a labelled .ts file (@classLabel true ... or @targetLabel true)")
+                           "import a labelled .ts file (@classLabel true ... or @targetLabel true); to predict "
+                           "unlabelled cases, give privkd predict the .ts file itself")
     return TsFile(path=path, problem=header["problem"], values=_stack(path, cases, header["dimensions"]),
                   labels=_checked_labels(path, labels, header), class_labels=header["class_labels"],
                   regression=header["regression"])
@@ -290,5 +295,5 @@ def import_ts(
         dst, {name: values[:, list(idx), :] for name, idx in groups.items()}, labels, subjects=subjects,
         no_subject_ids=no_subject_ids, task="regression" if files[0].regression else "classification",
         sampling_rates={name: sampling_rate for name in groups},
-        channel_names={name: [f"dim_{d}" for d in idx] for name, idx in groups.items()},
+        channel_names={name: [f"{CHANNEL_PREFIX}{d}" for d in idx] for name, idx in groups.items()},
         splits=splits, description=description, source=str(src))
