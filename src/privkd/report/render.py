@@ -72,6 +72,12 @@ def _html_table(table: Table, table_id: str, row_ids: bool = False) -> str:
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _per_subject(content: ReportContent) -> bool:
+    """Whether the per-subject table says anything: data without subject ids has one sample per
+    recording (:func:`privkd.data.from_arrays`), whose score is all or nothing."""
+    return bool(content.subjects.rows) and content.independence != "recording"
+
+
 def markdown(content: ReportContent, out_dir: Path) -> str:
     """``report.md``, linking each saved figure relative to ``out_dir`` (where the file goes)."""
     intro = (f"Run `{content.run_dir}`; task: {content.task}; {content.n_folds} {independent(content.independence)} test "
@@ -80,7 +86,7 @@ def markdown(content: ReportContent, out_dir: Path) -> str:
     md = [f"# privkd report: {content.name}", "", intro, "", "## Results", "", *leak, *_md_table(content.results), "",
           "### Against the baseline", "", *leak, *_md_table(content.comparison), ""]
     md += [f"- {n}" for n in content.notes] + [""]
-    if content.subjects.rows:
+    if _per_subject(content):
         md += ["### Per-subject scores", "", SUBJECT_NOTE, "", *_md_table(content.subjects), ""]
     if content.gap_per_fold.rows:
         md += [f"### Gap closed per fold ({content.headline})", "", GAP_NOTE, "", *_md_table(content.gap_per_fold), ""]
@@ -106,7 +112,7 @@ def html_page(content: ReportContent) -> str:
             _html_table(content.results, "results", row_ids=True), "<h3>Against the baseline</h3>", *leak,
             _html_table(content.comparison, "comparison"),
             '<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in content.notes) + "</ul>"]
-    if content.subjects.rows:
+    if _per_subject(content):
         body += ["<h3>Per-subject scores</h3>", f"<p>{html.escape(SUBJECT_NOTE)}</p>", _html_table(content.subjects, "subjects")]
     if content.gap_per_fold.rows:
         body += [f"<h3>Gap closed per fold ({html.escape(content.headline)})</h3>",
