@@ -1,7 +1,9 @@
 """``privkd sweep``: every grid point is a run; the best is chosen on validation scores only."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -52,3 +54,14 @@ def test_unknown_grid_key_fails_before_training(config, tmp_path):
     with pytest.raises(ConfigError, match="training.lrr"):
         run_sweep(config, [], {"training.lrr": [0.1]}, tmp_path / "sw")
     assert not (tmp_path / "sw").exists()
+
+
+def test_grid_values_reach_every_point_as_the_values_they_are(config, tmp_path):
+    """A point's values are set in its config as they are, not printed as ``--set`` text and
+    parsed again: NumPy's integers, which JSON cannot write, failed every sweep given them."""
+    sweep_dir = run_sweep(config, [], {"training.batch_size": np.arange(32, 48, 16), "training.lr": np.array([1e-5])},
+                          tmp_path / "sw")
+    (point,) = json.loads((sweep_dir / "sweep.json").read_text())["points"]
+    assert point["params"] == {"training.batch_size": 32, "training.lr": 1e-05}
+    saved = yaml.safe_load((Path(point["run_dir"]) / "config.yaml").read_text())
+    assert (saved["training"]["batch_size"], saved["training"]["lr"]) == (32, 1e-05)

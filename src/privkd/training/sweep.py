@@ -10,6 +10,7 @@ figure, but the best point is picked without them.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import statistics
@@ -18,10 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from privkd.config.loading import apply_overrides, config_from_dict, load_config
+from privkd.config.loading import config_from_dict, load_config
 from privkd.config.parse import config_to_dict
+from privkd.config.rows import set_key
 from privkd.config.schema import RunConfig
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import resolve_metric
@@ -94,8 +97,22 @@ def validation_objective(run_dir: Path, row: str, metric: str) -> float:
 
 
 def point_config(base: Mapping[str, Any], params: Mapping[str, Any]) -> RunConfig:
-    """The validated config of one grid point: ``base`` with the point's ``params`` set."""
-    return config_from_dict(apply_overrides(dict(base), [f"{k}={json.dumps(v)}" for k, v in params.items()]))
+    """The validated config of one grid point: ``base`` with the point's ``params`` set as the
+    typed values they are. Printed as ``--set`` text and parsed again, some came back as other
+    types (JSON writes 1e-05 as ``1e-05``, which YAML 1.1 reads as a string, left for the
+    schema to turn back) and values JSON cannot write (NumPy integers) failed the sweep."""
+    values = copy.deepcopy(dict(base))
+    for key, value in params.items():
+        set_key(values, key.split("."), value)
+    return config_from_dict(values)
+
+
+def plain_grid(grid: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """``grid`` with NumPy scalars (``np.arange``, ``np.logspace`` from the Python API) as the
+    Python numbers they hold, so that every point's config, Optuna's choices and ``sweep.json``
+    take them as they are."""
+    return {key: [value.item() if isinstance(value, np.generic) else value for value in values]
+            for key, values in grid.items()}
 
 
 def check_grid(cfg: RunConfig, grid: Mapping[str, Sequence[Any]]) -> None:
@@ -139,6 +156,7 @@ def run_sweep(
 ) -> Path:
     """Evaluate the grid (or ``trials`` Optuna TPE samples of it) and write ``sweep.json`` / ``sweep.md``."""
     optuna = require("optuna", "sweep", "privkd sweep --trials") if trials is not None else None
+    grid = plain_grid(grid)
     cfg = load_config(config, list(overrides))
     check_grid(cfg, grid)  # every point, before anything trains
     row = objective_row(cfg, row)
