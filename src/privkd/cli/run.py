@@ -32,16 +32,16 @@ QUICK_OVERRIDES = ["evaluation.max_folds=2", "training.epochs=3", "training.pati
 
 
 def _print_summary(summary: dict, run_dir: Path, seconds: float) -> None:
-    from privkd.data.h5format.spec import independent
-    from privkd.evaluation.summary import departure_lines, summary_rows, warning_lines
+    from privkd.evaluation.summary import departure_lines, leak_line, scored_on, summary_rows, warning_lines
 
     header, rows = summary_rows(summary)
-    table = Table(title=f"{summary['task']}: mean ± std over {summary['folds']} "
-                  f"{independent(summary.get('independence'))} folds")
+    table = Table(title=f"{summary['task']}: mean ± std over {summary['folds']} fold(s) of {scored_on(summary)}")
     for column in header:
         table.add_column(escape(column))
     for row in rows:
         table.add_row(*map(escape, row))  # row names such as pkdot[beta=6.0] are not markup
+    if summary.get("leaks"):
+        console.print(f"[bold red]{escape(leak_line(summary['leaks']).strip('*'))}[/]", highlight=False)
     console.print(table)
     for line in warning_lines(summary):
         console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False)

@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.accelerators import AcceleratorRegistry
 
 from privkd.config.loading import variant_config
-from privkd.config.schema import RunConfig, TrainingConfig
+from privkd.config.schema import LEAKS, RunConfig, TrainingConfig, protocol_leaks
 from privkd.data import Fold, MultimodalDataset, read_info
 from privkd.data.folds import make_folds
 from privkd.data.h5format import DatasetInfo
@@ -52,6 +52,7 @@ from privkd.training.auto import (
     resolve_training,
     resolve_validation_subjects,
 )
+from privkd.training.cross_corpus import open_test_corpus, read_test_corpus
 from privkd.training.feature_cache import frozen_backbone_tokens
 from privkd.training.final import train_final_rows
 from privkd.training.inputs import (
@@ -229,6 +230,7 @@ def check_before_run(cfg: RunConfig) -> RunInputs:
     info = read_info(data_path)
     cfg, resolved = resolve_rows(cfg, info)
     check_against_dataset(cfg, info)
+    read_test_corpus(cfg, info)  # a cross-corpus test file that does not match is refused here
     for row in rows_to_train(cfg):
         training = variant_config(cfg, row).training
         check_logger_packages(training)
@@ -323,7 +325,8 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
     dataset = open_dataset(cfg, info, data_path, frozen_backbone_tokens(cfg, info, data_path, progress))
     cfg, validation_subjects = resolve_validation_subjects(cfg, dataset.subjects, dataset.splits)
     resolved += validation_subjects
-    folds = make_folds(cfg.evaluation, dataset, cfg.seed, cfg.data.train_fraction)
+    test_dataset = open_test_corpus(cfg, read_test_corpus(cfg, info), progress)  # None but for cross-corpus runs
+    folds = make_folds(cfg.evaluation, dataset, cfg.seed, cfg.data.train_fraction, test_dataset)
     cfg, fitted_to_folds = resolve_training(cfg, folds)
     resolved += fitted_to_folds
     cfg, spread = resolve_jobs(cfg, len(folds) * len(rows_to_train(cfg)), bool(tracking.loggers or tracking.callbacks))
@@ -345,7 +348,7 @@ def run_experiment(cfg: RunConfig, out_root: str | Path, progress: ProgressCallb
                      "they cannot be compared; recorded now for later resumes")
             write_inputs(run_dir, inputs)
         try:
-            return _train_every_row(cfg, info, dataset, folds, run_dir, primary, progress, tracking, reuse)
+            return _train_every_row(cfg, info, dataset, folds, run_dir, primary, progress, tracking, reuse, test_dataset)
         except RunInterrupted as stop:  # the CLI says where to resume
             stop.run_dir = run_dir
             raise
@@ -362,9 +365,17 @@ class PairTrainer(SplitTrainer):
     folds: list[Fold]
     primary: bool
     prints: dict[str, str]
+    test_dataset: MultimodalDataset | None = None
+    """Cross-corpus runs (``data.test_path``): the dataset the folds' test indices are rows of."""
 
     def split(self, task: RowTask) -> Fold:
         return self.folds[task.fold]
+
+    def split_data(self, split: Fold) -> FoldData:
+        if self.test_dataset is None:
+            return super().split_data(split)
+        return FoldData(self.dataset.subset(split.train), self.dataset.subset(split.val),
+                        self.test_dataset.subset(split.test), self.cfg.training)
 
     def directory(self, split: Fold, row: str) -> Path:
         return row_dir(self.run_dir, split, row)
@@ -376,7 +387,8 @@ class PairTrainer(SplitTrainer):
 
 
 def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDataset, folds: list[Fold], run_dir: Path,
-                     primary: bool, progress: ProgressCallback, tracking: Tracking, reuse: Sequence[Path]) -> RunResult:
+                     primary: bool, progress: ProgressCallback, tracking: Tracking, reuse: Sequence[Path],
+                     test_dataset: MultimodalDataset | None = None) -> RunResult:
     """Every (fold, row) not finished yet (in ``training.jobs`` processes), then the summary files."""
     rows = rows_to_train(cfg)
     prints = row_fingerprints(cfg, rows)
@@ -398,7 +410,8 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
                 outcomes[fold.index, row] = RowOutcome(record=record)
             else:
                 tasks.append(RowTask(fold.index, row, teacher_of(cfg, row), row_spec(cfg, row).provides_teacher, label))
-    trainer = PairTrainer(cfg, info, dataset, run_dir, tracking, folds=folds, primary=primary, prints=prints)
+    trainer = PairTrainer(cfg, info, dataset, run_dir, tracking, folds=folds, primary=primary, prints=prints,
+                          test_dataset=test_dataset)
     outcomes.update(train_pairs(tasks, trainer, cfg.training.jobs, cfg.training.threads, run_dir / WORKER_LOGS, progress))
     per_fold: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
     records: dict[str, list[dict]] = {}
@@ -414,6 +427,9 @@ def _train_every_row(cfg: RunConfig, info: DatasetInfo, dataset: MultimodalDatas
 
     summary = aggregate(info.task, per_fold)
     summary["folds"] = len(folds)
+    summary["leaks"] = [LEAKS[name] for name in protocol_leaks(cfg.evaluation.protocol, cfg.evaluation.selection)]
+    if cfg.data.test_path is not None:
+        summary["test_corpus"] = Path(cfg.data.test_path).name
     summary["independence"] = info.independence
     # the report names classes and targets from here: a moved run, or one whose dataset is gone, keeps them
     summary["class_names"] = list(info.class_names) if info.class_names else None
