@@ -45,3 +45,11 @@ def test_config_show_resolves_defaults_and_documents_each_key(tmp_path):
 def test_config_show_names_the_shipped_configs_for_an_unknown_name():
     result = invoke("show", "dmeo")
     assert result.exit_code == 2 and "demo" in result.output and "compare" in result.output
+
+
+def test_help_prints_no_type_for_flags():
+    """A flag takes no value: typer printed ``--final <bool>`` and ``--help <bool>``."""
+    for command in (["run"], ["data", "import", "ts"], ["predict"], []):
+        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and "<bool>" not in result.output, result.output
+    assert "<path>" in CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output  # values keep theirs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
@@ -30,9 +31,23 @@ DEBUG = "debug"
 """The top-level ``--debug`` flag's parameter name, read back by :meth:`PrivkdGroup.invoke`."""
 
 
+def _hide_flag_types(command: click.Command) -> None:
+    """Give every flag of ``command`` and its subcommands, ``--help`` included, an empty metavar:
+    typer's help prints a flag's Python type (``--final <bool>``) although a flag takes no value."""
+    for param in [*command.params, command.get_help_option(click.Context(command))]:
+        if getattr(param, "is_flag", False) and param.metavar is None:  # typer's options are no click.Option
+            param.metavar = ""
+    for subcommand in getattr(command, "commands", {}).values():
+        _hide_flag_types(subcommand)
+
+
 class PrivkdGroup(TyperGroup):
     """The top-level group. Every command, nested groups' ones included, runs inside its
     :meth:`invoke`, so it is the one place a :class:`PrivkdError` becomes a message."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _hide_flag_types(self)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
