@@ -165,10 +165,10 @@ def _use_and_limits(card: Mapping[str, Any]) -> list[str]:
          f"- Trained on {len(training['train_subjects'])} {unit}s and scored on the unseen test {unit}s of one "
          f"cross-validation fold ({training['fold']}): the metrics above are one fold's, not a population estimate; "
          "the run's summary gives the mean and spread over folds."),
-        *([f"- **LEAKING, for reproducing published numbers only: {'; '.join(_leaks(card))}**: the metrics above "
-            "overestimate the score on unseen people."] if _leaks(card) else []),
-        *(["- Recording-independent only: the training data had no subject ids, so recordings of one person may sit "
-            "in both training and test; the metrics may overestimate the score on people never seen."]
+        *([(f"- **LEAKING, for reproducing published numbers only: {'; '.join(_leaks(card))}**: the metrics above "
+             "overestimate the score on unseen people.")] if _leaks(card) else []),
+        *([("- Recording-independent only: the training data had no subject ids, so recordings of one person may sit "
+             "in both training and test; the metrics may overestimate the score on people never seen.")]
           if unit == "recording" else []),
         "- Not validated on other populations, devices or recording conditions; expect lower scores there.",
         "- Inputs far outside the training range (after standardisation) are warned about by `privkd predict`, not refused.",
