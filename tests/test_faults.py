@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from test_early_checks import config, dataset, invoke
 from typer.testing import CliRunner
 
 import privkd
 from privkd.cli import app
+from privkd.interrupt import RunInterrupted, stop_on_signals
 from privkd.methods.base import PrivkdModule
 
 
@@ -185,3 +190,36 @@ def test_report_on_an_unedited_run_still_works(finished_run, tmp_path):
     copy = edited_copy(finished_run, tmp_path, "summary.json", lambda s: s)
     result = CliRunner().invoke(app, ["report", str(copy)])
     assert result.exit_code == 0, (result.output, result.exception)
+
+
+# --------------------------------------------------------------------------- stop signals
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGXCPU],
+                         ids=lambda s: signal.Signals(s).name)
+def test_every_signal_a_terminal_or_scheduler_sends_stops_the_run_cleanly(signum):
+    """By default each ended the process at once, mid-write, with no word on how to resume."""
+    before = signal.getsignal(signum)
+    with pytest.raises(RunInterrupted) as stop, stop_on_signals():
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises as soon as the signal is delivered
+    assert stop.value.exit_code == 128 + signum
+    assert signal.getsignal(signum) == before  # the previous handler is back
+
+
+def test_a_closed_terminal_stops_a_run_with_its_resume_command(tmp_path):
+    from test_run_safety import one_line, privkd, started_training
+
+    from privkd.training.run_lock import LOCK_FILE
+
+    data = dataset(tmp_path / "data.h5")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config(data, **{"training.epochs": 50, "training.patience": 50,
+                                                                         "training.limit_train_batches": 2,
+                                                                         "training.batch_size": 4})))
+    process = privkd("run", tmp_path / "config.yaml", "--out", tmp_path / "runs")
+    run_dir = started_training(process, tmp_path / "runs")
+    process.send_signal(signal.SIGHUP)
+    message = one_line(process.communicate(timeout=120)[0])
+    assert process.returncode == 128 + signal.SIGHUP, message
+    assert "stopped: SIGHUP" in message and f"--resume {run_dir}" in message and "Traceback" not in message
+    assert not (run_dir / LOCK_FILE).exists()

@@ -1,4 +1,5 @@
-"""Stopping a run on SIGTERM or SIGINT with a non-zero exit code and a way to resume.
+"""Stopping a run on a stop signal (SIGTERM, SIGINT and the others in :data:`STOP_SIGNALS`) with
+a non-zero exit code and a way to resume.
 
 Lightning turns SIGTERM into a ``SystemExit`` without a code (exit status 0: a batch
 scheduler that pre-empts the job records a success) and Ctrl-C into ``sys.exit(1)``, both
@@ -17,7 +18,11 @@ from types import FrameType
 
 __all__ = ["RunInterrupted", "stop_on_signals"]
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGXCPU)
+"""The signals a terminal or a scheduler sends to end a job: a scheduler's pre-emption, Ctrl-C,
+a closed terminal or ssh session (SIGHUP), a scheduler's warning before its time limit (SLURM's
+``--signal``, PBS: SIGUSR1/2) and a CPU-time limit reached (SIGXCPU). By default each would end
+the process at once, mid-write, with no word on how to resume."""
 
 
 class RunInterrupted(BaseException):
@@ -41,8 +46,8 @@ class RunInterrupted(BaseException):
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Raise :class:`RunInterrupted` in the main thread on the first SIGTERM or SIGINT of the
-    block; a second one gets the default behaviour (SIGINT: ``KeyboardInterrupt``; SIGTERM: the
+    """Raise :class:`RunInterrupted` in the main thread on the first of :data:`STOP_SIGNALS` in
+    the block; a second one gets the default behaviour (SIGINT: ``KeyboardInterrupt``; SIGTERM: the
     process ends), so a stuck clean-up can still be stopped. Outside the main thread, where
     Python delivers no signals, it changes nothing."""
     if threading.current_thread() is not threading.main_thread():

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from privkd.config.schema import TrainingConfig
+from privkd.interrupt import STOP_SIGNALS
 
 __all__ = ["EpochShuffler", "leave_stops_to_the_main_process", "make_loader", "modality_batches"]
 
@@ -54,13 +55,13 @@ def make_loader(dataset: Dataset, cfg: TrainingConfig, *, train: bool, seed: int
 
 
 def leave_stops_to_the_main_process(worker_id: int) -> None:
-    """A loader worker ignores SIGTERM and Ctrl-C. A scheduler's SIGTERM (or a terminal's Ctrl-C)
-    reaches the whole process group; a worker killed by it would make the main process fail the
+    """A loader worker ignores the stop signals (SIGTERM, Ctrl-C, a closed terminal's SIGHUP...).
+    A scheduler's SIGTERM (or a terminal's Ctrl-C) reaches the whole process group; a worker killed by it would make the main process fail the
     row with "DataLoader worker killed by signal" and go on to the next one. Ignored here, the
     stop is the main process's alone: it stops the run, says how to resume, and shuts its
     workers down (which also exit by themselves once the main process is gone)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def modality_batches(dataset: Dataset, name: str, batch_size: int = 512) -> Iterator[torch.Tensor]:
