@@ -154,7 +154,7 @@ class _DistilledEstimator(BaseEstimator):
         """Train the student on ``X`` (every modality, privileged ones included) and ``y``;
         ``groups`` (subject ids) keep each subject's samples on one side of the epoch selection."""
         from privkd.api import run
-        from privkd.data.arrays import from_arrays
+        from privkd.data.importers.arrays import from_arrays
         from privkd.deploy import load_student
         from privkd.methods.registry import method_spec
 

@@ -1,6 +1,6 @@
 """Data: the privkd HDF5 dataset format, its torch dataset, the embedded default data and subject-wise folds."""
 
-from privkd.data.arrays import from_arrays
+from privkd.data.importers.arrays import from_arrays
 from privkd.data.dataset import MultimodalDataset
 from privkd.data.embedded import (
     OVERLAP,

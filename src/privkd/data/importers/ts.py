@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from privkd.data.arrays import from_arrays
+from privkd.data.importers.arrays import from_arrays
 from privkd.data.importers.common import progress as progress_bar
 from privkd.data.importers.common import require_file, source_error
 
