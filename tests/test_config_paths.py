@@ -1,6 +1,7 @@
 """Paths are the config file's, not the shell's: a config runs, a run resumes and a report is
 written from any directory, and a moved run keeps its class names without its dataset."""
 
+import json
 import re
 import shlex
 import shutil
@@ -110,5 +111,6 @@ def test_the_report_takes_class_names_from_the_summary_not_the_dataset(tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "environment.json").write_text('{"data_path": "gone.h5"}')
-    (run_dir / "summary.json").write_text('{"task": "classification", "class_names": ["cat", "dog"], "target_names": null}')
+    (run_dir / "summary.json").write_text(json.dumps({"task": "classification", "class_names": ["cat", "dog"],
+                                                      "target_names": None}))
     assert dataset_names(run_dir) == (["cat", "dog"], None)
