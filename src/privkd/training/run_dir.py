@@ -136,7 +136,7 @@ def environment() -> dict[str, Any]:
     The CPU and its instruction set are recorded because they change results: the same code,
     seed and packages give other floating-point rounding in the convolution kernels on another
     processor (or with ``ONEDNN_MAX_CPU_ISA`` set), and training amplifies it into different
-    numbers (README, "Deterministic on one machine")."""
+    numbers (docs/guide/runs.md, "Deterministic on one machine")."""
     import torch
 
     return {
