@@ -149,6 +149,7 @@ def test_results_of_data_without_subject_ids_are_called_recording_independent(ar
         text = path.read_text()
         assert "recording-independent test fold" in text and "subject-independent" not in text
         assert "Per-subject scores" not in text  # one sample per recording: all-or-nothing scores
+        assert "Scores are on test recordings never seen" in text
     card = next(run.dir.rglob("model_card.md")).read_text()
     assert "recording-independent" in card and "subject-independent" not in card
     student = json.loads(next(run.dir.rglob("student.json")).read_text())

@@ -4,6 +4,8 @@ scikit-learn estimator checks that apply to an estimator trained by privkd.run."
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import sklearn
@@ -46,6 +48,7 @@ def test_classifier_fits_on_modalities_and_predicts_from_the_prevalent_ones(tmp_
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
     np.testing.assert_array_equal(model.classes_[probabilities.argmax(axis=1)], predicted)
     assert model.score(prevalent, y) == np.mean(predicted == y)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict_proba(prevalent), probabilities)
 
     with pytest.raises(ValueError, match="lacks the modality 'accelerometer'"):
         model.predict({"gyroscope": X["gyroscope"]})

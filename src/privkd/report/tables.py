@@ -102,8 +102,9 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
     headline = headline_metric(summary)
     methods = summary["methods"]
     unit = "runs (folds × seeds)" if has_runs(summary) else "test folds"
+    held_out = summary.get("independence") or "subject"  # recordings for data without subject ids
     out = [
-        (f"Scores are on test subjects never seen in training or selection: mean ± sample std (ddof = 1) over {unit}; "
+        (f"Scores are on test {held_out}s never seen in training or selection: mean ± sample std (ddof = 1) over {unit}; "
          "n is the number of values."),
         (f"Gap closed = (student − baseline) / (teacher − baseline) on the headline metric, {metric_label(headline)}, "
          "from the means: 0 % is the prevalent-only baseline, 100 % the privileged teacher; n/a where the teacher "
