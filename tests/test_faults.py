@@ -223,3 +223,18 @@ def test_a_closed_terminal_stops_a_run_with_its_resume_command(tmp_path):
     assert process.returncode == 128 + signal.SIGHUP, message
     assert "stopped: SIGHUP" in message and f"--resume {run_dir}" in message and "Traceback" not in message
     assert not (run_dir / LOCK_FILE).exists()
+
+
+def test_report_refuses_a_row_name_that_leaves_the_run_directory(finished_run, tmp_path):
+    """A row named ``../../evilrow`` in summary.json, with a row folder at that path, made the
+    report read that folder and write ``evilrow.png`` outside the run directory."""
+    evil = "../../evilrow"
+    copy = edited_copy(finished_run, tmp_path / "a" / "b", "summary.json",
+                       lambda s: {**s, "methods": {evil: s["methods"]["baseline"]}})
+    shutil.copytree(copy / "fold_0" / "baseline", (copy / "fold_0" / evil).resolve())
+    before = {path for path in tmp_path.rglob("*") if copy not in path.parents}
+    result = CliRunner().invoke(app, ["report", str(copy)])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2, (result.exit_code, message, result.exception)
+    assert "not a plain name" in message and "Traceback" not in result.output
+    assert {path for path in tmp_path.rglob("*") if copy not in path.parents} == before

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from privkd.errors import PrivkdError
+from privkd.config.validation import check_plain_name
+from privkd.errors import ConfigError, PrivkdError
 from privkd.evaluation.artifacts import fold_dirs
 from privkd.evaluation.metrics import SELECTION_METRIC
 
@@ -58,6 +59,14 @@ def load_summary(run_dir: Path) -> dict:
     summary = _read_json(path, "rerun `privkd run`; summary.json is rewritten at the end of a run")
     if not isinstance(summary, dict) or not isinstance(summary.get("methods"), dict) or not summary["methods"]:
         raise PrivkdError(f"{path} has no 'methods' results", "rerun `privkd run`; summary.json is rewritten at the end of a run")
+    for row in summary["methods"]:  # row names become the names of files read and written (figures)
+        try:
+            check_plain_name("methods", row)
+        except ConfigError:
+            raise PrivkdError(f"{path} names a row {row!r}, which is not a plain name: the report reads the row's "
+                              "files and names its figures after it, and would reach outside the run directory",
+                              "restore summary.json (privkd run --resume RUN_DIR writes it again from the rows' "
+                              "metrics.json files)") from None
     return summary
 
 
