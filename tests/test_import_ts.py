@@ -154,3 +154,14 @@ def test_results_of_data_without_subject_ids_are_called_recording_independent(ar
     assert "recording-independent" in card and "subject-independent" not in card
     student = json.loads(next(run.dir.rglob("student.json")).read_text())
     assert student["training"]["independence"] == "recording"
+
+
+def test_a_regression_ts_file_becomes_a_regression_dataset(tmp_path):
+    """``@targetLabel true`` (as Covid3Month): one float target after each univariate series."""
+    rng = np.random.default_rng(0)
+    cases = [",".join(f"{v:.3f}" for v in rng.normal(size=12)) + f":{t:.4f}" for t in rng.uniform(size=10)]
+    src = write_ts(tmp_path / "Covid_TRAIN.ts", ["@problemname Covid", "@timestamps false", "@univariate true",
+                                                  "@equallength true", "@targetlabel true", "@data", *cases])
+    info = read_info(import_ts(src, tmp_path / "c.h5", sampling_rate=1, no_subject_ids=True, progress=False))
+    assert info.task == "regression" and info.target_names == ["target"]
+    assert info.modalities["series"].sample_shape == (1, 12) and "1 dimension of 12 steps" in info.description

@@ -287,13 +287,15 @@ def import_ts(
     described = ", ".join(f"{f.path.name} ({len(f.labels)} cases)" for f in files)
     grouping = "; ".join(f"{name} = dimensions {', '.join(map(str, idx))}" for name, idx in groups.items())
     unused = sorted(set(range(dims)) - {d for idx in groups.values() for d in idx})
-    description = (f"UEA/UCR .ts files {described}, problem {files[0].problem or '?'}: {dims} dimensions of "
+    description = (f"UEA/UCR .ts files {described}, problem {files[0].problem or '?'}: {dims} "
+                   f"dimension{'s' if dims != 1 else ''} of "
                    f"{values.shape[2]} steps; modalities {grouping}"
                    + (f"; dimensions not imported: {', '.join(map(str, unused))}" if unused else ""))
     labels = np.asarray([label for f in files for label in f.labels])
     return from_arrays(
         dst, {name: values[:, list(idx), :] for name, idx in groups.items()}, labels, subjects=subjects,
         no_subject_ids=no_subject_ids, task="regression" if files[0].regression else "classification",
+        target_names=["target"] if files[0].regression else None,
         sampling_rates={name: sampling_rate for name in groups},
         channel_names={name: [f"{CHANNEL_PREFIX}{d}" for d in idx] for name, idx in groups.items()},
         splits=splits, description=description, source=str(src))
