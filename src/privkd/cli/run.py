@@ -32,7 +32,13 @@ QUICK_OVERRIDES = ["evaluation.max_folds=2", "training.epochs=3", "training.pati
 
 
 def _print_summary(summary: dict, run_dir: Path, seconds: float) -> None:
-    from privkd.evaluation.summary import departure_lines, leak_line, scored_on, summary_rows, warning_lines
+    from privkd.evaluation.summary import (
+        departure_lines,
+        leak_line,
+        scored_on,
+        summary_rows,
+        warning_lines,
+    )
 
     header, rows = summary_rows(summary)
     table = Table(title=f"{summary['task']}: mean ± std over {summary['folds']} fold(s) of {scored_on(summary)}")
