@@ -111,7 +111,8 @@ class _DistilledEstimator(BaseEstimator):
     per time-based modality (``(n, channels, time)`` arrays are signals and need one).
     ``val_share``: the share of groups (or samples, without groups) that select the epoch.
     ``random_state``: privkd's ``seed`` and the draw of those groups. ``out``: a directory to
-    keep each fit's privkd run in (default: a temporary one, removed after ``fit``).
+    keep each fit's privkd run in (default: a temporary one, removed after ``fit``); the
+    dataset file a fit writes is temporary either way.
     """
 
     _task = "classification"
