@@ -16,6 +16,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -25,6 +26,7 @@ from typer.testing import CliRunner
 
 import privkd
 from privkd.cli import app
+from privkd.data import write_streamed_dataset
 from privkd.interrupt import RunInterrupted, stop_on_signals
 from privkd.methods.base import PrivkdModule
 
@@ -238,3 +240,28 @@ def test_report_refuses_a_row_name_that_leaves_the_run_directory(finished_run, t
     assert result.exit_code == 2, (result.exit_code, message, result.exception)
     assert "not a plain name" in message and "Traceback" not in result.output
     assert {path for path in tmp_path.rglob("*") if copy not in path.parents} == before
+
+
+def test_a_nearly_full_disk_is_found_before_hdf5_fails_on_it(tmp_path, monkeypatch):
+    """HDF5 reports a full disk only when the file is closed, and its half-closed objects then
+    crashed the interpreter (data import: a segfault, exit 139, on a real full tmpfs). Each
+    block is checked against the free space first: one line, exit 2, no file."""
+    from privkd.data.h5format import writing
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(writing.shutil, "disk_usage", lambda path: usage._replace(free=writing.SPACE_MARGIN // 2))
+    frame = pd.DataFrame({"subject": ["a", "a", "b", "b"], "label": ["x", "y", "x", "y"], "f.1": [0.1, 0.2, 0.3, 0.4]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = CliRunner().invoke(app, ["data", "import", "table", str(tmp_path / "t.csv"), str(tmp_path / "t.h5")])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "no space left on the device" in message and "MiB free" in message and "Traceback" not in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["t.csv"]
+
+    samples = ({"x": np.zeros(3, np.float32)} for _ in range(4))  # a streamed import (video, long recordings)
+    with pytest.raises(OSError, match="MiB free") as full:
+        write_streamed_dataset(tmp_path / "s.h5", sample_shapes={"x": (3,)}, samples=samples, labels=[0, 1, 0, 1],
+                               subjects=["a", "a", "b", "b"], task="classification", class_names=["p", "q"],
+                               modality_kinds={"x": "features"})
+    assert full.value.errno == errno.ENOSPC
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["t.csv"]

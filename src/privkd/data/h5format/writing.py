@@ -6,8 +6,10 @@ first byte is written, and the file appears only once complete.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,22 @@ def _modality_attrs(
     return attrs
 
 
+SPACE_MARGIN = 8 * 2**20
+"""Free bytes kept on the device beyond the next block: room for HDF5 to flush its chunk cache
+and write its metadata when the file is closed."""
+
+
+def _check_space(target: Path, nbytes: int) -> None:
+    """Raise ``OSError(ENOSPC)`` before a write of ``nbytes`` (uncompressed) that the device has
+    no room for. HDF5 cannot fail cleanly on a full disk: its write error surfaces when the file
+    is closed, and the half-closed objects then crash the interpreter (a segfault, exit 139);
+    checked block by block, a full disk is instead one clean error and no file."""
+    free = shutil.disk_usage(target.parent).free
+    if free < nbytes + SPACE_MARGIN:
+        raise OSError(errno.ENOSPC, f"No space left on device: {free / 2**20:.1f} MiB free, {nbytes / 2**20:.1f} MiB "
+                      f"to write next and {SPACE_MARGIN // 2**20} MiB kept for closing the file", str(target))
+
+
 def _chunk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (min(shape[0], _rows_within(shape, _CHUNK_BYTES)), *shape[1:])
 
@@ -121,7 +139,9 @@ def _write_file(target: Path, c: _Content) -> None:
             ds = _create_modality(group, name, shape, _stored_dtype(array.dtype), attrs)
             step = _rows_within(shape, _SCAN_BYTES)
             for start in range(0, shape[0], step):
-                ds[start:start + step] = np.asarray(array[start:start + step], dtype=ds.dtype)
+                block = np.asarray(array[start:start + step], dtype=ds.dtype)
+                _check_space(target, block.nbytes)
+                ds[start:start + step] = block
         _write_columns(h5, c)
 
 
@@ -141,6 +161,9 @@ def _create_modality(group: h5py.Group, name: str, shape: tuple[int, ...], dtype
 def _write_columns(h5: h5py.File, c: _Content) -> None:
     """Labels and the per-sample string columns."""
     assert c.labels is not None
+    _check_space(Path(h5.filename), c.labels.nbytes + sum(len(str(text).encode()) + 16 for column in
+                                                          (c.subjects, c.groups, c.splits) if column is not None
+                                                          for text in column))
     strings = h5py.string_dtype("utf-8")
     h5.create_dataset("labels", data=c.labels)
     for name, column in (("subjects", c.subjects), ("groups", c.groups), ("splits", c.splits)):
@@ -257,6 +280,7 @@ class _BlockWriter:
             self.flush()
 
     def flush(self) -> None:
+        _check_space(Path(self.ds.file.filename), self.buffer[:self.filled].nbytes)
         self.ds[self.start:self.start + self.filled] = self.buffer[:self.filled]
         self.start += self.filled
         self.filled = 0
