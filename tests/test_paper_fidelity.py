@@ -8,6 +8,7 @@ attention fusion over one token, and the centroid loss on the similarity rows.
 
 import dataclasses
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -173,3 +174,62 @@ def test_the_centroid_loss_follows_eq_9_by_default(info, reading):
     expected = (centroid_loss(joint, student) if reading == "features"
                 else centroid_loss(*module.structure.anchored(joint, student)))
     torch.testing.assert_close(module.loss_terms(batch)["centroid"], expected)
+
+
+def test_attention_fusion_over_a_one_token_modality_is_refused_or_warned(tmp_path):
+    """A feature vector is one token whatever model.tokens says (refused, naming the backbone);
+    a signal too short for its backbone's striding gives one token too (warned, naming it)."""
+    from privkd.data import write_dataset
+    from privkd.training.experiment import FusionWarning, check_against_dataset
+
+    rng = np.random.default_rng(0)
+    path = write_dataset(tmp_path / "short.h5", modalities={"table": rng.normal(size=(8, 5)),
+                                                            "short": rng.normal(size=(8, 3, 8)),
+                                                            "long": rng.normal(size=(8, 3, 64)),
+                                                            "wide": rng.normal(size=(8, 2, 64))},
+                         labels=[0, 1] * 4, subjects=["a", "b", "c", "d"] * 2, task="classification",
+                         class_names=["x", "y"], modality_kinds={"table": "features", "short": "signal", "long": "signal",
+                                         "wide": "signal"},
+                         sampling_rates={"short": 10.0, "long": 10.0, "wide": 10.0})
+    info = read_info(path)
+
+    def config(prevalent: str, privileged: str):
+        return config_from_dict({"methods": ["baseline"], "model": {"fusion": "joint_cross_attention", "tokens": 2},
+                                 "data": {"path": str(path), "prevalent": [prevalent], "privileged": [privileged]}})
+
+    with pytest.raises(ConfigError, match="model.fusion") as refused:
+        check_against_dataset(config("table", "long"), info)
+    assert "backbone mlp" in str(refused.value) and "'table'" in str(refused.value)
+    with pytest.warns(FusionWarning, match="backbone signal_cnn gives modality 'short'"):
+        check_against_dataset(config("short", "long"), info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusionWarning)
+        check_against_dataset(config("long", "wide"), info)  # several tokens each: no word
+
+
+PAPER_METRICS = {
+    # recipe: (selection and headline metric, per-video averaging) as the paper reports it
+    "biovid_b_pkdot": ("accuracy", False),
+    "biovid_a_mtpkdot": ("accuracy", False),
+    "biovid_b_mtpkdot": ("accuracy", False),
+    "affwild2_mtpkdot": ("ccc", False),  # ABAW: one CCC pooled over the validation frames
+    "iemocap_amid": ("ua", False),  # Table 3: WA (accuracy) and UA
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(PAPER_METRICS))
+def test_a_recipe_selects_and_reports_its_papers_metric_and_credits_its_sources(recipe):
+    from privkd.config.loading import SHIPPED_CONFIGS
+    from privkd.evaluation.metrics import resolve_metric
+
+    cfg = load_config(recipe)
+    metric, per_video = PAPER_METRICS[recipe]
+    task = "regression" if recipe.startswith("affwild2") else "classification"
+    assert (resolve_metric(cfg.evaluation.metric, task), cfg.evaluation.group_average) == (metric, per_video)
+    text = (SHIPPED_CONFIGS / f"{recipe}.yaml").read_text()
+    paper_settings = text.split("# Paper settings:")[1].split("# From the authors'")[0].split("# Departures")[0]
+    assert "0.8/0.2/0.2" not in paper_settings  # paper 004 gives no loss weights: they are the authors' code's
+    if "mtpkdot" in recipe:
+        assert "From the authors' released code, not the paper" in text
+    if recipe == "iemocap_amid":
+        assert "Chen, Xing, Wang and Zhang" in text and "auxiliary" in text and "frozen_backbones" in text

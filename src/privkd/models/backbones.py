@@ -15,6 +15,7 @@ nothing is ever downloaded.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -51,6 +52,14 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
 
 def backbone_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def token_count(backbone: Backbone, sample_shape: Sequence[int]) -> int:
+    """How many tokens ``backbone`` gives a sample of ``sample_shape``, from shapes alone: a copy
+    on PyTorch's meta device runs on a meta batch, so no weight is touched and nothing computed."""
+    with torch.no_grad():
+        probe = copy.deepcopy(backbone).to("meta").eval()
+        return int(probe(torch.zeros(2, *sample_shape, device="meta")).shape[1])
 
 
 def build_backbone(name: str, sample_shape: Sequence[int]) -> Backbone:

@@ -9,6 +9,7 @@ records is asked from the method registry; nothing here names a method.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from lightning.pytorch.accelerators import AcceleratorRegistry
 
 from privkd.config.loading import variant_config
 from privkd.config.schema import LEAKS, RunConfig, TrainingConfig, protocol_leaks
+from privkd.config.validation import ATTENTION_FUSIONS
 from privkd.data import Fold, MultimodalDataset, read_info
 from privkd.data.folds import make_folds
 from privkd.data.h5format import DatasetInfo
@@ -42,6 +44,7 @@ from privkd.models.backbones import (
     DEFAULT_BACKBONE_FOR_KIND,
     build_backbone,
     load_backbone_weights,
+    token_count,
 )
 from privkd.models.build import modality_specs
 from privkd.models.inference import Predictions, predict
@@ -200,6 +203,29 @@ def _check_backbones(cfg: RunConfig, info: DatasetInfo) -> None:
                                   "model.backbones does not name one)") from None
         if spec.name in cfg.model.backbone_weights:
             load_backbone_weights(backbone, cfg.model.backbone_weights[spec.name], f"model.backbone_weights.{spec.name}")
+        if cfg.model.fusion in ATTENTION_FUSIONS:
+            _check_attention_tokens(cfg, spec.name, spec.backbone, kind, token_count(backbone, spec.sample_shape))
+
+
+class FusionWarning(UserWarning):
+    """Attention fusion over a modality whose backbone gives one token at this sample length."""
+
+
+def _check_attention_tokens(cfg: RunConfig, name: str, backbone: str, kind: str, tokens: int) -> None:
+    """Attention fusion attends over each modality's tokens; a backbone that gives one token is
+    copied up to ``model.tokens`` identical ones, over which attention weights are uniform (the
+    fusion reduces to a linear map). A feature vector is one token by construction: refused. A
+    sequence too short for its backbone's striding (R3D clips under 16 frames) is warned about."""
+    if tokens > 1:
+        return
+    what = (f"{cfg.model.fusion} attends over the tokens of each modality, but backbone {backbone} gives modality "
+            f"{name!r} ({kind}) one token, copied to {cfg.model.tokens} identical ones: every attention weight over them "
+            "is the same, so the fusion is a linear map of the modality")
+    if kind == "features":
+        raise ConfigError("model.fusion", what, "use fusion: concat for feature-vector modalities (the papers' attention "
+                          "fusions take video and spectrogram sequences)")
+    warnings.warn(FusionWarning(f"model.fusion: {what}; give it longer samples (more frames or time steps), or use "
+                                "fusion: concat"), stacklevel=3)
 
 
 def check_accelerator(training: TrainingConfig) -> None:
