@@ -30,8 +30,10 @@ import torch
 from privkd.atomic import write_atomic
 from privkd.data.dataset import as_float
 from privkd.data.h5format import MAX_ABS_VALUE, ModalityInfo, read_info
+from privkd.deploy.answers import split_rows, true_labels
 from privkd.deploy.output import check_output_file
 from privkd.deploy.student import LoadedStudent, load_student
+from privkd.deploy.ts_input import ts_batches
 from privkd.errors import DatasetError
 from privkd.optional import require
 from privkd.paths import refuse_output_onto_inputs
@@ -116,31 +118,6 @@ def _refuse_or_warn(path: Path, name: str, problems: list[tuple[str, str]], allo
                        "it anyway with a warning")
 
 
-def _true_labels(student: LoadedStudent, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The known answers beside the predictions: ``true_label`` (a class name) or ``true_<target>``."""
-    if student.task == "classification":
-        names = np.asarray(student.output_names, dtype=object)
-        return {"true_label": names[labels]} if labels.size and labels.max() < len(names) else {}
-    columns = labels.reshape(len(labels), -1)
-    names = student.output_names or [f"target_{j}" for j in range(columns.shape[1])]
-    return {f"true_{name}": columns[:, j] for j, name in enumerate(names)} if len(names) == columns.shape[1] else {}
-
-
-def _split_rows(path: Path, field: str, splits: np.ndarray | None, split: str | None, n: int) -> np.ndarray:
-    """The rows of the ``split`` part (all rows without one), or an error naming the parts there are;
-    ``field`` is where the input keeps its split names (``/splits``, ``column split``)."""
-    if split is None:
-        return np.arange(n)
-    if splits is None:
-        raise DatasetError(path, field, f"--split {split}: the input has no {field}",
-                           "leave --split out to predict every sample, or give the input its split names")
-    rows = np.flatnonzero(splits == split)
-    if not rows.size:
-        raise DatasetError(path, field, f"--split {split}: no sample is in split {split!r} (splits: "
-                           f"{', '.join(dict.fromkeys(splits.tolist()))})", "name one of the splits the file holds")
-    return rows
-
-
 def _h5_batches(student: LoadedStudent, path: Path, batch_size: int, allow_mismatch: bool = False,
                 split: str | None = None) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
     """Check a privkd dataset against the student; return its id columns (the ``row`` of each
@@ -164,9 +141,9 @@ def _h5_batches(student: LoadedStudent, path: Path, batch_size: int, allow_misma
     with h5py.File(path, "r") as h5:
         columns = {name: np.asarray(h5[f"{name}s"].asstr()[()], dtype=str)
                    for name in ("subject", "group", "split") if f"{name}s" in h5}
-        rows = _split_rows(path, "/splits", columns.get("split"), split, info.n_samples)
+        rows = split_rows(path, "/splits", columns.get("split"), split, info.n_samples)
         ids = {"row": rows, **{name: column[rows] for name, column in columns.items()},
-               **_true_labels(student, np.asarray(h5["labels"][()])[rows])}
+               **true_labels(student, np.asarray(h5["labels"][()])[rows])}
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         with h5py.File(path, "r") as h5:
@@ -274,52 +251,10 @@ def _table_batches(student: LoadedStudent, path: Path, batch_size: int,
         arrays[name] = np.stack(values, axis=1).astype(np.float32) if values else np.empty((len(frame), 0), np.float32)
     ids = {c: np.asarray([str(v) for v in frame[c].to_numpy()], dtype=str) for c in id_columns}
     ids.update({f"true_{c}": frame[c].to_numpy() for c in label_columns})
-    rows = _split_rows(path, "column split", ids.get("split"), split, len(frame))
+    rows = split_rows(path, "column split", ids.get("split"), split, len(frame))
     ids = {"row": rows, **{name: column[rows] for name, column in ids.items()}}
     arrays = {name: array[rows] for name, array in arrays.items()}
     n = len(rows)
-
-    def batches() -> Iterator[dict[str, np.ndarray]]:
-        for start in range(0, n, batch_size):
-            yield {name: array[start:start + batch_size] for name, array in arrays.items()}
-
-    return ids, batches()
-
-
-def _ts_batches(student: LoadedStudent, path: Path, batch_size: int,
-                split: str | None = None) -> tuple[dict[str, np.ndarray], Iterator[dict[str, np.ndarray]]]:
-    """A UEA/UCR ``.ts`` file (labelled or not) for a student trained on a ``privkd data import
-    ts`` dataset: each input takes the file's dimensions its channel names ``dim_<index>`` name."""
-    from privkd.data.importers.ts import CHANNEL_PREFIX, read_ts
-
-    if split is not None:
-        raise DatasetError(path, "/", f"--split {split}: a .ts file holds one part of a split",
-                           "leave --split out and give the file of that part (e.g. X_TEST.ts)")
-    parsed = read_ts(path, require_labels=False)
-    dims = parsed.values.shape[1]
-    arrays = {}
-    for name, entry in student.card["inputs"].items():
-        channels = list(entry.get("channel_names") or [])
-        indices = [c.removeprefix(CHANNEL_PREFIX) for c in channels]
-        if not channels or not all(c.startswith(CHANNEL_PREFIX) and i.isdigit() for c, i in zip(channels, indices)):
-            raise DatasetError(path, "/", f"this student's input '{name}' was not imported from a .ts file (its "
-                               f"channels are {channels or 'unnamed'}, not dim_<index>), so nothing says which "
-                               "dimensions feed it", "import the data into a privkd dataset as the training data "
-                               "was, and predict that")
-        wanted = [int(i) for i in indices]
-        if max(wanted) >= dims:
-            raise DatasetError(path, "/", f"input '{name}' takes dimensions {wanted}, but the file has {dims}",
-                               "give a .ts file of the problem the student was trained on")
-        arrays[name] = parsed.values[:, wanted, :].astype(np.float32)
-        expected = tuple(student.inputs[name].sample_shape)
-        if arrays[name].shape[1:] != expected:
-            raise DatasetError(path, "/", f"input '{name}' samples are shaped {arrays[name].shape[1:]}, this student "
-                               f"expects {expected}", "resample the series to the training data's length")
-    ids: dict[str, np.ndarray] = {}
-    if parsed.labels:
-        labels = np.asarray(parsed.labels)
-        ids = {"true_label": labels} if student.task == "classification" else _true_labels(student, labels)
-    n = len(parsed.values)
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, n, batch_size):
@@ -428,7 +363,7 @@ def predict_file(student_dir: str | Path, input_path: str | Path, out_csv: str |
     if suffix in TABLE_SUFFIXES:
         ids, batches = _table_batches(student, input_path, batch_size, split)
     elif suffix == TS_SUFFIX:
-        ids, batches = _ts_batches(student, input_path, batch_size, split)
+        ids, batches = ts_batches(student, input_path, batch_size, split)
     elif suffix in H5_SUFFIXES or h5py.is_hdf5(input_path):
         ids, batches = _h5_batches(student, input_path, batch_size, allow_mismatch, split)
     else:
