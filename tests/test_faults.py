@@ -265,3 +265,16 @@ def test_a_nearly_full_disk_is_found_before_hdf5_fails_on_it(tmp_path, monkeypat
                                modality_kinds={"x": "features"})
     assert full.value.errno == errno.ENOSPC
     assert sorted(path.name for path in tmp_path.iterdir()) == ["t.csv"]
+
+
+def test_a_full_disk_met_in_a_librarys_temporary_file_names_the_run(tmp_path):
+    """torch and numpy write through temporary files elsewhere: the message names the run, whose
+    resume command it gives, not a /tmp/tmpXXXX path the user never chose."""
+    from privkd.errors import disk_full_error
+
+    run_dir = tmp_path / "runs" / "run-1"
+    inside = str(disk_full_error(no_space(run_dir / "fold_0" / "baseline" / "model.pt"), run_dir))
+    elsewhere = str(disk_full_error(no_space("/tmp/tmpnpyagd83"), run_dir))
+    assert f"writing {run_dir}/fold_0/baseline/model.pt" in inside
+    assert f"writing the results of {run_dir}" in elsewhere and "tmpnpyagd83" not in elsewhere
+    assert f"privkd run --resume {run_dir}" in elsewhere

@@ -87,7 +87,9 @@ def disk_full_error(error: OSError, run_dir: Path | None = None) -> PrivkdError:
     of a traceback from wherever the write happened."""
     where = f"writing {error.filename}" if error.filename else "writing"
     fix = "free disk space (or write elsewhere), then run the command again"
-    if run_dir is not None:
+    if run_dir is not None:  # a library's temporary file (torch, numpy) is named by its run instead
+        if not (error.filename and Path(str(error.filename)).resolve().is_relative_to(Path(run_dir).resolve())):
+            where = f"writing the results of {run_dir}"
         fix = (f"free disk space, then finish the run with: privkd run --resume {run_dir} (the finished (fold, row) "
                "results in it are kept)")
     return PrivkdError(f"no space left on the device while {where} ({error.strerror or error})", fix)
