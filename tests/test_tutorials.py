@@ -1,7 +1,7 @@
 """The tutorials run as written. The README's quick start: import a table, write the config, run
 with --final, report, predict from the prevalent columns alone, export to ONNX; the paper-recipe
-tutorial on a miniature layout; and the "add a method" page's code, which registers a method from
-a script and trains it.
+tutorial on a miniature layout; the own-data page's arrays written as a dataset; and the "add a
+method" page's code, which registers a method from a script and trains it.
 
 The commands are read from each page's bash block and run in order in a fresh directory; only
 ``privkd run`` gets settings that make it a smoke run (one fold, one epoch of one batch), so a
@@ -119,3 +119,13 @@ def test_the_add_a_method_tutorial_runs(tmp_path, monkeypatch, watch_path):
     assert list(run.summary["methods"]) == ["baseline", "teacher", "rkd_distance"] and not run.failures
     assert run.config.section("rkd_distance").weight == 2.0
     assert (run.dir / "fold_0" / "rkd_distance" / "student" / "model_card.md").is_file()
+
+
+def test_the_own_data_page_writes_a_valid_dataset(tmp_path, monkeypatch, capsys):
+    """The "From NumPy arrays in Python" block as written: it writes a file that reads back."""
+    page = ROOT / "docs" / "guide" / "own-data.md"
+    section = page.read_text().split("## From NumPy arrays in Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(page), "exec"), {})  # noqa: S102 - the page's own code
+    assert capsys.readouterr().out.strip() == "40 ['eda', 'face'] ['no pain', 'pain']"
