@@ -10,6 +10,8 @@ import re
 import tokenize
 from pathlib import Path
 
+import yaml
+
 from privkd.config import reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,21 @@ def test_the_configuration_reference_lists_every_key_once():
         assert page.count(f"| `{key}` |") == 1, key
     assert "| `structural.ot_mode` | `Literal['paper', 'paired']` | `paper` | `paper`, `paired` |" in page
     assert "| `training.lr` | `float` | `0.001` | > 0 |" in page
+
+
+def _nav_pages(entries: list) -> list[str]:
+    pages: list[str] = []
+    for entry in entries:
+        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+        pages += _nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
+def test_every_docs_page_is_in_the_site_navigation():
+    """A page missing from mkdocs.yml's nav fails ``make docs`` (strict); this says which, sooner."""
+    nav = _nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"])
+    pages = sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md"))
+    assert sorted(nav) == pages, f"add to mkdocs.yml's nav: {sorted(set(pages) - set(nav))}"
 
 
 def test_the_readme_starts_with_the_two_commands_and_stays_short():
