@@ -73,7 +73,7 @@ class SplitTrainer(ABC):
             record, net = self.fit(task.row, split, data, teacher, directory)
         except DatasetError:
             raise
-        except Exception as error:  # noqa: BLE001 - one failed row must not lose the others
+        except Exception as error:  # one failed row must not lose the others
             if is_disk_full(error):  # every later row would fail too, and recording this failure with them
                 raise
             return RowOutcome(failure=record_failure(directory, split, task.row, error, self.primary))
