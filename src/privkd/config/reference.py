@@ -89,6 +89,8 @@ def _allowed(key: str, hint: Any) -> str:
 
 
 def _cell(text: str) -> str:
+    """Prose for a table cell: its pipes escaped. Code spans (the type and default) keep theirs,
+    since a pipe inside backquotes does not split a cell and a backslash there would show."""
     return text.replace("|", "\\|")
 
 
@@ -106,7 +108,7 @@ def _table(prefix: str, cls: type, skip: tuple[str, ...] = ()) -> list[str]:
         if f.name in skip:
             continue
         key = f"{prefix}{f.name}"
-        lines.append(f"| `{key}` | `{_cell(str(f.type))}` | `{_cell(_default(f))}` | "
+        lines.append(f"| `{key}` | `{f.type}` | `{_default(f)}` | "
                      f"{_cell(_allowed(key, hints[f.name]))} | {_cell(docs[key])} |")
     return lines
 
