@@ -53,6 +53,7 @@ def test_wilcoxon_exact_p_by_hand():
     assert test.wilcoxon_p == pytest.approx(0.0625)
     assert not test.can_reach_alpha and any("unreachable" in n for n in test.notes)
     assert stats.min_wilcoxon_p(5) == 0.0625 and stats.min_wilcoxon_p(6) == 0.03125
+    assert stats.min_wilcoxon_p(2000) == 0.0  # a study of 2000 subjects: 2 / 2**2000 is below any float
     # differences 1, -2, 3, 4, 5, 6: W- = 2; rank subsets with sum <= 2 are {}, {1}, {2} → p = 2 · 3 / 64
     d = np.array([1, -2, 3, 4, 5, 6], dtype=float)
     test = stats.paired_test(d, np.zeros(6))
@@ -490,3 +491,23 @@ def test_chromium_check_detects_a_broken_image(chromium, tmp_path):
     result = render_check(chromium, page, tmp_path)
     assert result == {"images": 1, "loaded": 0, "broken": ["bad"], "rows": ["a"], "overflowing": [], "width": WIDTH,
                       "resources": []}
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_per_subject_metrics_from_counts_match_score_subject_by_subject(n_classes):
+    """The per-group confusion counts give each subject what one score() call on its samples gives,
+    subjects lacking a class or predicting one that is absent included."""
+    import torch
+
+    from privkd.evaluation.metrics import per_group_metric, score
+
+    generator = torch.Generator().manual_seed(n_classes)
+    outputs = torch.randn(60, n_classes, generator=generator)
+    labels = torch.randint(0, n_classes, (60,), generator=generator)
+    subjects = np.repeat([f"s{i}" for i in range(12)], 5)
+    for metric in ("accuracy", "ua", "f1"):
+        got = per_group_metric("classification", outputs, labels, subjects, metric, n_classes)
+        for subject in np.unique(subjects):
+            mask = torch.as_tensor(subjects == subject)
+            expected = score("classification", outputs[mask], labels[mask], n_outputs=n_classes)[metric]
+            assert got[subject] == pytest.approx(expected, abs=1e-6), (metric, subject)

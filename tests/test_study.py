@@ -119,3 +119,20 @@ def test_a_study_table_marks_departures_and_tests_subjects_once():
     assert "pkdot.beta = 2.0 (paper: 1.0)" in text and "student.hallucinate = False (paper: True)" in text
     assert "corrected resampled t-test" in text and "across the 6 subjects" in text
     assert "| 0.0312 |" in text  # six positive per-subject differences: exact Wilcoxon p = 2 / 2**6
+
+
+def test_seeds_that_each_drew_their_own_dataset_are_independent_runs():
+    """A synthetic task draws a dataset per seed: its runs share no sample, so the t-test needs no
+    overlap correction and the Wilcoxon test runs across the runs, not across subjects of one name."""
+    def entry(values):
+        return {"mean": sum(values) / len(values), "std": 0.0, "per_run": values}
+
+    picks = {0: {"baseline": [{"fold": 0, "row": "baseline"}], "pkdot": [{"fold": 0, "row": "pkdot"}]}}
+    summary = {"task": "classification", "metric": "accuracy", "seeds": [0, 1, 2], "folds": 1, "holdout_ratio": 0.0,
+               "independent_datasets": True, "subjects": {},
+               "methods": {"baseline": {"accuracy": entry([0.5, 0.6, 0.55])},
+                           "pkdot": {"accuracy": entry([0.6, 0.65, 0.7])}}}
+    text = study_markdown(config_from_dict(STUDY), summary, picks, {0: []})
+    assert "Wilcoxon p (runs)" in text and "share no sample and are independent" in text
+    # with no overlap term, the corrected t-test is the paired t-test: differences 0.1, 0.05, 0.15
+    assert "| 0.0742 | pkdot ×1 |" in text  # t = 0.1 / (0.05 / √3) = 2√3 with df 2: p = 1 − t / √(2 + t²)

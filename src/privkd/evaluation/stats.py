@@ -91,7 +91,7 @@ def gap_closed_per_fold(student: Sequence[float], baseline: Sequence[float], tea
 def min_wilcoxon_p(n: int) -> float:
     """Smallest two-sided p-value the exact Wilcoxon signed-rank test can give with ``n``
     non-zero paired differences (all of one sign, no ties): ``2 / 2**n``, capped at 1."""
-    return 1.0 if n <= 0 else min(1.0, 2.0 / 2.0**n)
+    return 1.0 if n <= 0 else min(1.0, math.ldexp(1.0, 1 - n))  # 2 / 2**n, 0.0 past float range (thousands of subjects)
 
 
 def corrected_resampled_t(differences: Sequence[float] | np.ndarray, ratio: float) -> tuple[float, float]:
@@ -279,13 +279,18 @@ def row_stats(summary: Mapping, *, baseline: str | None, teacher: str | None) ->
 def describe_paired_tests(summary: Mapping, stats: Sequence[RowStats]) -> str:
     """Which paired tests the p-values of ``stats`` come from, and why those: the sentence a
     study's and a report's tables carry."""
-    repeated = len(summary.get("seeds") or ()) > 1
+    repeated = len(summary.get("seeds") or ()) > 1 and not summary.get("independent_datasets")
     tests = [s.test for s in stats if s.test is not None]
     n = max((t.n for t in tests), default=0)
     ratio = holdout_ratio(summary)
     subjects = [s.subject_test for s in stats if s.subject_test is not None]
     why = ("every two folds share most of their training subjects" + (
         ", and each seed re-draws the folds, so every subject is tested once per seed" if repeated else ""))
+    if summary.get("independent_datasets"):
+        return (f"Paired tests against the baseline, two-sided, on {headline_metric(summary)}, not corrected for "
+                f"multiple comparisons, across the {n} runs: each seed drew a dataset of its own, so the runs share no "
+                "sample and are independent; t-test = paired t-test (the corrected test's overlap term "
+                "n_test/n_train is 0), Wilcoxon = exact signed-rank test across the runs.")
     corrected = ("t-test = the corrected resampled t-test (Nadeau & Bengio 2003, in Bouckaert & Frank's 2004 form "
                  f"for repeated k-fold cross-validation) over the J = {n} runs: the variance of the mean difference "
                  f"is s² · (1/J + n_test/n_train) with n_test/n_train = {ratio:.3f}, df = J − 1"
@@ -294,7 +299,8 @@ def describe_paired_tests(summary: Mapping, stats: Sequence[RowStats]) -> str:
         wilcoxon = (f"Wilcoxon = exact signed-rank test across the {max(t.n for t in subjects)} subjects, each "
                     "subject's scores averaged over the seeds first, so that each counts once")
     elif repeated:
-        wilcoxon = "Wilcoxon: not computed (no per-subject test predictions to average over the seeds)"
+        wilcoxon = ("Wilcoxon: not computed (no one score per subject and seed to average: folds over samples "
+                    "test every subject in every fold, or the runs kept no test predictions)")
     else:
         wilcoxon = "Wilcoxon = exact signed-rank test across the test folds"
     return (f"Paired tests against the baseline, two-sided, on {headline_metric(summary)}, not corrected for multiple "

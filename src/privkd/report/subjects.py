@@ -21,7 +21,7 @@ import torch
 from scipy import stats
 
 from privkd.evaluation.artifacts import fold_dirs, read_npz
-from privkd.evaluation.metrics import score
+from privkd.evaluation.metrics import per_group_metric
 from privkd.evaluation.summary import metric_label
 from privkd.report.tables import Table
 
@@ -46,13 +46,11 @@ def subject_scores(run_dir: Path, rows: Sequence[str], task: str, metric: str) -
                 continue
             outputs, labels = torch.as_tensor(predictions["outputs"]), torch.as_tensor(predictions["labels"])
             n_outputs = outputs.shape[1] if outputs.ndim == 2 else 1
-            subjects = np.asarray(predictions["subjects"]).astype(str)
-            for subject in np.unique(subjects):
-                mask = torch.as_tensor(subjects == subject)
-                with warnings.catch_warnings():  # a one-class subject's ranking metrics are undefined; the headline is not
-                    warnings.simplefilter("ignore", UserWarning)
-                    value = score(task, outputs[mask], labels[mask], n_outputs=n_outputs).get(metric, math.nan)
-                scores.setdefault(row, {})[str(subject)] = (fold_index, float(value))
+            with warnings.catch_warnings():  # a one-class subject's ranking metrics are undefined; the headline is not
+                warnings.simplefilter("ignore", UserWarning)
+                values = per_group_metric(task, outputs, labels, predictions["subjects"], metric, n_outputs)
+            for subject, value in values.items():
+                scores.setdefault(row, {})[subject] = (fold_index, float(value))
     return scores
 
 

@@ -58,6 +58,12 @@ def has_runs(summary: Mapping) -> bool:
     return any("per_run" in e for m in summary["methods"].values() for e in m.values())
 
 
+def by_subject(summary: Mapping) -> bool:
+    """Whether the Wilcoxon test is across subjects (a study that repeats folds of one dataset over
+    seeds) rather than across runs (folds of one run, or seeds that each drew their own dataset)."""
+    return has_runs(summary) and not summary.get("independent_datasets")
+
+
 def _cell(stats: RowStats, metric: str) -> str:
     if metric not in stats.metrics:
         return "—"
@@ -82,7 +88,7 @@ def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None
                    [[s.row, str(s.n_runs), *[_cell(s, m) for m in metrics]] for s in stats])
     header = ["Method", f"Gap closed ({metric_label(headline)})", f"Δ {metric_label(headline)} vs baseline",
               *(["95 % CI of Δ per subject"] if intervals is not None else []),
-              f"Wilcoxon p ({'subjects' if has_runs(summary) else 'across folds'})", f"corrected t-test p ({across})"]
+              f"Wilcoxon p ({'subjects' if by_subject(summary) else across})", f"corrected t-test p ({across})"]
     rows = []
     for s in stats:
         test = s.test
@@ -91,7 +97,7 @@ def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None
         if s.gap_reference and s.gap_reference != teacher:
             gap += " †"
         interval = [] if intervals is None else ["—" if s.row == baseline else intervals.get(s.row, "—")]
-        wilcoxon = s.subject_test if has_runs(summary) else test
+        wilcoxon = s.subject_test if by_subject(summary) else test
         rows.append([marked_row(summary, s.row), gap, delta, *interval, "—" if wilcoxon is None else format_p(wilcoxon.wilcoxon_p),
                      "—" if test is None else format_p(test.corrected_p)])
     return scores, Table(header, rows), stats
@@ -125,7 +131,7 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
         out.append("No teacher row: the gap closed is not available" + (
             f", except † relative to the row's own online teacher ({', '.join(own)}), which trains jointly with the "
             "student and is not the offline upper bound." if own else "."))
-    wilcoxons = [s.subject_test if has_runs(summary) else s.test for s in stats]
+    wilcoxons = [s.subject_test if by_subject(summary) else s.test for s in stats]
     tested = [t for t in wilcoxons if t is not None and t.n_nonzero > 0]
     if tested and not all(t.can_reach_alpha for t in tested):
         n = max(t.n_nonzero for t in tested)

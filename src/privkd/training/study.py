@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from privkd.config.parse import config_to_dict
-from privkd.config.schema import RunConfig, VariantConfig
+from privkd.config.schema import LEAKS, RunConfig, VariantConfig
 from privkd.config.validation import validate
 from privkd.errors import ConfigError
 from privkd.evaluation.metrics import resolve_metric
@@ -166,13 +166,28 @@ def write_study(study_dir: Path, cfg: RunConfig) -> None:
     summary["holdout_ratio"] = None if None in ratios else float(np.mean(ratios))
     summary["leaks"] = run_summaries[seeds[0]].get("leaks", [])  # the same evaluation settings in every seed
     summary["departures"] = chosen_departures({seed: run_summaries[seed].get("departures", {}) for seed in seeds}, picks)
-    summary["subjects"] = subject_means({seed: subject_picks(run_dirs[seed], picks[seed], task, metric)
-                                         for seed in seeds})
+    # a dataset drawn anew for every seed (synthetic:<setup>): the seeds' runs share no sample, so they are
+    # independent (the corrected t-test's overlap term is 0) and subjects of one name are not one person
+    summary["independent_datasets"] = len({data_file(run_dir) for run_dir in run_dirs.values()}) > 1
+    if summary["independent_datasets"]:
+        summary["holdout_ratio"] = 0.0
+    # folds over samples test every subject in every fold: there is no one score per subject and seed
+    shared = LEAKS["sample_folds"] in summary["leaks"] or summary["independent_datasets"]
+    summary["subjects"] = {} if shared else subject_means({seed: subject_picks(run_dirs[seed], picks[seed], task, metric)
+                                                           for seed in seeds})
     # each run's own record: rows its switches added (the teacher_init control) are in no config's variants
     summary["teachers"] = {row: teachers.get(row) for row in summary["methods"]}
     write_json_atomic(study_dir / "summary.json", summary)
     write_json_atomic(study_dir / "choices.json", {str(seed): picks[seed] for seed in seeds})
     write_text_atomic(study_dir / "study.md", study_markdown(cfg, summary, picks, records))
+
+
+def data_file(run_dir: Path) -> str | None:
+    """The data file a run read (its ``environment.json``), None when it did not record one."""
+    try:
+        return json.loads((run_dir / "environment.json").read_text()).get("data_path")
+    except (OSError, ValueError):
+        return None
 
 
 def chosen_departures(departures: Mapping[int, Mapping[str, Mapping[str, dict]]],
@@ -236,14 +251,15 @@ def study_markdown(cfg: RunConfig, summary: Mapping, picks: Mapping[int, Mapping
               f"{scored_on(summary)}. Each method's setting was chosen per fold on the validation part only; the "
               "test part was scored once with the chosen setting."), "",
              *([leak_line(summary["leaks"]), ""] if summary.get("leaks") else []),
-             (f"| method | {metric_label(metric)} (mean ± std over runs) | gap closed | Wilcoxon p (subjects) "
-              "| corrected t-test p | settings chosen |"),
+             (f"| method | {metric_label(metric)} (mean ± std over runs) | gap closed | Wilcoxon p "
+              f"({'runs' if summary.get('independent_datasets') else 'subjects'}) | corrected t-test p | settings chosen |"),
              "|---|---|---|---|---|---|"]
     for row in stats:
         mean, std, _ = row.metrics[metric]
         counts = Counter(pick["row"] for seed in picks for pick in picks[seed].get(row.row, []))
         chosen = ", ".join(f"{name} ×{count}" for name, count in counts.most_common())
-        wilcoxon = format_p(row.subject_test.wilcoxon_p) if row.subject_test else "—"
+        wilcoxon_test = row.test if summary.get("independent_datasets") else row.subject_test
+        wilcoxon = format_p(wilcoxon_test.wilcoxon_p) if wilcoxon_test else "—"
         ttest = format_p(row.test.corrected_p) if row.test else "—"
         lines.append(f"| {marked_row(summary, row.row)} | {mean:.4f} ± {std:.4f} | {format_percent(row.gap_closed)} "
                      f"| {wilcoxon} | {ttest} | {chosen} |")
