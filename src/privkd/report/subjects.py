@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
-import torch
 from scipy import stats
 
-from privkd.evaluation.artifacts import fold_dirs, read_npz
-from privkd.evaluation.metrics import per_group_metric
+from privkd.evaluation.subjects import subject_scores
 from privkd.evaluation.summary import metric_label
 from privkd.report.tables import Table
 
@@ -34,24 +31,6 @@ SUBJECT_NOTE = ("Each subject's score is the headline metric on its own test sam
                 "given); a row missing a subject did not finish that fold.")
 CI_NOTE = (f"{CONFIDENCE * 100:.0f} % CI of Δ per subject: bootstrap interval (BCa, {RESAMPLES} resamples over subjects) of "
            "the mean per-subject difference to the baseline; an interval that holds 0 is no evidence of a difference.")
-
-
-def subject_scores(run_dir: Path, rows: Sequence[str], task: str, metric: str) -> dict[str, dict[str, tuple[int, float]]]:
-    """Per row, per test subject: (the fold that tested it, the headline ``metric`` on its test samples)."""
-    scores: dict[str, dict[str, tuple[int, float]]] = {}
-    for fold_index, fold in enumerate(fold_dirs(run_dir)):
-        for row in rows:
-            predictions = read_npz(fold / row / "test_predictions.npz")
-            if predictions is None or "subjects" not in predictions:
-                continue
-            outputs, labels = torch.as_tensor(predictions["outputs"]), torch.as_tensor(predictions["labels"])
-            n_outputs = outputs.shape[1] if outputs.ndim == 2 else 1
-            with warnings.catch_warnings():  # a one-class subject's ranking metrics are undefined; the headline is not
-                warnings.simplefilter("ignore", UserWarning)
-                values = per_group_metric(task, outputs, labels, predictions["subjects"], metric, n_outputs)
-            for subject, value in values.items():
-                scores.setdefault(row, {})[subject] = (fold_index, float(value))
-    return scores
 
 
 def difference_interval(row: Mapping[str, tuple[int, float]], baseline: Mapping[str, tuple[int, float]],

@@ -34,6 +34,7 @@ from privkd.evaluation.stats import (
     holdout_ratio,
     row_stats,
 )
+from privkd.evaluation.subjects import subject_scores
 from privkd.evaluation.summary import (
     DEPARTURE_MARK,
     departure_lines,
@@ -43,7 +44,6 @@ from privkd.evaluation.summary import (
     scored_on,
 )
 from privkd.methods.registry import bound_row
-from privkd.report.subjects import subject_scores
 from privkd.training.experiment import check_before_run, run_experiment
 from privkd.training.run_dir import create_run_dir, write_json_atomic, write_text_atomic
 
