@@ -180,7 +180,7 @@ def test_one_step_has_finite_terms_whose_gradients_reach_only_what_the_method_op
     kind, hallucinate = CASES[case]
     info, dataset, modalities = datasets[kind]
     if info.task not in spec.tasks:
-        return  # a run on this task refuses it before training (training.experiment.check_against_dataset)
+        return  # a run on this task refuses it before training (training.checks.check_against_dataset)
     cfg = contract_config(modalities, student={"hallucinate": hallucinate})
     module = build(spec, cfg, info)
     if module is None:

@@ -180,7 +180,7 @@ def test_attention_fusion_over_a_one_token_modality_is_refused_or_warned(tmp_pat
     """A feature vector is one token whatever model.tokens says (refused, naming the backbone);
     a signal too short for its backbone's striding gives one token too (warned, naming it)."""
     from privkd.data import write_dataset
-    from privkd.training.experiment import FusionWarning, check_against_dataset
+    from privkd.training.checks import FusionWarning, check_against_dataset
 
     rng = np.random.default_rng(0)
     path = write_dataset(tmp_path / "short.h5", modalities={"table": rng.normal(size=(8, 5)),

@@ -21,7 +21,7 @@ def test_quick_demo_writes_summary_for_all_methods(tmp_path, monkeypatch, watch_
         for name in ("accuracy", "f1"):
             assert len(metrics[name]["per_fold"]) == 2
             assert 1 / 7 < metrics[name]["mean"] <= 1.0  # better than chance on 7 balanced classes
-    assert "| pkdot |" in (run_dir / "summary.md").read_text()
+    assert "| pkdot ‡ |" in (run_dir / "summary.md").read_text()  # ‡: departs from its paper (student.hallucinate)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["epochs"] == 3
     environment = json.loads((run_dir / "environment.json").read_text())
     assert environment["packages"]["torch"]

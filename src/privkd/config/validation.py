@@ -1,7 +1,7 @@
 """The range of every numeric key and the rules that involve several config keys at once,
 checked before anything is trained (or any run directory is made): a value that would only fail
 once a row trains fails here instead, where the message can name the key. What only the dataset
-reveals is checked against it by :func:`privkd.training.experiment.check_against_dataset`.
+reveals is checked against it by :func:`privkd.training.checks.check_against_dataset`.
 
 The rules about methods ask the method registry (:mod:`privkd.methods.registry`) what each
 method needs, so adding a method never means editing this file.

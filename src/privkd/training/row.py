@@ -24,7 +24,7 @@ from privkd.errors import PrivkdError
 from privkd.evaluation.sanity import collapse, collapse_hint
 from privkd.losses.task import balanced_class_weights
 from privkd.methods.base import FoldData, PrivkdModule
-from privkd.methods.registry import MethodSpec, build_module, method_spec
+from privkd.methods.registry import MethodSpec, build_module, method_names, method_spec
 from privkd.models.build import build_net
 from privkd.models.inference import Predictions
 from privkd.models.network import PrivilegedNet
@@ -42,6 +42,13 @@ def row_spec(cfg: RunConfig, row: str) -> MethodSpec:
 def teacher_of(cfg: RunConfig, row: str) -> str | None:
     """The method whose fold network ``row`` distils from, if any."""
     return row_spec(cfg, row).teacher_for(variant_config(cfg, row))
+
+
+def rows_to_train(cfg: RunConfig) -> list[str]:
+    """Results rows in training order: the methods (with the teachers their rows need, in the
+    registry's order), then the variants."""
+    wanted = set(cfg.methods) | {teacher for row in (*cfg.methods, *cfg.variants) if (teacher := teacher_of(cfg, row))}
+    return [m for m in method_names() if m in wanted] + list(cfg.variants)
 
 
 def class_weights(setting: str | tuple[float, ...], train: MultimodalDataset, info: DatasetInfo) -> torch.Tensor | None:
