@@ -159,3 +159,16 @@ def make_features_layout(root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, 
     frame = pd.DataFrame(rows)
     frame.to_csv(root / "labels.csv", index=False)
     return frame, arrays
+
+
+def breast_cancer_table(data: pd.DataFrame) -> pd.DataFrame:
+    """scikit-learn's breast-cancer frame as the README's own-data table: a ``subject`` per row, a
+    ``label`` named by class, the ``mean *`` features as modality ``mean`` and the ``worst *`` ones
+    as modality ``worst`` (columns ``<modality>.<feature>``)."""
+    table = pd.DataFrame({"subject": [f"p{i}" for i in range(len(data))],
+                          "label": data["target"].map({0: "malignant", 1: "benign"})})
+    for column in data.columns:
+        if column.startswith(("mean ", "worst ")):
+            kind, name = column.split(" ", 1)
+            table[f"{kind}.{name.replace(' ', '_')}"] = data[column]
+    return table

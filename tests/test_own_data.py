@@ -8,10 +8,10 @@ as the privileged one, imported with ``privkd data import table``.
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
+from layouts import breast_cancer_table
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -36,12 +36,7 @@ from privkd.training.auto import (
 def breast_cancer(tmp_path_factory):
     root = tmp_path_factory.mktemp("bc")
     data = load_breast_cancer(as_frame=True).frame
-    table = pd.DataFrame({"subject": [f"p{i}" for i in range(len(data))],
-                          "label": data["target"].map({0: "malignant", 1: "benign"})})
-    for column in data.columns:
-        if column.startswith(("mean ", "worst ")):
-            kind, name = column.split(" ", 1)
-            table[f"{kind}.{name.replace(' ', '_')}"] = data[column]
+    table = breast_cancer_table(data)
     table.to_csv(root / "bc.csv", index=False)
     result = CliRunner().invoke(app, ["data", "import", "table", str(root / "bc.csv"), str(root / "bc.h5"), "--no-progress"])
     assert result.exit_code == 0, result.output

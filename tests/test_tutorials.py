@@ -17,7 +17,7 @@ import shlex
 from pathlib import Path
 
 import pandas as pd
-from layouts import make_features_layout
+from layouts import breast_cancer_table, make_features_layout
 from sklearn.datasets import load_breast_cancer
 from typer.testing import CliRunner
 
@@ -67,12 +67,7 @@ def write_tables(root: Path) -> None:
     """``bc.csv`` as the README describes it (60 people of each class, for speed) and
     ``new.csv`` with the prevalent ``mean.*`` columns alone."""
     data = load_breast_cancer(as_frame=True).frame.groupby("target").head(60).reset_index(drop=True)
-    table = pd.DataFrame({"subject": [f"p{i}" for i in range(len(data))],
-                          "label": data["target"].map({0: "malignant", 1: "benign"})})
-    for column in data.columns:
-        if column.startswith(("mean ", "worst ")):
-            kind, name = column.split(" ", 1)
-            table[f"{kind}.{name.replace(' ', '_')}"] = data[column]
+    table = breast_cancer_table(data)
     table.to_csv(root / "bc.csv", index=False)
     table.filter(like="mean.").head(10).to_csv(root / "new.csv", index=False)
 
