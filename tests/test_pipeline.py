@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -53,6 +54,7 @@ def test_unknown_modality_names_dataset_fields(run_config):
     assert "data.prevalent" in result.output and "accelerometer" in result.output
 
 
+@pytest.mark.slow
 def test_compare_config_trains_every_paper_row(run_config):
     """The shipped comparison (MT-PKDOT Tables II and VI) on one fold and one epoch: every row
     trains through the same CLI and lands in the summary."""

@@ -52,7 +52,9 @@ RECIPES = {
 }
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+# `make test` runs the cheapest recipe; the others (30-60 s each) run under `make test-slow`.
+@pytest.mark.parametrize("recipe", [pytest.param(name, marks=() if name == "biovid_b_pkdot" else pytest.mark.slow)
+                                    for name in sorted(RECIPES)])
 def test_recipe_runs_one_step_per_epoch_on_its_miniature_layout(recipe, imported, tmp_path, monkeypatch):
     monkeypatch.setenv("PRIVKD_CACHE", str(tmp_path / "cache"))
     data, overrides = RECIPES[recipe]

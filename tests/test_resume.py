@@ -44,6 +44,7 @@ def per_fold(run_dir):
     return {row: values["accuracy"]["per_fold"] for row, values in json.loads((run_dir / "summary.json").read_text())["methods"].items()}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_fold_then_resume_gives_the_uninterrupted_metrics(config, tmp_path):
     assert invoke("run", config, "--out", tmp_path / "whole").exit_code == 0
     whole = only_run(tmp_path / "whole")
@@ -117,6 +118,7 @@ def test_a_failed_fold_is_recorded_and_the_others_are_kept(config, tmp_path, mon
     assert not (run_dir / "fold_1" / "teacher" / "failed.json").exists()
 
 
+@pytest.mark.slow
 def test_two_runs_with_one_seed_give_identical_metrics(config, tmp_path):
     for out in ("a", "b"):
         result = invoke("run", config, "--out", tmp_path / out, "--set", "training.epochs=2", "--only", "baseline",

@@ -27,6 +27,17 @@ from privkd.cli import app
 from privkd.training.run_lock import LOCK_FILE
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL")
+# `make test` interrupts every stage with SIGTERM (what a scheduler sends) and the student with
+# SIGKILL (no handler runs); the other pairs are the same paths and run under `make test-slow`.
+FAST_PAIRS = {("SIGTERM", stage) for stage in ("teacher", "tnet_refit", "student", "summary", "final")} | {
+    ("SIGKILL", "student"), ("SIGTERM", "import"), ("SIGKILL", "import"), ("SIGTERM", "report")}
+
+
+def pairs(stages: tuple[str, ...]) -> list:
+    """(signal, stage) parameters, the pairs outside FAST_PAIRS marked slow."""
+    return [pytest.param(signal_name, stage, id=f"{stage}-{signal_name}",
+                         marks=() if (signal_name, stage) in FAST_PAIRS else pytest.mark.slow)
+            for stage in stages for signal_name in SIGNALS]
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGKILL": -signal.SIGKILL}
 RUN_STAGES = ("teacher", "tnet_refit", "student", "summary", "final")
 
@@ -145,8 +156,7 @@ def setup(tmp_path_factory):
     return {"tmp": tmp, "config": config, "whole": whole, "whole_final": whole_final}
 
 
-@pytest.mark.parametrize("signal_name", SIGNALS)
-@pytest.mark.parametrize("stage", RUN_STAGES)
+@pytest.mark.parametrize(("signal_name", "stage"), pairs(RUN_STAGES))
 def test_an_interrupted_run_resumes_to_the_uninterrupted_results(setup, stage, signal_name, tmp_path):
     whole = setup["whole_final" if stage == "final" else "whole"]
     interrupted(tmp_path, stage, signal_name, "run", setup["config"], "--out", tmp_path / "runs",
@@ -168,10 +178,10 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_results(setup, stage, s
     assert leftovers(run_dir) == []
 
 
-@pytest.mark.parametrize("signal_name", SIGNALS)
-def test_an_interrupted_import_imports_the_same_file_when_run_again(setup, signal_name, tmp_path):
+@pytest.mark.parametrize(("signal_name", "stage"), pairs(("import",)))
+def test_an_interrupted_import_imports_the_same_file_when_run_again(setup, signal_name, stage, tmp_path):
     target = tmp_path / "table.h5"
-    interrupted(tmp_path, "import", signal_name, "data", "import", "table", setup["tmp"] / "table.csv", target, "--no-progress")
+    interrupted(tmp_path, stage, signal_name, "data", "import", "table", setup["tmp"] / "table.csv", target, "--no-progress")
     assert not target.exists()
 
     assert invoke("data", "import", "table", setup["tmp"] / "table.csv", target, "--no-progress").exit_code == 0
@@ -186,13 +196,13 @@ def test_an_interrupted_import_imports_the_same_file_when_run_again(setup, signa
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("signal_name", SIGNALS)
-def test_an_interrupted_report_is_written_whole_when_run_again(setup, signal_name, tmp_path):
+@pytest.mark.parametrize(("signal_name", "stage"), pairs(("report",)))
+def test_an_interrupted_report_is_written_whole_when_run_again(setup, signal_name, stage, tmp_path):
     run_dir = tmp_path / "run"
     subprocess.run(["cp", "-r", str(setup["whole"]), str(run_dir)], check=True)
     for written in [run_dir / "report.md", run_dir / "report.html", *(run_dir / "report").iterdir()]:
         written.unlink()
-    interrupted(tmp_path, "report", signal_name, "report", run_dir)
+    interrupted(tmp_path, stage, signal_name, "report", run_dir)
     assert not (run_dir / "report.md").exists()
 
     assert invoke("report", run_dir).exit_code == 0

@@ -170,6 +170,7 @@ def start_run(config: Path, out: Path) -> subprocess.Popen:
     return process
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process tree from /proc")
 def test_sigterm_to_the_group_stops_every_worker_and_the_run_resumes_to_the_same_results(one_after_another, tmp_path):
     config, serial = one_after_another
@@ -186,6 +187,7 @@ def test_sigterm_to_the_group_stops_every_worker_and_the_run_resumes_to_the_same
     assert results(run_dir) == results(serial)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process tree from /proc")
 def test_workers_end_when_their_main_process_is_killed(one_after_another, tmp_path):
     process = start_run(one_after_another[0], tmp_path)
