@@ -161,7 +161,7 @@ def test_attention_fusion_over_one_token_is_refused(fusion):
     assert config_from_dict({"model": {"fusion": fusion, "tokens": 2}}).model.tokens == 2
 
 
-@pytest.mark.parametrize("reading", ["features", "similarities"])
+@pytest.mark.parametrize("reading", ["features", "similarities", "normalized"])
 def test_the_centroid_loss_follows_eq_9_by_default(info, reading):
     cfg = fitted_config({**SMALL, "mtpkdot": {"centroid": reading}, "structural": {"k": 3}})
     assert config_from_dict({}).mtpkdot.centroid == "features"
@@ -171,8 +171,10 @@ def test_the_centroid_loss_follows_eq_9_by_default(info, reading):
     module.teacher_outputs.compute = lambda inputs: {"joint": NetOutput(torch.zeros(6, 7), joint)}  # the joint teacher alone
     batch = Batch({"accelerometer": torch.randn(6, *info.modalities["accelerometer"].sample_shape)}, torch.arange(6))
     student = module.net(batch.inputs).embedding
-    expected = (centroid_loss(joint, student) if reading == "features"
-                else centroid_loss(*module.structure.anchored(joint, student)))
+    expected = {"features": lambda: centroid_loss(joint, student),
+                "similarities": lambda: centroid_loss(*module.structure.anchored(joint, student)),
+                "normalized": lambda: centroid_loss(joint / joint.norm(dim=1, keepdim=True),
+                                                    student / student.norm(dim=1, keepdim=True))}[reading]()
     torch.testing.assert_close(module.loss_terms(batch)["centroid"], expected)
 
 

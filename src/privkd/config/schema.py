@@ -302,13 +302,15 @@ class MTPKDOTConfig:
     paper's "without centroid" ablation (Table VI). ``centroid``: ``features`` is Eq. 9 and
     Alg. 2 (the mean joint embedding of the selected teacher against the student's);
     ``similarities`` takes the centroids of the anchored similarity rows instead, a reading
-    of the text's "after the anchor selection".
+    of the text's "after the anchor selection"; ``normalized`` the centroids of the
+    L2-normalised features, a scale-free form (the term lies in [0, 4] whatever the embedding
+    norms, where Eq. 9 on raw features can outweigh the task loss a hundredfold).
     """
 
     alpha: float = 0.8
     beta: float = 0.2
     gamma: float = 0.2
-    centroid: Literal["features", "similarities"] = "features"
+    centroid: Literal["features", "similarities", "normalized"] = "features"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from privkd.config.schema import MTPKDOTConfig, RunConfig
@@ -80,9 +81,19 @@ class MTPKDOTModule(StudentModule):
         if self.weights["ot"]:
             terms["ot"] = self.structure.transport_loss(teacher_rows, student_rows)
         if self.weights["centroid"]:
-            centroids = (teacher_features, student_features) if self.centroid == "features" else (teacher_rows, student_rows)
-            terms["centroid"] = centroid_loss(*centroids)
+            terms["centroid"] = centroid_loss(*self.centroid_inputs(teacher_features, student_features,
+                                                                     teacher_rows, student_rows))
         return terms
+
+    def centroid_inputs(self, teacher_features: Tensor, student_features: Tensor, teacher_rows: Tensor,
+                        student_rows: Tensor) -> tuple[Tensor, Tensor]:
+        """What ``mtpkdot.centroid`` takes the centroids of: the features (Eq. 9), the anchored
+        similarity rows, or the L2-normalised features."""
+        if self.centroid == "similarities":
+            return teacher_rows, student_rows
+        if self.centroid == "normalized":
+            return F.normalize(teacher_features, dim=-1), F.normalize(student_features, dim=-1)
+        return teacher_features, student_features
 
     def training_state(self) -> dict:
         return {"selection_history": self.selection_history, "epoch_selection": dict(self._epoch_selection)}
