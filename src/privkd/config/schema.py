@@ -304,7 +304,7 @@ class MTPKDOTConfig:
     ``similarities`` takes the centroids of the anchored similarity rows instead, a reading
     of the text's "after the anchor selection"; ``normalized`` the centroids of the
     L2-normalised features, a scale-free form (the term lies in [0, 4] whatever the embedding
-    norms, where Eq. 9 on raw features can outweigh the task loss a hundredfold).
+    norms, where Eq. 9 on raw features grows with the embeddings' scale).
     """
 
     alpha: float = 0.8
