@@ -136,4 +136,28 @@ def test_fraction_is_part_of_the_row_fingerprint_and_of_auto_batch_sizes() -> No
 def test_the_learning_curve_config_runs_the_papers_rows_on_the_demo_data() -> None:
     cfg, demo = load_config(packaged_config_path("learning_curve")), load_config(packaged_config_path("demo"))
     assert cfg.methods == ("baseline", "teacher", "pkdot", "p2p_kl", "mtpkdot")
-    assert (cfg.data, cfg.evaluation, cfg.model, cfg.training) == (demo.data, demo.evaluation, demo.model, demo.training)
+    assert (cfg.data, cfg.evaluation, cfg.model) == (demo.data, demo.evaluation, demo.model)
+
+
+def test_the_learning_curve_sizes_training_to_each_fraction_and_is_the_demo_at_full_data() -> None:
+    """The demo's pinned batch 128 and patience 8 leave about 2 optimiser steps per epoch at 10 %
+    of the data, and early stopping ends training after a few dozen steps; the learning curve
+    leaves them auto, which gives the demo's batch and anchors on the full training folds (and
+    the couple more epochs that training.min_steps asks for)."""
+    from privkd.data.dataset import MultimodalDataset
+    from privkd.data.embedded import embedded_dataset_path
+
+    cfg, demo = load_config(packaged_config_path("learning_curve")), load_config(packaged_config_path("demo"))
+    dataset = MultimodalDataset(embedded_dataset_path(), modalities=["accelerometer", "gyroscope"])
+
+    def trained(fraction: float):
+        resolved, _ = resolve_training(cfg, make_folds(cfg.evaluation, dataset, cfg.seed, fraction))
+        return resolved.training, resolved.structural.k
+
+    full, k_full = trained(1.0)
+    assert (full.batch_size, k_full) == (demo.training.batch_size, demo.structural.k)
+    assert demo.training.epochs <= full.epochs <= demo.training.epochs + 3
+    tenth, _ = trained(0.1)
+    smallest = min(len(f.train) for f in make_folds(cfg.evaluation, dataset, cfg.seed, 0.1))
+    assert tenth.batch_size < full.batch_size and smallest // tenth.batch_size >= 8
+    assert tenth.epochs * (smallest // tenth.batch_size) >= cfg.training.min_steps and tenth.patience > full.patience
