@@ -1,4 +1,5 @@
-"""``privkd data info`` and ``privkd data import FORMAT SRC DST.h5`` (one subcommand per supported layout).
+"""``privkd data info``, ``privkd data import FORMAT SRC DST.h5`` (one subcommand per supported layout)
+and ``privkd data synth biovid DST.h5`` (a BioVid-sized stand-in for scale checks).
 
 Each import command only parses options and calls its importer in :mod:`privkd.data.importers`;
 every layout problem surfaces as a :class:`~privkd.errors.DatasetError` naming the source
@@ -18,11 +19,13 @@ from privkd.cli.console import console
 from privkd.errors import PrivkdError
 from privkd.paths import refuse_output_onto_inputs
 
-__all__ = ["data_app", "import_app", "parse_pairs", "parse_window"]
+__all__ = ["data_app", "import_app", "parse_pairs", "parse_window", "synth_app"]
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and prepare datasets.")
 import_app = typer.Typer(no_args_is_help=True, help="Convert a dataset layout into a privkd HDF5 file.")
+synth_app = typer.Typer(no_args_is_help=True, help="Write a synthetic dataset the size and layout of a real one.")
 data_app.add_typer(import_app, name="import")
+data_app.add_typer(synth_app, name="synth")
 
 
 @data_app.command("info")
@@ -237,3 +240,27 @@ def ts(
               modalities=parse_pairs("--modality", modality, parse_dimensions) or None, subjects=ids,
               no_subject_ids=no_subject_ids, progress=not no_progress)
     _finished(dst)
+
+
+@synth_app.command("biovid")
+def synth_biovid(
+    dst: Dst,
+    subjects: Annotated[int, typer.Option(help="Subjects (BioVid: 87).")] = 87,
+    clips: Annotated[int, typer.Option(help="Clips per subject, cycling through the classes (BioVid: 100).")] = 100,
+    frames: Annotated[int, typer.Option(help="Frames per clip.")] = 16,
+    size: Annotated[int, typer.Option(help="Side of the square frames, in pixels.")] = 112,
+    classes: Annotated[str, typer.Option(help="Comma-separated classes, in label order.")] = "BL1,PA1,PA2,PA3,PA4",
+    signals: Annotated[str, typer.Option(help="Comma-separated biosignals, each a modality (BioVid's names).")] = "emg_trapezius,ecg,eda",
+    signal_format: Annotated[str, typer.Option(help="'raw' 512 Hz windows or 'spectrogram' (as the importer).")] = "raw",
+    seed: Annotated[int, typer.Option(help="Seed of the generated content (same seed, same file content).")] = 0,
+    no_progress: NoProgress = False,
+) -> None:
+    """Synthetic clips with BioVid's layout (video + biosignals, 512 Hz, 2-5 s windows) for scale checks."""
+    refuse_output_onto_inputs("DST", dst, [], example="synth_biovid.h5")
+    from privkd.data.synth_biovid import write_synthetic_biovid
+
+    result = write_synthetic_biovid(dst, subjects=subjects, clips=clips, frames=frames, size=size,
+                                    classes=classes.split(","), signals=signals.split(","),
+                                    signal_format=signal_format, seed=seed, progress=not no_progress)
+    _finished(dst, [f"{result.samples} clips, {result.bytes / 2**20:.1f} MiB written in {result.seconds:.1f} s "
+                    f"({result.samples / max(result.seconds, 1e-9):.1f} clips/s)"])
