@@ -17,6 +17,7 @@ import pytest
 
 from privkd.errors import PrivkdError
 from privkd.evaluation import plots, stats
+from privkd.report.curves import training_curves
 from privkd.report.render import CSS
 
 # --------------------------------------------------------------------------- statistics (hand-computed)
@@ -166,13 +167,13 @@ def test_figures_without_data_are_skipped():
     assert plots.amid_gap({"amid": [[]]}) is None
     assert plots.sweep_curves([], ["a", "b"], "mtpkdot", "accuracy") is None
     assert plots.per_class_accuracy({}) is None
-    assert plots.training_curves({}) is None
+    assert training_curves({}) is None and training_curves({"pkdot": {0: {"epoch": []}}}) is None
 
 
 def test_training_curves_star_the_selected_epoch_and_show_validation_loss():
     log = {"epoch": [0, 1, 2, 3], "train/loss": [1.0, 0.8, 0.6, 0.5], "val/loss": [1.1, 0.9, 0.95, 1.0],
            "val/selection": [0.5, 0.7, 0.7, 0.6]}
-    fig = plots.training_curves({"pkdot": log})
+    fig = training_curves({"pkdot": {0: log}})
     loss_ax, val_ax = fig.axes[:2]
     (star,) = [line for line in val_ax.lines if line.get_marker() == "*"]
     assert list(star.get_xdata()) == [2] and list(star.get_ydata()) == [0.7]  # epoch 2 (1-based): the first of the ties
@@ -324,7 +325,8 @@ def report_out(tiny_run, tmp_path_factory) -> Path:
 def test_report_files(tiny_run, report_out):
     md = (report_out / "report.md").read_text()
     page = (report_out / "report.html").read_text()
-    pngs = sorted((tiny_run / "report").glob("*.png"))
+    assert not (tiny_run / "report").exists()  # --out takes the figures too
+    pngs = sorted((report_out / "report").glob("*.png"))
     names = {p.stem for p in pngs}
     assert {"per_class_accuracy", "confusion_matrices", "similarity_pkdot", "similarity_mtpkdot", "alignment_tsne",
             "teacher_selection", "training_curves"} <= names
@@ -337,7 +339,27 @@ def test_report_files(tiny_run, report_out):
     # self-contained: every image inline, nothing fetched from anywhere
     assert page.count('src="data:image/png;base64,') == len(pngs)
     assert not re.search(r'(src|href)="(?!data:)', page) and "<link" not in page
-    assert not list(report_out.glob(".*.tmp")) and not list((tiny_run / "report").glob(".*.tmp"))
+    assert not list(report_out.glob(".*.tmp")) and not list((report_out / "report").glob(".*.tmp"))
+
+
+def test_a_real_runs_report_has_print_figures_and_a_latex_table_of_its_results(report_out):
+    from PIL import Image
+
+    from privkd.report.latex import tex_escape
+
+    for png in (report_out / "report").glob("*.png"):
+        assert Image.open(png).info["dpi"] == pytest.approx((300, 300), abs=0.01)
+        assert png.with_suffix(".pdf").is_file() and png.with_suffix(".svg").is_file()
+    tex = (report_out / "report" / "results.tex").read_text()
+    md = (report_out / "report.md").read_text()
+    comparison = md.split("### Against the baseline", 1)[1].split("\n\n", 2)[1]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in comparison.splitlines()[2:]]
+    assert [row[0].split()[0] for row in rows] == METHODS
+    for method, *_, wilcoxon, corrected in rows:  # the report's own cells: name, ..., the two p-values
+        (line,) = [line for line in tex.splitlines() if line.startswith(tex_escape(method) + " &")]
+        assert line.endswith(f"& {tex_escape(wilcoxon)} & {tex_escape(corrected)} \\\\")
+    assert tex.index("\\toprule") < tex.index("\\midrule") < tex.index("\\bottomrule")
+    assert "](report/results.tex)" in md
 
 
 def test_diagnostics_table_averages_each_folds_record(tiny_run, report_out):
@@ -466,7 +488,7 @@ def test_report_renders_in_headless_chromium(chromium, tiny_run, report_out, tmp
     start = time.perf_counter()
     result = render_check(chromium, report_out / "report.html", tmp_path)
     seconds = time.perf_counter() - start
-    n_figures = len(list((tiny_run / "report").glob("*.png")))
+    n_figures = len(list((report_out / "report").glob("*.png")))
     assert result["images"] == n_figures > 0
     assert result["loaded"] == result["images"], f"images that did not load: {result['broken']}"
     summary = json.loads((tiny_run / "summary.json").read_text())

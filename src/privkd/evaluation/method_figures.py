@@ -22,14 +22,14 @@ def _similarity(rows: Sequence[RowArtifacts], context: FigureContext):
     if not recorded:
         return None
     first = recorded[0]
-    return plots.similarity_evolution(first["teacher"], first["student"], first["labels"], row.row)
+    return plots.similarity_evolution(first["teacher"], first["student"], first["labels"], row.row, context.class_names)
 
 
 SIMILARITY_EVOLUTION = FigureSpec(
     key="similarity",
     title="Similarity matrices",
     caption=("Cosine similarity of joint embeddings on a fixed validation probe batch sorted by class (regression: by "
-             "the first target; first fold with the record): the teacher, then the student before training and at "
+             "the first target; first fold with the record), each class block named on the axes: the teacher, then the student before training and at "
              "50 %, 75 % and 100 % of its epochs (cf. MT-PKDOT Fig. 4)."),
     draw=_similarity,
     absent="no similarity.npz recorded",

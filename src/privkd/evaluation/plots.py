@@ -27,8 +27,9 @@ SIMILARITY_FRACTIONS = (0.0, 0.5, 0.75, 1.0)
 """Training progress at which the student's similarity matrix is shown (MT-PKDOT Fig. 4)."""
 
 
-def _figure(width: float, height: float) -> Figure:
-    # Figure() directly (not pyplot): no global state, nothing to close, safe in threads
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` × ``height`` inches, its panels laid out to fit (constrained layout).
+    Figure() directly (not pyplot): no global state, nothing to close, safe in threads."""
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
@@ -42,14 +43,27 @@ def _is_classes(labels: np.ndarray) -> bool:
     return labels.ndim == 1 and (np.issubdtype(labels.dtype, np.integer) or bool(np.all(np.mod(labels, 1) == 0)))
 
 
-def _class_boundaries(ax, labels: np.ndarray) -> None:
-    """Thin lines between the class blocks of a class-sorted matrix (not for regression targets)."""
+def _class_blocks(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(start, end, class)`` of each run of equal labels in a class-sorted probe batch; none
+    for regression targets, nor past 30 classes, whose names could not be read on the axes."""
     if not _is_classes(labels) or len(np.unique(labels)) > 30:
-        return
-    changes = np.flatnonzero(np.diff(labels)) + 0.5
-    for pos in changes:
-        ax.axhline(pos, color="white", lw=0.6)
-        ax.axvline(pos, color="white", lw=0.6)
+        return []
+    starts = np.r_[0, np.flatnonzero(np.diff(labels)) + 1].astype(int)
+    ends = np.r_[starts[1:], len(labels)].astype(int)
+    return [(int(a), int(b), int(labels[a])) for a, b in zip(starts, ends, strict=True)]
+
+
+def _mark_classes(ax, blocks: Sequence[tuple[int, int, int]], class_names: Sequence[str] | None, *, y: bool) -> None:
+    """Thin lines between the class blocks of a similarity matrix and each block's class name at
+    its centre (on the y-axis too when ``y``), so that a reader sees which classes agree."""
+    for start, _, _ in blocks[1:]:
+        ax.axhline(start - 0.5, color="white", lw=0.6)
+        ax.axvline(start - 0.5, color="white", lw=0.6)
+    centres = [(start + end - 1) / 2 for start, end, _ in blocks]
+    names = [_class_name(class_names, k) for _, _, k in blocks]
+    ax.set_xticks(centres, names, rotation=90, fontsize=7)
+    ax.set_yticks(centres, names if y else [], fontsize=7)
+    ax.tick_params(length=0)
 
 
 def similarity_epochs(n_epochs: int, fractions: Sequence[float] = SIMILARITY_FRACTIONS) -> list[int]:
@@ -58,17 +72,20 @@ def similarity_epochs(n_epochs: int, fractions: Sequence[float] = SIMILARITY_FRA
     return sorted({round(f * n_epochs) for f in fractions})
 
 
-def similarity_evolution(teacher: np.ndarray, student: np.ndarray, labels: np.ndarray, row: str) -> Figure | None:
+def similarity_evolution(teacher: np.ndarray, student: np.ndarray, labels: np.ndarray, row: str,
+                         class_names: Sequence[str] | None = None) -> Figure | None:
     """MT-PKDOT Fig. 4: the teacher's cosine-similarity matrix on the probe batch beside the
     student's before training and at 50 %, 75 % and 100 % of its epochs (top), and under each
     student panel its difference map ``|S_teacher - S_student|`` with its mean (bottom): the
-    matrices look alike at a glance, the differences are what distillation changes."""
+    matrices look alike at a glance, the differences are what distillation changes. Each class
+    block is named on the axes (``class_names``, else the class id)."""
     if student is None or len(student) == 0:
         return None
     labels = np.asarray(labels)
     labels = labels if labels.ndim == 1 else labels.reshape(len(labels), -1)[:, 0]
     shown = similarity_epochs(len(student) - 1)
-    fig = _figure(2.6 * (len(shown) + 1) + 0.6, 5.6)
+    blocks = _class_blocks(labels)
+    fig = new_figure(2.6 * (len(shown) + 1) + 0.6, 5.6 + (1.0 if blocks else 0.0))
     axes = fig.subplots(2, len(shown) + 1)
     panels = [("teacher", teacher)] + [(f"student, epoch {e}" + (" (init)" if e == 0 else ""), student[e]) for e in shown]
     differences = [np.abs(np.asarray(teacher) - np.asarray(student[e])) for e in shown]
@@ -76,16 +93,13 @@ def similarity_evolution(teacher: np.ndarray, student: np.ndarray, labels: np.nd
     image = difference = None
     for ax, (title, matrix) in zip(axes[0], panels, strict=True):
         image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="viridis", interpolation="nearest")
-        _class_boundaries(ax, labels)
+        _mark_classes(ax, blocks, class_names, y=ax is axes[0][0])
         ax.set_title(title, fontsize=9)
     axes[1][0].axis("off")
     for ax, gap, e in zip(axes[1][1:], differences, shown, strict=True):
         difference = ax.imshow(gap, vmin=0, vmax=largest, cmap="magma", interpolation="nearest")
-        _class_boundaries(ax, labels)
+        _mark_classes(ax, blocks, class_names, y=ax is axes[1][1])
         ax.set_title(f"|teacher - epoch {e}|, mean {gap.mean():.3f}", fontsize=8)
-    for ax in np.asarray(axes).ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
     fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="cosine similarity")
     fig.colorbar(difference, ax=list(axes[1]), shrink=0.8, label="absolute difference")
     order = "class" if _is_classes(labels) else "first target"
@@ -121,7 +135,7 @@ def alignment_tsne(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndar
         labels = np.digitize(first, np.quantile(first, [1 / 3, 2 / 3]))
         group_name = lambda c: f"first target: {('low', 'middle', 'high')[int(c)]} third"
     views = [v for v in before if v in after]
-    fig = _figure(11, 5)
+    fig = new_figure(11, 5)
     axes = fig.subplots(1, 2)
     colours = {v: f"C{i}" for i, v in enumerate(views)}
     classes = np.unique(labels)
@@ -150,7 +164,7 @@ def teacher_selection(counts: Mapping[str, Mapping[str, float]]) -> Figure | Non
     if not counts:
         return None
     teachers = list(dict.fromkeys(t for c in counts.values() for t in c))
-    fig = _figure(max(5.0, 1.6 * len(teachers) * max(1, len(counts)) ** 0.5), 3.8)
+    fig = new_figure(max(5.0, 1.6 * len(teachers) * max(1, len(counts)) ** 0.5), 3.8)
     ax = fig.subplots()
     width = 0.8 / len(counts)
     x = np.arange(len(teachers))
@@ -179,7 +193,7 @@ def sweep_curves(points: Sequence[Mapping], parameters: Sequence[str], row: str,
     if not points or not parameters:
         return None
     axes_params = list(parameters[:2])
-    fig = _figure(5.2 * len(axes_params), 3.8)
+    fig = new_figure(5.2 * len(axes_params), 3.8)
     axes = np.atleast_1d(fig.subplots(1, len(axes_params)))
     for ax, x_key in zip(axes, axes_params, strict=True):
         others = [k for k in axes_params if k != x_key]
@@ -220,7 +234,7 @@ def amid_gap(histories: Mapping[str, Sequence[Sequence[Mapping[str, float]]]]) -
     histories = {row: folds for row, folds in histories.items() if folds}
     if not histories:
         return None
-    fig = _figure(11, 3.8)
+    fig = new_figure(11, 3.8)
     gap_ax, acc_ax = fig.subplots(1, 2)
     for i, (row, folds) in enumerate(histories.items()):
         length = max(len(f) for f in folds)
@@ -269,12 +283,12 @@ def per_class_accuracy(predictions: Mapping[str, Sequence[tuple[np.ndarray, np.n
                        class_names: Sequence[str] | None = None) -> Figure | None:
     """Accuracy on each class (recall: correct / samples of that class), one bar per row: the
     mean over the test folds that hold the class, with error bars of one sample std over them
-    (a class seen by few subjects varies most). ``predictions[row]`` = one ``(outputs (n, C),
+    (a class seen by few subjects varies most), cut at 0 and 1, which no accuracy passes. ``predictions[row]`` = one ``(outputs (n, C),
     labels (n,))`` per fold."""
     if not predictions:
         return None
     n_classes = max(int(np.asarray(o).shape[1]) if np.asarray(o).ndim == 2 else 2 for folds in predictions.values() for o, _ in folds)
-    fig = _figure(max(7.0, 0.25 * n_classes * len(predictions) + 2), 4.0)
+    fig = new_figure(max(7.0, 0.25 * n_classes * len(predictions) + 2), 4.0)
     ax = fig.subplots()
     width = 0.85 / len(predictions)
     x = np.arange(n_classes)
@@ -283,7 +297,8 @@ def per_class_accuracy(predictions: Mapping[str, Sequence[tuple[np.ndarray, np.n
         seen = (~np.isnan(per_fold)).sum(axis=0)
         mean = np.array([np.nanmean(per_fold[:, k]) if seen[k] else math.nan for k in range(n_classes)])
         std = np.array([np.nanstd(per_fold[:, k], ddof=1) if seen[k] > 1 else 0.0 for k in range(n_classes)])
-        ax.bar(x + (i - (len(predictions) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+        clipped = np.vstack([np.minimum(std, mean), np.minimum(std, 1.0 - mean)])  # an accuracy stays in [0, 1]
+        ax.bar(x + (i - (len(predictions) - 1) / 2) * width, mean, width, yerr=clipped, capsize=2,
                error_kw={"elinewidth": 0.8}, label=row)
     ax.set_xticks(x, [_class_name(class_names, k) for k in range(n_classes)], rotation=30 if n_classes > 8 else 0)
     ax.set_ylabel("accuracy within class (mean ± std over folds)")
@@ -292,17 +307,37 @@ def per_class_accuracy(predictions: Mapping[str, Sequence[tuple[np.ndarray, np.n
     return fig
 
 
+MAX_WIDTH_IN = 11.5
+"""The widest a figure of panels is drawn: the report page shows a figure at 100 px per inch up
+to about this width and shrinks a wider one, every letter with it."""
+
+CELL_IN = 0.6
+"""Inches per confusion-matrix cell, room for a two-decimal share in :data:`CELL_FONT` points."""
+
+CELL_FONT = 11
+
+
+def _confusion_layout(n_rows: int, n_classes: int) -> tuple[float, int, bool]:
+    """Panel size (inches), panels per line, and whether the shares are written in the cells:
+    cells of :data:`CELL_IN` while a panel and the colour bar fit :data:`MAX_WIDTH_IN`, else
+    smaller cells in colour alone (many classes)."""
+    margin, room = 1.6, MAX_WIDTH_IN - 1.0  # tick labels, axis labels and title; the colour bar
+    numbers = margin + CELL_IN * n_classes <= room
+    panel = margin + CELL_IN * n_classes if numbers else room
+    return panel, max(1, min(n_rows, int(room // panel))), numbers
+
+
 def confusion_matrices(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
                        class_names: Sequence[str] | None = None) -> Figure | None:
-    """Row-normalised confusion matrix (rows = true class, summing to 1) per row, folds pooled."""
+    """Row-normalised confusion matrix (rows = true class, summing to 1) per row, folds pooled;
+    the figure grows with the class count so that each share stays legible on the page."""
     if not predictions:
         return None
     n = len(predictions)
-    cols = min(n, 4)
-    rows = math.ceil(n / cols)
     n_classes = max(int(np.asarray(o).shape[1]) if np.asarray(o).ndim == 2 else 2 for o, _ in predictions.values())
-    size = 2.2 + 0.25 * n_classes
-    fig = _figure(size * cols + 0.8, size * rows + 0.4)
+    panel, cols, numbers = _confusion_layout(n, n_classes)
+    rows = math.ceil(n / cols)
+    fig = new_figure(panel * cols + 1.0, panel * rows + 0.3)
     axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
     ticks = [_class_name(class_names, k) for k in range(n_classes)]
     image = None
@@ -314,14 +349,15 @@ def confusion_matrices(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
         totals = matrix.sum(axis=1, keepdims=True)
         matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
         image = ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
-        if n_classes <= 10:
+        if numbers:
             for (i, j), v in np.ndenumerate(matrix):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v > 0.5 else "black")
-        ax.set_title(row, fontsize=9)
-        ax.set_xticks(range(n_classes), ticks, rotation=90, fontsize=7)
-        ax.set_yticks(range(n_classes), ticks, fontsize=7)
-        ax.set_xlabel("predicted", fontsize=8)
-        ax.set_ylabel("true", fontsize=8)
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=CELL_FONT,
+                        color="white" if v > 0.5 else "black")
+        ax.set_title(row, fontsize=11)
+        ax.set_xticks(range(n_classes), ticks, rotation=90, fontsize=9)
+        ax.set_yticks(range(n_classes), ticks, fontsize=9)
+        ax.set_xlabel("predicted", fontsize=10)
+        ax.set_ylabel("true", fontsize=10)
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.colorbar(image, ax=list(axes[:n]), shrink=0.6, label="share of the true class")
@@ -348,7 +384,7 @@ def regression_scatter(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
     first = np.asarray(next(iter(predictions.values()))[0])
     n_targets = 1 if first.ndim == 1 else first.shape[1]
     n = len(predictions)
-    fig = _figure(3.6 * n_targets + 0.5, 2.9 * n)
+    fig = new_figure(3.6 * n_targets + 0.5, 2.9 * n)
     axes = np.asarray(fig.subplots(n, n_targets, squeeze=False))
     rng = np.random.default_rng(seed)
     for r, (row, (outputs, labels)) in enumerate(predictions.items()):
@@ -365,45 +401,4 @@ def regression_scatter(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
             ax.set_title(f"{row}: {name}\npooled CCC {_ccc(x, y):.3f}", fontsize=8)
             ax.set_xlabel("true", fontsize=8)
             ax.set_ylabel("predicted", fontsize=8)
-    return fig
-
-
-def training_curves(logs: Mapping[str, Mapping[str, Sequence[float]]], selection_label: str = "val/selection") -> Figure | None:
-    """Per row: the training loss, and the validation loss dashed where logged (left), and the
-    validation selection metric with its selected epoch starred (right), per epoch.
-    ``logs[row]`` maps ``"epoch"``, ``"train/loss"``, ``"val/loss"`` (optional) and
-    ``"val/selection"`` to per-epoch lists. The star is the first best epoch, the one the
-    checkpoint keeps (a later equal score does not replace it)."""
-    logs = {row: log for row, log in logs.items() if log.get("epoch")}
-    if not logs:
-        return None
-    fig = _figure(11, 3.8)
-    loss_ax, val_ax = fig.subplots(1, 2)
-    for i, (row, log) in enumerate(logs.items()):
-        style = {"color": f"C{i % 10}", "ls": "-" if i < 10 else "--", "marker": "o", "ms": 3, "label": row}
-        epochs = np.asarray(log["epoch"]) + 1
-        if log.get("train/loss") is not None:
-            loss_ax.plot(epochs, log["train/loss"], **style)
-        val_loss = np.asarray(log.get("val/loss") or [], dtype=float)
-        if len(val_loss) == len(epochs) and np.isfinite(val_loss).any():
-            loss_ax.plot(epochs, val_loss, **{**style, "ls": ":", "marker": None, "label": f"{row} (validation)"})
-        if log.get("val/selection") is not None:
-            scores = np.asarray(log["val/selection"], dtype=float)
-            val_ax.plot(epochs, scores, **style)
-            if np.isfinite(scores).any():
-                best = int(np.nanargmax(scores))
-                val_ax.plot(epochs[best], scores[best], marker="*", ms=12, color=style["color"], ls="none",
-                            label="_selected")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (loss_ax, val_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss (epoch mean)")
-    loss_ax.set_title("Training loss (each method's own objective); validation loss dotted")
-    val_ax.set_xlabel("epoch")
-    val_ax.set_ylabel(selection_label)
-    val_ax.set_title("Validation selection metric; ★ the selected epoch")
-    handles, names = val_ax.get_legend_handles_labels() if val_ax.lines else loss_ax.get_legend_handles_labels()
-    fig.legend(handles, names, fontsize=7, loc="outside right center")
     return fig

@@ -3,9 +3,15 @@ predicted vs. true, training curves, the sweep) and those the registered methods
 
 A method's figures are found through the registry, never by name: each
 :class:`~privkd.evaluation.artifacts.FigureSpec` a registered method declares is drawn from
-the rows whose records say they trained a method declaring it. Every figure is drawn to PNG
-bytes here; one whose data are absent, or that fails, is listed as not drawn instead of
+the rows whose records say they trained a method declaring it. Every figure is drawn to the
+bytes of its files here; one whose data are absent, or that fails, is listed as not drawn instead of
 costing the report.
+
+Every figure is kept in the three formats a paper and a page need: a 300 dpi PNG (what the
+HTML embeds and a slide takes), a PDF with TrueType fonts (what publishers' checks accept,
+where Type 3 fonts are refused) and an SVG (editable). Each is written without a creation
+date or random ids, so that the same run gives the same bytes and a rerun report can be
+compared file by file.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -29,26 +35,63 @@ from privkd.evaluation.artifacts import (
 )
 from privkd.evaluation.metrics import SELECTION_METRIC
 from privkd.methods import registry
+from privkd.report.curves import training_curves
 from privkd.report.reading import dataset_names, read_epoch_log
 
-__all__ = ["FigureCollector", "ReportFigure", "collect_figures", "declared_figures"]
+__all__ = ["PNG_DPI", "SAVE_OPTIONS", "FigureCollector", "ReportFigure", "collect_figures", "declared_figures", "render"]
+
+
+PNG_DPI = 300
+"""The PNG's resolution: print quality at the figure's own size."""
+
+SAVE_OPTIONS: dict[str, dict] = {
+    "png": {"dpi": PNG_DPI},
+    "pdf": {"metadata": {"CreationDate": None}},
+    "svg": {"metadata": {"Date": None}},
+}
+"""Every format a figure is saved in (PNG first: the one the pages show), with what keeps its
+bytes the same from one report to the next."""
+
+STABLE_OUTPUT = {"svg.hashsalt": "privkd", "svg.fonttype": "none", "pdf.fonttype": 42}
+"""Fixed SVG ids instead of random ones, the SVG's text kept as text (editable, and quicker to
+write than outlines), and TrueType (not Type 3) fonts in the PDF."""
 
 
 @dataclass
 class ReportFigure:
-    """A drawn figure: its PNG and, once saved, where."""
+    """A drawn figure: its bytes per format, its width in inches (the size it is shown at) and,
+    once saved, where each file went."""
 
     key: str
     title: str
     caption: str
-    png: bytes
-    path: Path | None = None
+    files: dict[str, bytes]
+    width_in: float
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def png(self) -> bytes:
+        return self.files["png"]
+
+    @property
+    def path(self) -> Path | None:
+        """The saved PNG, the file the markdown shows."""
+        return self.paths.get("png")
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+def render(fig) -> dict[str, bytes]:
+    """``fig`` in every format of :data:`SAVE_OPTIONS`, all with the layout the first one found:
+    the panels sit alike in every file, and the layout is solved once instead of per format."""
+    from matplotlib import rc_context
+
+    files = {}
+    with rc_context(STABLE_OUTPUT):
+        for fmt, options in SAVE_OPTIONS.items():
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, **options)
+            files[fmt] = buffer.getvalue()
+            fig.set_layout_engine("none")  # keeps the positions the first save laid out
+    return files
 
 
 class FigureCollector:
@@ -67,7 +110,7 @@ class FigureCollector:
         if fig is None:
             self.skipped.append(f"{title}: {absent}")
             return
-        self.figures.append(ReportFigure(key, title, caption, _png(fig)))
+        self.figures.append(ReportFigure(key, title, caption, render(fig), float(fig.get_size_inches()[0])))
 
 
 def declared_figures() -> dict[FigureSpec, list[str]]:
@@ -109,7 +152,7 @@ def _result_figures(out: FigureCollector, folds: Sequence[Path], rows: Sequence[
     if context.task == "classification":
         out.add("per_class_accuracy", "Per-class accuracy",
                 (f"Accuracy within each true class (correct / samples of the class): mean over the {n_folds} test fold(s), "
-                 "error bars one sample std over the folds that hold the class."),
+                 "error bars one sample std over the folds that hold the class, cut at 0 and 1."),
                 partial(plots.per_class_accuracy, per_fold, context.class_names), "no test_predictions.npz in the run")
         out.add("confusion_matrices", "Confusion matrices",
                 f"Row-normalised (each true class sums to 1), test windows of all {n_folds} fold(s) pooled.",
@@ -122,21 +165,24 @@ def _result_figures(out: FigureCollector, folds: Sequence[Path], rows: Sequence[
 
 
 def _training_curves(out: FigureCollector, folds: Sequence[Path], rows: Sequence[str], task: str) -> None:
-    """Training loss and validation selection metric per epoch, first fold."""
-    logs = {}
-    if folds:
+    """Training loss and validation selection metric per epoch, one curve per fold: a single
+    fold's curve hides how much training varies from one split of subjects to the next."""
+    logs: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for fold in folds:
+        index = int(fold.name.removeprefix("fold_"))  # fold_dirs gives only fold_<i> directories
         for row in rows:
-            path = folds[0] / row / "logs" / "metrics.csv"
+            path = fold / row / "logs" / "metrics.csv"
             if path.is_file():
                 try:
-                    logs[row] = read_epoch_log(path, task)
+                    logs.setdefault(row, {})[index] = read_epoch_log(path, task)
                 except (OSError, csv.Error):
                     continue
     selection = SELECTION_METRIC.get(task, "f1")
     out.add("training_curves", "Training curves",
-            f"First fold: training loss (each method's own objective, so levels are not comparable across methods) and the "
-            f"validation {selection} the best epoch is selected on.",
-            partial(plots.training_curves, logs, f"val/{selection} (selection)"), "no logs/metrics.csv in the first fold")
+            f"Every fold (one colour each), one row of panels per method: training loss (each method's own objective, "
+            f"so levels are not comparable across methods; validation loss dotted) and the validation {selection} the "
+            "best epoch is selected on (★ the selected epoch of each fold).",
+            partial(training_curves, logs, f"val/{selection}"), "no logs/metrics.csv in any fold")
 
 
 def _sweep_figure(out: FigureCollector, sweep: Mapping) -> None:

@@ -1,5 +1,6 @@
-"""The report's two renderings of the same content: markdown that links the saved PNGs, and a
-self-contained HTML page that embeds them as base64 data URIs (so it needs no other file)."""
+"""The report's two renderings of the same content: markdown that links the saved figures and
+LaTeX table, and a self-contained HTML page that embeds them (the PNGs as base64 data URIs,
+the LaTeX as text), so that it needs no other file."""
 
 from __future__ import annotations
 
@@ -53,6 +54,18 @@ class ReportContent:
     above every table; empty for privkd's own protocols."""
     independence: str | None = None
     """What the held-out ids are (``subject`` or ``recording``; None in runs made before it was recorded)."""
+    latex: str = ""
+    """The results as a booktabs table (:func:`privkd.report.latex.results_latex`)."""
+    latex_path: Path | None = None
+
+
+DISPLAY_DPI = 100
+"""Pixels per inch a figure is shown at in the HTML page (its PNG has more, for print and
+high-density screens): the size its fonts were chosen for."""
+
+
+def _relative(path: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
 
 
 def _md_table(table: Table) -> list[str]:
@@ -86,6 +99,9 @@ def markdown(content: ReportContent, out_dir: Path) -> str:
     md = [f"# privkd report: {content.name}", "", intro, "", "## Results", "", *leak, *_md_table(content.results), "",
           "### Against the baseline", "", *leak, *_md_table(content.comparison), ""]
     md += [f"- {n}" for n in content.notes] + [""]
+    if content.latex_path is not None:
+        link = _relative(content.latex_path, out_dir)
+        md += [f"The same results as a LaTeX table (booktabs, with these notes): [{link}]({link})", ""]
     if _per_subject(content):
         md += ["### Per-subject scores", "", SUBJECT_NOTE, "", *_md_table(content.subjects), ""]
     if content.gap_per_fold.rows:
@@ -96,8 +112,9 @@ def markdown(content: ReportContent, out_dir: Path) -> str:
         md += ["## Sweep", "", f"Sweep `{content.sweep_dir}` of `{content.sweep_config}`.", "", *_md_table(content.sweep), ""]
     md += ["## Figures", ""]
     for figure in content.figures:
-        link = Path(os.path.relpath(figure.path.resolve(), out_dir.resolve())).as_posix()
-        md += [f"### {figure.title}", "", figure.caption, "", f"![{figure.title}]({link})", ""]
+        others = " · ".join(f"[{fmt.upper()}]({_relative(path, out_dir)})" for fmt, path in figure.paths.items() if fmt != "png")
+        md += [f"### {figure.title}", "", figure.caption, "", f"![{figure.title}]({_relative(figure.path, out_dir)})", "",
+               *([f"Also as {others}.", ""] if others else [])]
     if content.skipped:
         md += ["### Figures not drawn", "", *[f"- {s}" for s in content.skipped], ""]
     return "\n".join(md)
@@ -112,6 +129,8 @@ def html_page(content: ReportContent) -> str:
             _html_table(content.results, "results", row_ids=True), "<h3>Against the baseline</h3>", *leak,
             _html_table(content.comparison, "comparison"),
             '<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in content.notes) + "</ul>"]
+    if content.latex:
+        body.append(f"<details><summary>LaTeX table (booktabs)</summary><pre>{html.escape(content.latex)}</pre></details>")
     if _per_subject(content):
         body += ["<h3>Per-subject scores</h3>", f"<p>{html.escape(SUBJECT_NOTE)}</p>", _html_table(content.subjects, "subjects")]
     if content.gap_per_fold.rows:
@@ -127,7 +146,8 @@ def html_page(content: ReportContent) -> str:
     for figure in content.figures:
         data = base64.b64encode(figure.png).decode("ascii")
         body.append(f'<figure id="fig-{html.escape(figure.key)}"><h3>{html.escape(figure.title)}</h3>'
-                    f'<img src="data:image/png;base64,{data}" alt="{html.escape(figure.title)}">'
+                    f'<img src="data:image/png;base64,{data}" width="{round(figure.width_in * DISPLAY_DPI)}" '
+                    f'alt="{html.escape(figure.title)}">'
                     f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
     if content.skipped:
         items = "".join(f"<li>{html.escape(s)}</li>" for s in content.skipped)

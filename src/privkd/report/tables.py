@@ -24,7 +24,9 @@ from privkd.evaluation.stats import (
     format_p,
     format_percent,
     headline_metric,
+    mean_std,
     row_stats,
+    run_values,
 )
 from privkd.evaluation.summary import (
     DEPARTURE_MARK,
@@ -34,8 +36,8 @@ from privkd.evaluation.summary import (
     warning_lines,
 )
 
-__all__ = ["DIAGNOSTICS_NOTE", "GAP_NOTE", "Table", "diagnostics_table", "gap_per_fold_table", "has_runs", "notes",
-           "results_table", "sweep_table"]
+__all__ = ["DIAGNOSTICS_NOTE", "GAP_NOTE", "GapCheck", "Table", "diagnostics_table", "gap_check", "gap_per_fold_table",
+           "has_runs", "notes", "results_table", "sweep_table"]
 
 DIAGNOSTICS_NOTE = ("On the test subjects of each fold, mean over folds. T-Net: R² and cosine of the hallucinated "
                     "privileged tokens against the teacher's real ones. Structure: mean |teacher − student| of the "
@@ -64,6 +66,47 @@ def by_subject(summary: Mapping) -> bool:
     return has_runs(summary) and not summary.get("independent_datasets")
 
 
+class GapCheck(NamedTuple):
+    """How far a gap's reference (the teacher) beats the baseline against the noise of the runs:
+    a share of a gap the runs cannot tell from zero would be a ratio of noise."""
+
+    difference: float
+    """Mean of the paired reference − baseline differences on the headline metric."""
+    noise: float
+    """Their sample std (ddof = 1); NaN with fewer than two pairs, when no noise can be measured."""
+    reference: str
+
+    @property
+    def clear(self) -> bool:
+        """Whether the reference beats the baseline by more than the noise."""
+        return math.isfinite(self.noise) and self.difference > self.noise
+
+
+def gap_check(summary: Mapping, stats: RowStats, *, baseline: str | None, teacher: str | None) -> GapCheck | None:
+    """The :class:`GapCheck` of the reference ``stats``' gap closed is measured to (the teacher
+    row, or the row's own online teacher), paired run by run as the paired tests pair them; None
+    when no gap is measured for the row."""
+    if not stats.gap_reference or baseline is None:
+        return None
+    methods, headline = summary["methods"], stats.headline
+    reference = (methods[teacher][headline] if stats.gap_reference == teacher
+                 else methods[stats.row][stats.gap_reference])
+    top, base = run_values(reference), run_values(methods[baseline][headline])
+    n = min(len(top), len(base))
+    difference, noise, _ = mean_std(top[:n] - base[:n])  # a NaN on either side drops the pair
+    return GapCheck(difference, noise if n > 1 else math.nan, stats.gap_reference)
+
+
+def _gap_cell(summary: Mapping, stats: RowStats, *, baseline: str | None, teacher: str | None) -> str:
+    """The gap closed, "—" for the reference rows and where the reference does not clear the
+    noise (:func:`gap_check`), † where it is measured to the row's own online teacher."""
+    if stats.row in (baseline, teacher):
+        return "—"
+    check = gap_check(summary, stats, baseline=baseline, teacher=teacher)
+    gap = "—" if check is not None and not check.clear else format_percent(stats.gap_closed)
+    return gap + (" †" if stats.gap_reference and stats.gap_reference != teacher else "")
+
+
 def _cell(stats: RowStats, metric: str) -> str:
     if metric not in stats.metrics:
         return "—"
@@ -78,8 +121,9 @@ def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None
     """The results as two tables narrow enough to read side by side with nothing scrolled out of
     sight: the scores of every row, and each row against the baseline (gap closed, difference,
     its per-subject bootstrap ``intervals`` when given, the paired tests); and the statistics
-    behind them. The gap closed is "—" for the two reference rows and marked † where it is
-    measured to a row's own online teacher."""
+    behind them. The gap closed is "—" for the two reference rows and where the teacher does
+    not beat the baseline by more than the noise of the runs, and marked † where it is measured
+    to a row's own online teacher."""
     stats = row_stats(summary, baseline=baseline, teacher=teacher)
     metrics = list(dict.fromkeys(name for m in summary["methods"].values() for name in m))
     headline = headline_metric(summary)
@@ -93,9 +137,7 @@ def results_table(summary: Mapping, *, baseline: str | None, teacher: str | None
     for s in stats:
         test = s.test
         delta = "—" if test is None or not math.isfinite(test.mean_difference) else f"{test.mean_difference:+.4f}"
-        gap = "—" if s.row in (baseline, teacher) else format_percent(s.gap_closed)
-        if s.gap_reference and s.gap_reference != teacher:
-            gap += " †"
+        gap = _gap_cell(summary, s, baseline=baseline, teacher=teacher)
         interval = [] if intervals is None else ["—" if s.row == baseline else intervals.get(s.row, "—")]
         wilcoxon = s.subject_test if by_subject(summary) else test
         rows.append([marked_row(summary, s.row), gap, delta, *interval, "—" if wilcoxon is None else format_p(wilcoxon.wilcoxon_p),
@@ -116,8 +158,12 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
          "from the means: 0 % is the prevalent-only baseline, 100 % the privileged teacher; n/a where the teacher "
          f"beats the baseline by less than {MIN_TEACHER_GAP:g} (one point, about what a run moves between processors), "
          "as a share of so small a gap is noise."),
+        (f"Gap closed is shown only where the teacher beats the baseline by more than the fold noise: the mean of "
+         f"the paired teacher − baseline differences on {metric_label(headline)} must exceed their sample std "
+         f"(ddof = 1) over the {unit}; otherwise —, as the gap itself is then within what the folds scatter."),
         describe_paired_tests(summary, stats),
     ]
+    out += _noisy_gap_notes(summary, stats, baseline=baseline, teacher=teacher)
     distilled = {row: source for row, source in (summary.get("teachers") or {}).items() if source and row in methods}
     if distilled:
         out.append("Each distilled row's teacher (trained once per fold): "
@@ -146,6 +192,20 @@ def notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teac
     if any(s.n_runs == 1 for s in stats):
         out.append("A single value has no spread: such cells show the mean alone.")
     return out
+
+
+def _noisy_gap_notes(summary: Mapping, stats: list[RowStats], *, baseline: str | None, teacher: str | None) -> list[str]:
+    """One note per reference whose gap the rule of :class:`GapCheck` hides, naming its rows."""
+    hidden: dict[str, tuple[GapCheck, list[str]]] = {}  # by reference: the teacher row's, or each row's own teacher
+    for s in stats:
+        check = gap_check(summary, s, baseline=baseline, teacher=teacher) if s.row not in (baseline, teacher) else None
+        if check is not None and not check.clear:
+            hidden.setdefault(teacher if check.reference == teacher else s.row, (check, []))[1].append(s.row)
+    label = metric_label(headline_metric(summary))
+    return [f"{', '.join(rows)}: gap closed not shown (—): the {check.reference} − baseline difference on {label}, "
+            f"{check.difference:+.4f}, is " + (f"not larger than the fold noise (std {check.noise:.4f})."
+                                                  if math.isfinite(check.noise) else "a single pair: no fold noise to compare it with.")
+            for check, rows in hidden.values()]
 
 
 def gap_per_fold_table(summary: Mapping, stats: list[RowStats]) -> Table:
