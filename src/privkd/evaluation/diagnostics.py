@@ -80,16 +80,22 @@ def structure_gaps(teacher: PrivilegedNet, students: Mapping[str, PrivilegedNet]
 
 
 def initial_fit(student: PrivilegedNet, train: DataLoader, val: DataLoader, task: str, n_outputs: int,
-                metric: str, train_view: Callable[[Batch], NetOutput] | None = None) -> dict[str, float]:
+                metric: str, train_view: Callable[[Batch], NetOutput] | None = None,
+                val_groups: Mapping[int, str] | None = None) -> dict[str, float]:
     """The selection ``metric`` of ``student`` as initialised on the training and validation
     samples, and their difference (``gap``); ``train_view(batch)`` gives the student's outputs
-    on training samples as its training steps see them (default: its own forward)."""
+    on training samples as its training steps see them (default: its own forward), and
+    ``val_groups`` (file row -> recording group) scores the validation samples per group, as the
+    epoch selection does (``evaluation.group_average``)."""
     values = {}
     with evaluating(student):
         for part, loader, view in (("train", train, train_view), ("val", val, None)):
-            outputs, labels = [], []
+            outputs, labels, rows = [], [], []
             for batch in loader:
                 outputs.append((view(batch) if view is not None else student(batch.inputs)).logits)
                 labels.append(batch.label)
-            values[part] = float(score(task, torch.cat(outputs), torch.cat(labels), n_outputs=n_outputs)[metric])
+                rows += batch.index.tolist()
+            groups = [val_groups[row] for row in rows] if part == "val" and val_groups is not None else None
+            values[part] = float(score(task, torch.cat(outputs), torch.cat(labels), n_outputs=n_outputs,
+                                       groups=groups)[metric])
     return {**values, "gap": values["train"] - values["val"]}

@@ -32,7 +32,7 @@ from privkd.evaluation.metrics import SELECTION_METRIC, resolve_metric, score
 from privkd.losses.task import task_loss
 from privkd.methods.distributed import gather
 from privkd.methods.schedule import CONSTANT_LR, LRSchedule
-from privkd.models.network import PrivilegedNet
+from privkd.models.network import NetOutput, PrivilegedNet
 
 
 def random_state() -> dict:
@@ -143,6 +143,12 @@ class PrivkdModule(L.LightningModule):
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         return self.net(inputs).logits
+
+    def training_output(self, batch: Batch) -> NetOutput:
+        """``net``'s output on a training batch as its training steps score it (a student's
+        cross-fitted hallucinations of its training samples); its own forward by default.
+        The score at initialisation (:mod:`privkd.training.initial`) reads it."""
+        return self.net(batch.inputs)
 
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         """Unweighted loss terms for a training batch; the base trains the task loss only."""

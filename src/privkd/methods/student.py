@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from privkd.config.schema import RunConfig, StructuralConfig, TeacherConfig
 from privkd.data.dataset import Batch
 from privkd.data.h5format import DatasetInfo
-from privkd.evaluation.diagnostics import initial_fit, structure_gaps
+from privkd.evaluation.diagnostics import structure_gaps
 from privkd.losses.structural import StructuralOTLoss
 from privkd.methods.base import FoldData, PrivkdModule, common_arguments
 from privkd.methods.crossfit import CrossFittedTNets
@@ -97,6 +97,10 @@ class StudentModule(PrivkdModule):
             return net(batch.inputs)
         return net.forward_with(batch.inputs, lambda seen: self.crossfit.hallucinate(net, seen, batch.subject))
 
+    def training_output(self, batch: Batch) -> NetOutput:
+        """The student on a training batch as its steps see it, cross-fitted hallucinations included."""
+        return self.student_output(self.net, batch, training=True)
+
     def teacher_views(self, inputs: Mapping[str, Tensor]) -> dict[str, NetOutput]:
         """The frozen teacher's outputs a training step reads, by name (here: the joint teacher's)."""
         return {"teacher": self.teacher(inputs)}
@@ -133,13 +137,6 @@ class StudentModule(PrivkdModule):
 
     def fold_record(self, fold: FoldData) -> dict:
         """How far the student's anchored similarity structure is from the teacher's on the
-        test subjects, before and after distillation; and the selection metric of the student
-        as initialised on its training and validation subjects (``initial``): a start that
-        already fits the training samples far better than the validation ones learns little
-        from them (see :func:`~privkd.evaluation.diagnostics.initial_fit`)."""
-        initial = self.initial_student()
-        students = {"before": initial, "after": self.net}
-        return {"structure_test": structure_gaps(self.teacher, students, fold.loader(fold.test), self.structure),
-                "initial": initial_fit(initial, fold.loader(fold.train), fold.loader(fold.val), self.task, self.n_outputs,
-                                       self.selection_metric,
-                                       train_view=lambda batch: self.student_output(initial, batch, training=True))}
+        test subjects, before and after distillation."""
+        students = {"before": self.initial_student(), "after": self.net}
+        return {"structure_test": structure_gaps(self.teacher, students, fold.loader(fold.test), self.structure)}

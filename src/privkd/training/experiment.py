@@ -165,6 +165,8 @@ def train_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: Datase
     module, validation, recorders = fitted.module, fitted.validation, fitted.recorders
     record: dict = {"fold": fold.index, "row": row, "method": spec.name, "teacher": teacher_of(cfg, row),
                     "fingerprint": row_fingerprint, "validation": validation}
+    if fitted.initial is not None:
+        record["initial"] = fitted.initial
     record.update(module.fold_record(data))
     test = predict(module.net, data.loader(data.test))
     record["test"] = score_on_fold(module, info, cfg, data, test)

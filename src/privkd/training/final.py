@@ -77,6 +77,8 @@ def final_record(row: str, fitted_row: FittedRow, data: FoldData, fold: Fold, in
     module = fitted_row.module
     record: dict = {"fold": FINAL_DIR, "row": row, "validation": fitted_row.validation, "test": {},
                     "train_subjects": list(fold.train_subjects), "val_subjects": list(fold.val_subjects)}
+    if fitted_row.initial is not None:
+        record["initial"] = fitted_row.initial
     record.update({key: value for key, value in module.fold_record(data).items() if not key.endswith("_test")})
     degenerate = degenerate_parts({"validation": predict(module.net, data.loader(data.val))}, info,
                                   variant_config(cfg, row).training, len(data.train), fitted_row.validation["epochs_trained"])

@@ -21,6 +21,7 @@ from privkd.config.schema import TrainingConfig
 from privkd.data.loaders import make_loader, modality_batches
 from privkd.errors import PrivkdError, SplitError
 from privkd.methods.base import SELECTION_KEY, PrivkdModule
+from privkd.training.initial import initial_path, initial_scores, log_initial
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
@@ -87,10 +88,12 @@ class StopOnNonFiniteLoss(L.Callback):
 
 @dataclass
 class FitResult:
-    """A trained module (weights of its selected epoch) and that epoch's validation score."""
+    """A trained module (weights of its selected epoch), that epoch's validation score, and the
+    module's score before its first step (:func:`~privkd.training.initial.initial_scores`)."""
 
     module: PrivkdModule
     validation: dict[str, float]
+    initial: dict[str, float]
 
 
 def fit(
@@ -105,7 +108,8 @@ def fit(
     Every epoch also writes ``checkpoints/last.ckpt`` (weights, optimiser, loop and callback
     state, random state); when that file exists the interrupted training continues from it
     and ends exactly where an uninterrupted one would. It is removed once training is over.
-    The epoch metrics go to ``logs/metrics.csv`` and to every one of ``loggers`` besides.
+    The epoch metrics go to ``logs/metrics.csv`` and to every one of ``loggers`` besides, which
+    also get the score before the first step (``initial/train``, ``initial/val``).
     """
     require_resolved(cfg)
     monitor = SELECTION_KEY  # validation subjects only, never the test fold
@@ -115,10 +119,13 @@ def fit(
     seed_everything(seed)
     for net in module.trained_networks():
         net.fit_standardization(lambda name: modality_batches(train_set, name), skip=net.frozen_backbones())
+    resume = out_dir / "checkpoints" / LAST_CHECKPOINT
+    resuming = resume.is_file()
+    initial = initial_scores(module, train_set, val_set, cfg, out_dir, resuming)
+    log_initial(loggers, initial)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode="max", save_weights_only=True)
     last = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=LAST_CHECKPOINT.removesuffix(".ckpt"), save_top_k=1,
                            enable_version_counter=False)
-    resume = out_dir / "checkpoints" / LAST_CHECKPOINT
     trainer = L.Trainer(
         max_epochs=max(cfg.epochs, module.min_epochs()),
         min_epochs=module.min_epochs(),
@@ -138,7 +145,6 @@ def fit(
         num_sanity_val_steps=0,
         limit_train_batches=cfg.limit_train_batches,
     )
-    resuming = resume.is_file()
     if not resuming:  # trained again from its start: an earlier attempt's best.ckpt would push this one to best-v1.ckpt
         for stale in (out_dir / "checkpoints").glob("best*.ckpt"):
             stale.unlink(missing_ok=True)  # data-parallel ranks share the directory
@@ -150,5 +156,6 @@ def fit(
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     resume.unlink(missing_ok=True)
+    initial_path(out_dir).unlink(missing_ok=True)  # the row's record keeps the scores
     validation = {f"val/{module.selection_metric}": float(checkpoint.best_model_score), "epochs_trained": int(trainer.current_epoch)}
-    return FitResult(module.cpu().eval(), validation)
+    return FitResult(module.cpu().eval(), validation, initial)

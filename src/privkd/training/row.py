@@ -30,7 +30,9 @@ from privkd.models.inference import Predictions
 from privkd.models.network import PrivilegedNet
 from privkd.training.auto import steps_per_epoch
 from privkd.training.fit import fit, seed_everything
+from privkd.training.initial import warn_if_leaning
 from privkd.training.loggers import row_loggers
+from privkd.training.run_dir import is_primary_process
 
 __all__ = ["FittedRow", "Tracking", "class_weights", "degenerate_parts", "fit_row", "load_finished_teacher", "row_spec",
            "teacher_of"]
@@ -88,6 +90,9 @@ class FittedRow:
     module: PrivkdModule
     validation: dict[str, float]
     recorders: dict[str, L.Callback]
+    initial: dict[str, float] | None = None
+    """Its score before its first step (training, validation, gap); ``None`` for a row fitted
+    without gradient descent (:meth:`~privkd.methods.base.PrivkdModule.fit_directly`)."""
 
 
 def fit_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetInfo, teacher: PrivilegedNet | None,
@@ -104,6 +109,7 @@ def fit_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetI
     recorders = module.probe_recorders(data.val)
     module.prepare_fold(data)
     validation = module.fit_directly(data)
+    initial = None
     if validation is None:
         run_dir = directory.parents[1]  # directory is row_dir(run_dir, fold, row) or final_dir(run_dir, row)
         configured = row_loggers(row_cfg.training, directory, run_dir, experiment=cfg.name,
@@ -111,8 +117,10 @@ def fit_row(row: str, cfg: RunConfig, fold: Fold, data: FoldData, info: DatasetI
                                  tags={"fold": str(fold.index), "row": row, "method": spec.name, "run_dir": run_dir.name})
         fitted = fit(module, data.train, data.val, row_cfg.training, directory, seed,
                      callbacks=[*recorders.values(), *tracking.callbacks], loggers=[*configured, *tracking.loggers])
-        module, validation = fitted.module, fitted.validation
-    return FittedRow(module, validation, recorders)
+        module, validation, initial = fitted.module, fitted.validation, fitted.initial
+        if is_primary_process():  # once per row, not once per data-parallel rank
+            warn_if_leaning(row, directory.parent.name, initial, info.task, module.selection_metric)
+    return FittedRow(module, validation, recorders, initial)
 
 
 def degenerate_parts(parts: Mapping[str, Predictions], info: DatasetInfo, training: TrainingConfig, n_train: int,
