@@ -10,9 +10,11 @@ import warnings
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from configs import fitted_config
+from lightning.pytorch.loggers import CSVLogger
 from sklearn.metrics import f1_score
 from test_bad_input import config_file, small_dataset
 from typer.testing import CliRunner
@@ -182,7 +184,7 @@ def test_the_diagnostic_leaves_the_random_state_and_every_trained_weight_as_they
         assert torch.equal(value, without[key]), key
 
 
-def test_a_resumed_training_keeps_the_first_attempts_scores(fold_and_config, tmp_path):
+def test_a_resumed_training_keeps_the_first_attempts_scores_and_trackers_get_them(fold_and_config, tmp_path):
     fold, cfg, info = fold_and_config
     first = {"train": 0.75, "val": 0.5, "gap": 0.25}
     initial_path(tmp_path).parent.mkdir(parents=True)
@@ -190,8 +192,14 @@ def test_a_resumed_training_keeps_the_first_attempts_scores(fold_and_config, tmp
     module = baseline(fold, cfg, info)
     assert initial_scores(module, fold.train, fold.val, cfg.training, tmp_path, resuming=True) == first
     assert initial_scores(module, fold.train, fold.val, cfg.training, tmp_path, resuming=False) != first  # a fresh start
-    assert fit(module, fold.train, fold.val, cfg.training, tmp_path, 0).initial != first
+    tracker = CSVLogger(tmp_path / "tracker", name="", version="")
+    fitted = fit(module, fold.train, fold.val, cfg.training, tmp_path, 0, loggers=[tracker])
+    assert fitted.initial != first
     assert not initial_path(tmp_path).exists()  # the row's record keeps them once training is over
+    logged = pd.read_csv(tmp_path / "tracker" / "metrics.csv")
+    (start,) = logged.dropna(subset=["initial/train"]).to_dict("records")
+    assert start["step"] == 0 and (start["initial/train"], start["initial/val"]) == pytest.approx(
+        (fitted.initial["train"], fitted.initial["val"]))
 
 
 def test_the_summary_shows_every_rows_initial_scores_and_warns_for_classification_only():
