@@ -450,6 +450,7 @@ window.addEventListener("load", function () {
     images: images.length,
     loaded: images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
     broken: images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).map(function (i) { return i.alt; }),
+    shown: images.map(function (i) { return [i.alt, i.clientWidth, Number(i.getAttribute("width"))]; }),
     rows: rows.map(function (r) { return r.getAttribute("data-method"); }),
     overflowing: Array.prototype.slice.call(document.querySelectorAll("table"))
       .filter(function (t) { return t.scrollWidth > t.clientWidth + 1; }).map(function (t) { return t.id; }),
@@ -496,6 +497,9 @@ def test_report_renders_in_headless_chromium(chromium, tiny_run, report_out, tmp
     assert result["resources"] == []
     assert result["width"] == WIDTH and result["overflowing"] == []  # the p-value columns are in sight
     assert seconds < 60
+    shown = {alt: (width, intended) for alt, width, intended in result["shown"]}
+    width, intended = shown["Confusion matrices"]
+    assert width == intended > 0  # at 100 px per inch, not shrunk: the 11-pt shares are about 15 px on screen
 
 
 def test_chromium_check_detects_a_table_wider_than_the_window(chromium, tmp_path):
@@ -511,6 +515,7 @@ def test_chromium_check_detects_a_broken_image(chromium, tmp_path):
     page.write_text('<!DOCTYPE html><html><body><table id="results"><tbody><tr data-method="a"></tr></tbody></table>'
                     '<img alt="bad" src="data:image/png;base64,AAAA"></body></html>')
     result = render_check(chromium, page, tmp_path)
+    result.pop("shown")
     assert result == {"images": 1, "loaded": 0, "broken": ["bad"], "rows": ["a"], "overflowing": [], "width": WIDTH,
                       "resources": []}
 
