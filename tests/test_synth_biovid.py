@@ -85,6 +85,7 @@ def test_bad_options_are_refused_before_writing(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+@pytest.mark.slow  # a few minutes on 2 shared cores, as the recipe smoke tests
 def test_biovid_recipe_trains_on_the_synthetic_file(tmp_path, monkeypatch):
     """biovid_b_pkdot (R3D-18 on the video, ResNet-18 on the EMG spectrogram) reads the file as it is."""
     monkeypatch.setenv("PRIVKD_CACHE", str(tmp_path / "cache"))

@@ -262,5 +262,6 @@ def synth_biovid(
     result = write_synthetic_biovid(dst, subjects=subjects, clips=clips, frames=frames, size=size,
                                     classes=classes.split(","), signals=signals.split(","),
                                     signal_format=signal_format, seed=seed, progress=not no_progress)
-    _finished(dst, [f"{result.samples} clips, {result.bytes / 2**20:.1f} MiB written in {result.seconds:.1f} s "
-                    f"({result.samples / max(result.seconds, 1e-9):.1f} clips/s)"])
+    rate = result.samples / max(result.seconds, 1e-9)
+    size = f"{result.samples} clips, {result.bytes / 2**20:.1f} MiB written in {result.seconds:.1f} s ({rate:.1f} clips/s)"
+    _finished(dst, [size])
