@@ -72,6 +72,11 @@ class ConfigError(PrivkdError):
         return f"config key '{self.key}'"
 
 
+class UnknownPartError(ConfigError):
+    """A backbone or method name that no registry knows, built-in or plugin
+    (:mod:`privkd.plugins`): its fix says how a package provides it, not that a file is damaged."""
+
+
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 """The errors of a write that found no space left: the disk is full, or the user's quota spent."""
 

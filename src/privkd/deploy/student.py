@@ -42,7 +42,7 @@ from privkd.config.parse import build_config, config_to_dict
 from privkd.data.h5format import DatasetInfo, ModalityInfo
 from privkd.deploy.card import model_card
 from privkd.deploy.schema import check_card, check_config, read_card_json
-from privkd.errors import PrivkdError
+from privkd.errors import PrivkdError, UnknownPartError
 from privkd.models.build import DEPLOYABLE_ROLES, build_net
 from privkd.version import __version__
 
@@ -348,6 +348,17 @@ def _load_state(weights_path: Path) -> Any:
                           "copy the weights.pt saved with this student.json (a torch.save'd state_dict)") from exc
 
 
+def _cannot_rebuild(json_path: Path, exc: Exception, rebuild_fix: str) -> PrivkdError:
+    """The error for a ``student.json`` whose network cannot be built: a backbone or method this
+    process does not know (a plugin not installed here) says how to get it, anything else that
+    the file is damaged."""
+    if isinstance(exc, UnknownPartError):
+        return PrivkdError(f"{json_path}: the network it describes needs a part this installation lacks "
+                           f"({exc.problem})", exc.fix)
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return PrivkdError(f"{json_path}: cannot rebuild the network it describes ({message})", rebuild_fix)
+
+
 def load_student(directory: str | Path) -> LoadedStudent:
     """Rebuild the student saved in ``directory`` and load its weights (``weights_only=True``).
 
@@ -371,8 +382,7 @@ def load_student(directory: str | Path) -> LoadedStudent:
     try:
         shapes = _build(card, cfg, meta=True)  # shapes only, no memory
     except (PrivkdError, KeyError, TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PrivkdError(f"{json_path}: cannot rebuild the network it describes ({message})", rebuild_fix) from exc
+        raise _cannot_rebuild(json_path, exc, rebuild_fix) from exc
     parameters = sum(p.numel() for p in shapes.parameters())
     recorded = card["weights"].get("parameters")
     if recorded is not None and recorded != parameters:
@@ -394,8 +404,7 @@ def load_student(directory: str | Path) -> LoadedStudent:
     try:
         net = _build(card, cfg)
     except (PrivkdError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PrivkdError(f"{json_path}: cannot rebuild the network it describes ({message})", rebuild_fix) from exc
+        raise _cannot_rebuild(json_path, exc, rebuild_fix) from exc
     net.load_state_dict(state)
     net.eval().requires_grad_(False)
     return LoadedStudent(directory=directory, net=net, card=card, prevalent=list(card["inputs"]), task=card["task"],

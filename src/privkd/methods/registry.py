@@ -23,6 +23,7 @@ from privkd.config.schema import RunConfig, register_section
 from privkd.errors import ConfigError
 from privkd.evaluation.artifacts import FigureSpec
 from privkd.models.build import DEPLOYABLE_ROLES, ROLES
+from privkd.plugins import load_plugins, unknown_part
 
 if TYPE_CHECKING:
     from privkd.data.h5format import DatasetInfo
@@ -156,21 +157,23 @@ def register_method(
 
 
 def method_names(implicit_only: bool = False) -> list[str]:
-    """Registered methods, in training order (``implicit_only``: those a config without a
-    ``methods`` list trains)."""
+    """Registered methods, in training order, those of installed plugins included
+    (:mod:`privkd.plugins`; ``implicit_only``: those a config without a ``methods`` list trains)."""
+    load_plugins()
     return [name for name, spec in _METHODS.items() if spec.implicit or not implicit_only]
 
 
 def specs() -> list[MethodSpec]:
+    load_plugins()
     return list(_METHODS.values())
 
 
 def method_spec(name: str, key: str = "methods") -> MethodSpec:
-    """The spec of method ``name``, or a :class:`ConfigError` on config key ``key``."""
-    known = _METHODS
-    if name not in known:
-        raise ConfigError(key, f"unknown method {name!r}", f"use one of {list(known)}")
-    return known[name]
+    """The spec of method ``name``, or an :class:`~privkd.errors.UnknownPartError` on config key ``key``."""
+    load_plugins()
+    if name not in _METHODS:
+        raise unknown_part("method", name, key, _METHODS)
+    return _METHODS[name]
 
 
 def bound_row(bound: Literal["lower", "upper"]) -> str | None:

@@ -27,6 +27,7 @@ from torchvision.models import resnet18
 from torchvision.models.video import r2plus1d_18, r3d_18
 
 from privkd.errors import ConfigError
+from privkd.plugins import load_plugins, unknown_part
 
 BackboneFactory = Callable[[Sequence[int]], "Backbone"]
 _REGISTRY: dict[str, BackboneFactory] = {}
@@ -51,6 +52,8 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
 
 
 def backbone_names() -> list[str]:
+    """Registered backbones, those of installed plugins included (:mod:`privkd.plugins`)."""
+    load_plugins()
     return sorted(_REGISTRY)
 
 
@@ -64,8 +67,8 @@ def token_count(backbone: Backbone, sample_shape: Sequence[int]) -> int:
 
 def build_backbone(name: str, sample_shape: Sequence[int]) -> Backbone:
     """Instantiate the backbone ``name`` for inputs of ``sample_shape`` (no batch axis)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {backbone_names()}")
+    if name not in backbone_names():
+        raise unknown_part("backbone", name, "model.backbones", backbone_names())
     return _REGISTRY[name](tuple(sample_shape))
 
 

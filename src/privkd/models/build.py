@@ -15,6 +15,7 @@ import torch
 from privkd.config.schema import RunConfig
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
+from privkd.plugins import unknown_part
 from privkd.models.backbones import (
     DEFAULT_BACKBONE_FOR_KIND,
     Backbone,
@@ -66,12 +67,11 @@ def modality_specs(cfg: RunConfig, info: DatasetInfo, names: Sequence[str]) -> l
     for name in names:
         modality = info.modalities[name]
         backbone = cfg.model.backbones.get(name) or DEFAULT_BACKBONE_FOR_KIND.get(modality.kind)
-        if backbone is None or backbone not in backbone_names():
-            raise ConfigError(
-                f"model.backbones.{name}",
-                f"no backbone for modality kind {modality.kind!r}" if backbone is None else f"unknown backbone {backbone!r}",
-                f"use one of {backbone_names()}",
-            )
+        if backbone is None:
+            raise ConfigError(f"model.backbones.{name}", f"no backbone for modality kind {modality.kind!r}",
+                              f"use one of {backbone_names()}")
+        if backbone not in backbone_names():
+            raise unknown_part("backbone", backbone, f"model.backbones.{name}", backbone_names())
         specs.append(ModalitySpec(name, tuple(modality.sample_shape), backbone))
     return specs
 
