@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from privkd.config.fitted import require_resolved
 from privkd.config.parse import config_to_dict
 from privkd.config.schema import RunConfig, register_section
-from privkd.errors import ConfigError
 from privkd.evaluation.artifacts import FigureSpec
 from privkd.models.build import DEPLOYABLE_ROLES, ROLES
 from privkd.plugins import load_plugins, unknown_part

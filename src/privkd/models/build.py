@@ -15,7 +15,6 @@ import torch
 from privkd.config.schema import RunConfig
 from privkd.data.h5format import DatasetInfo
 from privkd.errors import ConfigError
-from privkd.plugins import unknown_part
 from privkd.models.backbones import (
     DEFAULT_BACKBONE_FOR_KIND,
     Backbone,
@@ -24,6 +23,7 @@ from privkd.models.backbones import (
     load_backbone_weights,
 )
 from privkd.models.network import ModalitySpec, PrivilegedNet
+from privkd.plugins import unknown_part
 
 __all__ = ["DEPLOYABLE_ROLES", "ROLES", "Role", "build_net", "modality_specs", "reference_backbone"]
 
