@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from privkd.data.h5format import write_streamed_dataset
-from privkd.data.importers.biovid import BIOVID_CLASSES, BIOVID_SIGNALS, CLIP_SECONDS
+from privkd.data.importers.biovid import BIOVID_CLASSES, BIOVID_SIGNALS, CLIP_SECONDS, biovid_layout
 from privkd.data.importers.common import progress as progress_bar
-from privkd.data.importers.media import log_spectrogram, spectrogram_shape
+from privkd.data.importers.media import log_spectrogram
 from privkd.errors import ConfigError
 
 __all__ = ["SynthResult", "write_synthetic_biovid"]
@@ -69,18 +69,8 @@ def _window_samples() -> int:
 def _layout(signals: Sequence[str], signal_format: str, frames: int,
             size: int) -> tuple[dict[str, tuple[int, ...]], dict[str, str], dict[str, float | None]]:
     """Shapes, kinds and rates per modality, exactly as :func:`import_biovid` declares them."""
-    n = _window_samples()
-    shapes: dict[str, tuple[int, ...]] = {}
-    kinds: dict[str, str] = {}
-    rates: dict[str, float | None] = {}
-    for name in signals:
-        if signal_format == "spectrogram":
-            shapes[name] = (1, *spectrogram_shape(n, nperseg=_NPERSEG, noverlap=_NOVERLAP, nfft=_NFFT))
-            kinds[name], rates[name] = "spectrogram", SAMPLING_RATE / (_NPERSEG - _NOVERLAP)
-        else:
-            shapes[name], kinds[name], rates[name] = (1, n), "signal", SAMPLING_RATE
-    shapes["video"], kinds["video"], rates["video"] = (3, frames, size, size), "video", frames / CLIP_SECONDS
-    return shapes, kinds, rates
+    return biovid_layout(signals, signal_format, _window_samples(), SAMPLING_RATE, (_NPERSEG, _NOVERLAP, _NFFT),
+                         (frames, size, CLIP_SECONDS))
 
 
 def _video(rng: np.random.Generator, level: float, frames: int, size: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from privkd.data.importers.media import (
 )
 from privkd.errors import ConfigError
 
-__all__ = ["BIOVID_CLASSES", "BIOVID_SIGNALS", "import_biovid"]
+__all__ = ["BIOVID_CLASSES", "BIOVID_SIGNALS", "biovid_layout", "import_biovid"]
 
 BIOVID_CLASSES = ("BL1", "PA1", "PA2", "PA3", "PA4")
 # modality name -> CSV column; "gsr" (the CSV's name) is accepted as an alias of "eda".
@@ -228,6 +228,28 @@ def _scan(src: Path, classes: Sequence[str], modalities: list[str], video: bool,
     return samples, part
 
 
+def biovid_layout(signals: Sequence[str], signal_format: str, n_window: int, sampling_rate: float,
+                  spectrogram: tuple[int, int, int], video: tuple[int, int, float] | None,
+                  ) -> tuple[dict[str, tuple[int, ...]], dict[str, str], dict[str, float | None]]:
+    """Shapes, kinds and rates of a BioVid dataset's modalities: each signal as a raw window of
+    ``n_window`` samples or its log spectrogram (``spectrogram`` = nperseg, noverlap, nfft), and
+    the video, when ``video`` = (frames, frame size, seconds) is given, as ``(3, frames, size, size)``."""
+    nperseg, noverlap, nfft = spectrogram
+    shapes: dict[str, tuple[int, ...]] = {}
+    kinds: dict[str, str] = {}
+    rates: dict[str, float | None] = {}
+    for name in signals:
+        if signal_format == "spectrogram":
+            shapes[name] = (1, *spectrogram_shape(n_window, nperseg=nperseg, noverlap=noverlap, nfft=nfft))
+            kinds[name], rates[name] = "spectrogram", sampling_rate / (nperseg - noverlap)
+        else:
+            shapes[name], kinds[name], rates[name] = (1, n_window), "signal", sampling_rate
+    if video is not None:
+        frames, size, seconds = video
+        shapes["video"], kinds["video"], rates["video"] = (3, frames, size, size), "video", frames / seconds
+    return shapes, kinds, rates
+
+
 def import_biovid(
     src: str | Path,
     dst: str | Path,
@@ -279,20 +301,9 @@ def import_biovid(
     samples, part = _scan(src, classes, modalities, video, sampling_rate, signal_window, progress)
 
     n_window = round(signal_window[1] * sampling_rate) - round(signal_window[0] * sampling_rate)
-    shapes: dict[str, tuple[int, ...]] = {}
-    kinds: dict[str, str] = {}
-    rates: dict[str, float | None] = {}
-    for name in modalities:
-        if signal_format == "spectrogram":
-            shapes[name] = (1, *spectrogram_shape(n_window, nperseg=nperseg, noverlap=noverlap, nfft=nfft))
-            kinds[name], rates[name] = "spectrogram", sampling_rate / (nperseg - noverlap)
-        else:
-            shapes[name] = (1, n_window)
-            kinds[name], rates[name] = "signal", sampling_rate
     video_span = video_window[1] - video_window[0] if video_window is not None else CLIP_SECONDS
-    if video:
-        shapes["video"] = (3, frames, frame_size, frame_size)
-        kinds["video"], rates["video"] = "video", frames / video_span
+    shapes, kinds, rates = biovid_layout(modalities, signal_format, n_window, sampling_rate, (nperseg, noverlap, nfft),
+                                         (frames, frame_size, video_span) if video else None)
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
         for sample in samples:
